@@ -1,0 +1,1 @@
+//! The canonical, deterministic text printer.
