@@ -189,7 +189,9 @@ impl Graph {
             return Err(Error::invalid("value with an empty name"));
         }
         if self.names.contains_key(name) {
-            return Err(Error::invalid(format!("value name {name:?} is defined twice")));
+            return Err(Error::invalid(format!(
+                "value name {name:?} is defined twice"
+            )));
         }
         let id = ValueId(self.values.len() as u32);
         self.values.push(Value {
@@ -246,7 +248,9 @@ impl Graph {
             return Ok(());
         }
         if name.is_empty() || self.names.contains_key(name) {
-            return Err(Error::invalid(format!("cannot rename to {name:?}: name taken or empty")));
+            return Err(Error::invalid(format!(
+                "cannot rename to {name:?}: name taken or empty"
+            )));
         }
         let old = std::mem::replace(&mut self.values[id.idx()].name, name.to_string());
         self.names.remove(&old);
@@ -313,7 +317,10 @@ impl Graph {
     ) -> Result<NodeId> {
         for v in inputs.iter().chain(outputs.iter()).flatten() {
             if v.idx() >= self.values.len() {
-                return Err(Error::invalid(format!("node {name:?}: unknown value id {}", v.0)));
+                return Err(Error::invalid(format!(
+                    "node {name:?}: unknown value id {}",
+                    v.0
+                )));
             }
         }
         for v in outputs.iter().flatten() {
@@ -550,7 +557,9 @@ impl Graph {
                 .find(|n| indeg.get(n).copied().unwrap_or(0) > 0)
                 .map(|n| self.node_label(n))
                 .unwrap_or_default();
-            return Err(Error::invalid(format!("graph has a cycle through node {stuck}")));
+            return Err(Error::invalid(format!(
+                "graph has a cycle through node {stuck}"
+            )));
         }
         Ok(order)
     }
@@ -626,7 +635,13 @@ mod tests {
     fn uses_and_edges_stay_consistent() {
         let (mut g, v, n) = chain();
         assert_eq!(g.edge_count(), 1);
-        assert_eq!(g.value(v[1]).uses(), &[Use::Input { node: n[1], slot: 0 }]);
+        assert_eq!(
+            g.value(v[1]).uses(),
+            &[Use::Input {
+                node: n[1],
+                slot: 0
+            }]
+        );
         g.set_input(n[1], 0, Some(v[0]));
         assert_eq!(g.edge_count(), 0);
         assert!(g.value(v[1]).uses().is_empty());

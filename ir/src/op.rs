@@ -476,8 +476,16 @@ fn conv_attrs(b: &mut AttrBag, transpose: bool) -> Result<ConvAttrs> {
         kernel_shape: b.ints("kernel_shape")?,
         pads: b.ints("pads")?,
         strides: b.ints("strides")?,
-        output_padding: if transpose { b.ints("output_padding")? } else { None },
-        output_shape: if transpose { b.ints("output_shape")? } else { None },
+        output_padding: if transpose {
+            b.ints("output_padding")?
+        } else {
+            None
+        },
+        output_shape: if transpose {
+            b.ints("output_shape")?
+        } else {
+            None
+        },
     })
 }
 
@@ -485,7 +493,11 @@ fn pool_attrs(b: &mut AttrBag, max: bool) -> Result<PoolAttrs> {
     Ok(PoolAttrs {
         auto_pad: b.string("auto_pad")?,
         ceil_mode: b.int("ceil_mode")?,
-        count_include_pad: if max { None } else { b.int("count_include_pad")? },
+        count_include_pad: if max {
+            None
+        } else {
+            b.int("count_include_pad")?
+        },
         dilations: b.ints("dilations")?,
         kernel_shape: b.ints("kernel_shape")?,
         pads: b.ints("pads")?,
@@ -554,14 +566,18 @@ impl Op {
             "Gelu" => Op::Gelu {
                 approximate: b.string("approximate")?,
             },
-            "Mod" => Op::Mod { fmod: b.int("fmod")? },
+            "Mod" => Op::Mod {
+                fmod: b.int("fmod")?,
+            },
             "Where" => Op::Where,
             "Clip" => Op::Clip,
             "MaxPool" => Op::MaxPool(pool_attrs(b, true)?),
             "AveragePool" => Op::AveragePool(pool_attrs(b, false)?),
             "GlobalAveragePool" => Op::GlobalPool(GlobalPoolOp::Average),
             "GlobalMaxPool" => Op::GlobalPool(GlobalPoolOp::Max),
-            "Flatten" => Op::Flatten { axis: b.int("axis")? },
+            "Flatten" => Op::Flatten {
+                axis: b.int("axis")?,
+            },
             "Reshape" => Op::Reshape {
                 allowzero: b.int("allowzero")?,
             },
@@ -578,8 +594,12 @@ impl Op {
                 num_outputs: b.int("num_outputs")?,
             },
             "Slice" => Op::Slice,
-            "Gather" => Op::Gather { axis: b.int("axis")? },
-            "GatherElements" => Op::GatherElements { axis: b.int("axis")? },
+            "Gather" => Op::Gather {
+                axis: b.int("axis")?,
+            },
+            "GatherElements" => Op::GatherElements {
+                axis: b.int("axis")?,
+            },
             "GatherND" => Op::GatherND {
                 batch_dims: b.int("batch_dims")?,
             },
@@ -607,7 +627,9 @@ impl Op {
             },
             "Range" => Op::Range,
             // Softmax before opset 13 flattens to 2-D first: different semantics.
-            "Softmax" if opset >= 13 => Op::Softmax { axis: b.int("axis")? },
+            "Softmax" if opset >= 13 => Op::Softmax {
+                axis: b.int("axis")?,
+            },
             "LayerNormalization" => Op::LayerNormalization {
                 axis: b.int("axis")?,
                 epsilon: b.float("epsilon")?,
@@ -631,7 +653,9 @@ impl Op {
                 block_size: b.int("block_size")?,
             },
             "Identity" => Op::Identity,
-            "Dropout" => Op::Dropout { seed: b.int("seed")? },
+            "Dropout" => Op::Dropout {
+                seed: b.int("seed")?,
+            },
             _ => return Ok(None),
         }))
     }
@@ -851,7 +875,10 @@ mod tests {
 
     #[test]
     fn typed_ops_round_trip_attributes() {
-        let attrs = vec![Attribute::int("group", 2), Attribute::ints("pads", &[1, 1, 1, 1])];
+        let attrs = vec![
+            Attribute::int("group", 2),
+            Attribute::ints("pads", &[1, 1, 1, 1]),
+        ];
         let op = Op::from_onnx("", "Conv", attrs, 17);
         assert!(matches!(op, Op::Conv(ref c) if c.group() == 2));
         assert_eq!(op.attributes().len(), 2);
@@ -865,6 +892,9 @@ mod tests {
         assert!(Op::from_onnx("", "Relu", vec![], 9).is_other());
         assert!(Op::from_onnx("", "Softmax", vec![], 11).is_other());
         assert!(Op::from_onnx("com.microsoft", "Relu", vec![], 17).is_other());
-        assert!(matches!(Op::from_onnx("", "Softmax", vec![], 13), Op::Softmax { .. }));
+        assert!(matches!(
+            Op::from_onnx("", "Softmax", vec![], 13),
+            Op::Softmax { .. }
+        ));
     }
 }
