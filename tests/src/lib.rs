@@ -1,1 +1,156 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: where the fixtures are, the onnxruntime
+//! oracle, and output comparison.
+//!
+//! Fixtures live in `../shared` beside the repository. Outside CI a missing fixture
+//! folder or oracle makes a test print why and return; under CI (`CI=true`) it is a
+//! failure, so nothing is skipped silently there.
+
+use cc_ir::{Result, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// True when running under CI (`CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// Skips (returns `None` after printing `why`) outside CI; panics under CI.
+pub fn skip<T>(why: &str) -> Option<T> {
+    if in_ci() {
+        panic!("required under CI: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// The `shared/` folder beside the repository, if present.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    if dir.join("models").is_dir() {
+        Some(dir)
+    } else {
+        skip(&format!(
+            "fixture folder {} not found (it is beside the repository in CI)",
+            dir.display()
+        ))
+    }
+}
+
+/// Every fixture model folder under `shared/models`, sorted by name.
+pub fn model_dirs(shared: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(shared.join("models"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("model.onnx").is_file())
+                .map(|p| {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (name, p)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The Python interpreter with onnxruntime, from `CC_PYTHON` (set by scripts/test.sh).
+pub struct Oracle {
+    python: PathBuf,
+    script: PathBuf,
+}
+
+impl Oracle {
+    /// The oracle if `CC_PYTHON` names a Python that can import onnxruntime.
+    pub fn find() -> Option<Oracle> {
+        let python = match std::env::var_os("CC_PYTHON") {
+            Some(p) => PathBuf::from(p),
+            None => return skip("CC_PYTHON is not set (scripts/test.sh sets it up)"),
+        };
+        let ok = Command::new(&python)
+            .args(["-c", "import onnxruntime, onnx, numpy"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return skip(&format!(
+                "{} cannot import onnxruntime/onnx/numpy",
+                python.display()
+            ));
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oracle/run_ort.py");
+        Some(Oracle { python, script })
+    }
+
+    /// Runs `model` in onnxruntime on the given input files; returns its outputs.
+    pub fn run(&self, model: &Path, inputs: &[PathBuf]) -> std::result::Result<Vec<Tensor>, String> {
+        let out = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = Command::new(&self.python)
+            .arg(&self.script)
+            .arg(model)
+            .arg(out.path())
+            .args(inputs)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !status.status.success() {
+            return Err(format!(
+                "onnxruntime failed on {}: {}",
+                model.display(),
+                String::from_utf8_lossy(&status.stderr)
+            ));
+        }
+        let mut outs = Vec::new();
+        for i in 0.. {
+            let p = out.path().join(format!("output_{i}.pb"));
+            if !p.exists() {
+                break;
+            }
+            let (_, t) = cc_ir::onnx::read_tensor_file(&p).map_err(|e| e.to_string())?;
+            outs.push(t);
+        }
+        Ok(outs)
+    }
+}
+
+/// Largest absolute difference divided by the largest reference magnitude (relative
+/// error in the max norm); `Err` if shapes or types differ.
+pub fn max_rel_error(got: &Tensor, want: &Tensor) -> Result<f64, String> {
+    if got.shape() != want.shape() {
+        return Err(format!("shape {:?} != {:?}", got.shape(), want.shape()));
+    }
+    let as_f64 = |t: &Tensor| -> Result<Vec<f64>, String> {
+        match t.dtype() {
+            cc_ir::DType::F32 => Ok(t.to_f32().map_err(|e| e.to_string())?.into_iter().map(f64::from).collect()),
+            cc_ir::DType::F64 => t.to_f64().map_err(|e| e.to_string()),
+            _ => Ok(t
+                .to_i64_lossless()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|x| x as f64)
+                .collect()),
+        }
+    };
+    let (g, w) = (as_f64(got)?, as_f64(want)?);
+    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
+    let diff = g
+        .iter()
+        .zip(&w)
+        .fold(0f64, |m, (a, b)| if a.is_nan() || b.is_nan() { f64::INFINITY } else { m.max((a - b).abs()) });
+    Ok(diff / scale)
+}
+
+/// The input files of a fixture's `test_data_set_0`, in order.
+pub fn test_inputs(model_dir: &Path) -> Vec<PathBuf> {
+    (0..)
+        .map(|i| model_dir.join(format!("test_data_set_0/input_{i}.pb")))
+        .take_while(|p| p.exists())
+        .collect()
+}
+
+/// The reference output 0 of a fixture.
+pub fn reference_output(model_dir: &Path) -> Result<Tensor> {
+    cc_ir::onnx::read_tensor_file(&model_dir.join("test_data_set_0/output_0.pb")).map(|(_, t)| t)
+}

@@ -1,0 +1,210 @@
+//! The `cc-compile` binary end to end: bad input gives one line and exit code 2 with no
+//! output written; good input gives byte-identical output across runs.
+
+use onnx_protobuf::{Message, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cc-compile"))
+}
+
+fn demo_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/digits_cnn/model.onnx")
+}
+
+/// Runs cc-compile on `model` with extra args, writing to `dir/out.onnx`.
+fn compile(dir: &Path, model: &Path, args: &[&str]) -> (Output, PathBuf) {
+    let out = dir.join("out.onnx");
+    let output = bin()
+        .arg(model)
+        .arg("-o")
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    (output, out)
+}
+
+/// Asserts a failed run: exit code 2, exactly one stderr line containing `needle`,
+/// no output file.
+fn assert_rejected(output: &Output, out: &Path, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!out.exists(), "an output file was written");
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
+
+fn value(name: &str) -> ValueInfoProto {
+    let mut v = ValueInfoProto::new();
+    v.name = name.into();
+    v
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = format!("{op}_{}", outputs.join("_"));
+    n.input = inputs.iter().map(|s| s.to_string()).collect();
+    n.output = outputs.iter().map(|s| s.to_string()).collect();
+    n
+}
+
+/// A model `x -> nodes -> y` written to `dir/name`.
+fn write_model(dir: &Path, name: &str, nodes: Vec<NodeProto>) -> PathBuf {
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 17;
+    m.opset_import.push(op);
+    let g = m.graph.mut_or_insert_default();
+    g.name = "g".into();
+    g.input.push(value("x"));
+    g.output.push(value("y"));
+    g.node = nodes;
+    let path = dir.join(name);
+    std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn truncated_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(demo_model()).unwrap();
+    let model = dir.path().join("truncated.onnx");
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let (o, out) = compile(dir.path(), &model, &[]);
+    assert_rejected(&o, &out, "truncated.onnx");
+}
+
+#[test]
+fn non_onnx_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("notes.onnx");
+    std::fs::write(&model, "this is a text file, not a model\n").unwrap();
+    let (o, out) = compile(dir.path(), &model, &[]);
+    assert_rejected(&o, &out, "not an ONNX model");
+}
+
+#[test]
+fn missing_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = compile(dir.path(), &dir.path().join("absent.onnx"), &[]);
+    assert_rejected(&o, &out, "absent.onnx");
+}
+
+#[test]
+fn cyclic_graph_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(
+        dir.path(),
+        "cycle.onnx",
+        vec![
+            node("Add", &["x", "b"], &["a"]),
+            node("Relu", &["a"], &["b"]),
+            node("Identity", &["a"], &["y"]),
+        ],
+    );
+    let (o, out) = compile(dir.path(), &model, &[]);
+    assert_rejected(&o, &out, "cycle");
+}
+
+#[test]
+fn dangling_input_name_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(
+        dir.path(),
+        "dangling.onnx",
+        vec![node("Add", &["x", "nowhere"], &["y"])],
+    );
+    let (o, out) = compile(dir.path(), &model, &[]);
+    assert_rejected(&o, &out, "nowhere");
+}
+
+#[test]
+fn unknown_pass_is_rejected_with_the_list_of_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = compile(dir.path(), &demo_model(), &["--passes", "fold,nosuchpass"]);
+    assert_rejected(&o, &out, "nosuchpass");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dce"));
+}
+
+#[test]
+fn malformed_options_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for (passes, needle) in [
+        ("fold{", "fold{"),
+        ("fold{nosuchoption=1}", "nosuchoption"),
+        ("fold{=1}", "fold"),
+        ("fold,,dce", "pass name"),
+    ] {
+        let (o, out) = compile(dir.path(), &demo_model(), &["--passes", passes]);
+        assert_rejected(&o, &out, needle);
+    }
+}
+
+#[test]
+fn output_is_byte_identical_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.onnx");
+    let b = dir.path().join("b.onnx");
+    for out in [&a, &b] {
+        let o = bin()
+            .arg(demo_model())
+            .args(["--passes", "fold", "-o"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(!a.is_empty());
+    assert!(a == b, "two runs wrote different bytes");
+}
+
+#[test]
+fn default_output_name_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("digits.onnx");
+    std::fs::copy(demo_model(), &model).unwrap();
+    let json = dir.path().join("report.json");
+    let o = bin()
+        .arg(&model)
+        .arg("--report")
+        .arg("--report-json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.path().join("digits.cc.onnx").is_file());
+    let table = String::from_utf8_lossy(&o.stderr);
+    assert!(table.contains("canonicalize"), "{table}");
+    let report = std::fs::read_to_string(json).unwrap();
+    assert!(report.contains("\"passes\""), "{report}");
+}
+
+#[test]
+fn list_passes_names_the_canonicalization_passes() {
+    let o = bin().arg("--list-passes").output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for p in ["canonicalize", "fold", "fold-batchnorm", "remove-identity", "dce"] {
+        assert!(text.contains(p), "{p} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn print_ir_shows_the_canonical_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, _) = compile(dir.path(), &demo_model(), &["--print-ir"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("nodes:") && text.contains("Conv"), "{text}");
+}
