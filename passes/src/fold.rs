@@ -4,8 +4,10 @@
 //! [`cc_backends::cpu::eval::eval_node`]; its outputs become constants that keep their
 //! value ids and names, and the node is removed. `Shape` and `Size` of a value whose
 //! static type has a fully known shape fold too, so shape subgraphs collapse wherever
-//! shapes are known. `Op::Other` never folds, and nodes the evaluator does not support
-//! stay as they are.
+//! shapes are known. `Op::Other` never folds, nor does Identity (`remove-identity`
+//! bypasses it without copying the weight), and nodes the evaluator does not support
+//! stay as they are. Initializers that are also graph inputs are not constants here
+//! (they can be overridden at run time).
 //!
 //! Size rule (so folding never bloats a model): a node folds when its outputs hold at
 //! most `always-elements` elements in total (shape-like values), or otherwise when the
@@ -117,7 +119,8 @@ impl Fold {
     /// Tries to fold one node; true when it was folded.
     fn fold_node(&self, g: &mut Graph, n: NodeId) -> Result<bool, PassError> {
         let node = g.node(n);
-        if node.op.is_other() || !node.implicit_inputs().is_empty() {
+        // Identity is left to remove-identity: folding it would copy shared weights.
+        if node.op.is_other() || node.op == Op::Identity || !node.implicit_inputs().is_empty() {
             return Ok(false);
         }
         let n_out = node.outputs().len();
