@@ -116,6 +116,62 @@ impl Fold {
         Ok(Some(vec![t]))
     }
 
+    /// Gather or Slice (with constant indices) of `Shape(x)` where `x` has a known rank
+    /// and every selected dimension is known, even if others are symbolic: the op is
+    /// evaluated on the dimension positions, which are then replaced by their sizes.
+    fn fold_known_dims(g: &Graph, n: NodeId) -> Result<Option<Vec<Tensor>>, PassError> {
+        let node = g.node(n);
+        let Some(s) = node.input(0) else {
+            return Ok(None);
+        };
+        let Some((shape_node, _)) = g.value(s).producer() else {
+            return Ok(None);
+        };
+        let Op::Shape { start, end } = &g.node(shape_node).op else {
+            return Ok(None);
+        };
+        let Some(x) = g.node(shape_node).input(0) else {
+            return Ok(None);
+        };
+        let Some(dims) = g.value(x).ty.as_ref().and_then(|t| t.shape()) else {
+            return Ok(None);
+        };
+        let r = dims.len() as i64;
+        let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
+        let (lo, hi) = (clamp(start.unwrap_or(0)), clamp(end.unwrap_or(r)));
+        let positions: Vec<i64> = (lo..hi.max(lo)).collect();
+        let positions = Tensor::from_i64(vec![positions.len()], positions)?;
+        let mut inputs: Vec<Option<&Tensor>> = vec![Some(&positions)];
+        for v in node.inputs().iter().skip(1) {
+            match v {
+                None => inputs.push(None),
+                Some(v) if g.is_input(*v) => return Ok(None),
+                Some(v) => match g.const_data(*v) {
+                    Some(t) => inputs.push(Some(t)),
+                    None => return Ok(None),
+                },
+            }
+        }
+        let Ok(Some(outs)) = eval_node(&node.op, &inputs, Some(1)) else {
+            return Ok(None);
+        };
+        let Some(picked) = outs.first() else {
+            return Ok(None);
+        };
+        let sizes: Option<Vec<i64>> = picked
+            .to_i64()?
+            .iter()
+            .map(|&p| {
+                let d = usize::try_from(p).ok().and_then(|p| dims.get(p))?;
+                d.known().filter(|&k| k >= 0)
+            })
+            .collect();
+        match sizes {
+            Some(v) => Ok(Some(vec![Tensor::from_i64(picked.shape().to_vec(), v)?])),
+            None => Ok(None),
+        }
+    }
+
     /// Tries to fold one node; true when it was folded.
     fn fold_node(&self, g: &mut Graph, n: NodeId) -> Result<bool, PassError> {
         let node = g.node(n);
@@ -146,6 +202,8 @@ impl Fold {
             (outs, in_bytes)
         } else if matches!(node.op, Op::Shape { .. } | Op::Size) {
             (Self::fold_static_shape(g, n)?, 0)
+        } else if matches!(node.op, Op::Gather { .. } | Op::Slice) {
+            (Self::fold_known_dims(g, n)?, 0)
         } else {
             return Ok(false);
         };
@@ -316,11 +374,92 @@ mod tests {
     }
 
     #[test]
-    fn shape_with_symbolic_dim_does_not_fold() {
+    fn known_dims_of_partly_symbolic_shape_fold() {
+        // Gather(Shape(x), 1) reads the known dim 3 although the batch dim is symbolic.
         let (mut g, target) = shape_chain(Dim::Sym("N".into()));
+        let (_, stats) = run(&mut g, &mut Fold::default());
+        assert_eq!(stats, vec![("folded".into(), crate::pass::Stat::Int(3))]);
+        assert_eq!(g.node_count(), 2, "Shape and Reshape stay");
+        assert_eq!(g.const_data(target).unwrap().to_i64().unwrap(), vec![-1, 3]);
+    }
+
+    #[test]
+    fn unknown_dims_do_not_fold() {
+        // Selecting the symbolic dim (index 0, or -4) keeps the whole chain.
+        for idx in [0i64, -4] {
+            let (mut g, target) = shape_chain(Dim::Sym("N".into()));
+            let i = g.value_by_name("idx").unwrap();
+            g.value_mut(i).data = Some(Tensor::from_i64(vec![], vec![idx]).unwrap());
+            assert!(!run(&mut g, &mut Fold::default()).0);
+            assert_eq!(g.node_count(), 5);
+            assert!(g.const_data(target).is_none());
+        }
+        // Unknown rank: nothing folds.
+        let (mut g, _) = shape_chain(Dim::Known(2));
+        let x = g.value_by_name("x").unwrap();
+        g.value_mut(x).ty = None;
         assert!(!run(&mut g, &mut Fold::default()).0);
-        assert_eq!(g.node_count(), 5);
-        assert!(g.const_data(target).is_none());
+    }
+
+    #[test]
+    fn slice_of_shape_with_known_tail_folds() {
+        let mut g = Graph::new("g");
+        let ty = ValueType::Tensor {
+            elem: Some(cc_ir::DType::F32),
+            shape: Some(vec![Dim::Sym("N".into()), Dim::Known(7), Dim::Known(9)]),
+        };
+        let x = g.add_value("x", Some(ty)).unwrap();
+        let c = |g: &mut Graph, n: &str, v: i64| {
+            g.add_const(n, Tensor::from_i64(vec![1], vec![v]).unwrap())
+                .unwrap()
+        };
+        let (st, en) = (c(&mut g, "st", -2), c(&mut g, "en", i64::MAX));
+        let s = g.add_value("s", None).unwrap();
+        let t = g.add_value("t", None).unwrap();
+        g.add_node(
+            "shape",
+            Op::Shape {
+                start: None,
+                end: None,
+            },
+            vec![Some(x)],
+            vec![Some(s)],
+        )
+        .unwrap();
+        g.add_node(
+            "slice",
+            Op::Slice,
+            vec![Some(s), Some(st), Some(en)],
+            vec![Some(t)],
+        )
+        .unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![t]);
+        assert!(run(&mut g, &mut Fold::default()).0);
+        assert_eq!(g.const_data(t).unwrap().to_i64().unwrap(), vec![7, 9]);
+    }
+
+    #[test]
+    fn identity_and_graph_input_initializers_do_not_fold() {
+        let mut g = Graph::new("g");
+        let c = g
+            .add_const("c", Tensor::from_f32(vec![1], vec![2.0]).unwrap())
+            .unwrap();
+        let (a, b) = (
+            g.add_value("a", None).unwrap(),
+            g.add_value("b", None).unwrap(),
+        );
+        g.add_node("id", Op::Identity, vec![Some(c)], vec![Some(a)])
+            .unwrap();
+        g.add_node("neg", Op::Unary(UnaryOp::Neg), vec![Some(c)], vec![Some(b)])
+            .unwrap();
+        g.set_inputs(vec![c]);
+        g.set_outputs(vec![a, b]);
+        assert!(!run(&mut g, &mut Fold::default()).0);
+        g.set_inputs(vec![]);
+        let (_, stats) = run(&mut g, &mut Fold::default());
+        assert_eq!(stats[0].1, crate::pass::Stat::Int(1), "only Neg folds");
+        assert!(g.const_data(a).is_none());
     }
 
     #[test]

@@ -462,6 +462,8 @@ mod tests {
         let m = g.add_value("m_in", None).unwrap();
         let bn_id = g.node_ids()[1];
         g.set_input(bn_id, 3, Some(m));
+        let x = g.inputs()[0];
+        g.set_inputs(vec![x, m]);
         run(&mut g);
         assert_eq!(g.node_count(), 2);
     }
