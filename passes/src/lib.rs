@@ -1,1 +1,32 @@
-//! cc-passes.
+//! cc-passes: the pass infrastructure of cc-compile and its built-in passes.
+//!
+//! - [`Pass`], [`PassCx`], [`Changed`]: what a pass is and what it sees.
+//! - [`registry`]: built-in passes register a [`PassInfo`] with `inventory::submit!`.
+//! - [`options`]: typed per-pass options parsed from `key=value` text.
+//! - [`pipeline`]: the `name{key=value,...},name` pipeline language.
+//! - [`manager`]: runs a pipeline, verifies, times, dumps IR, and builds a [`Report`].
+//! - Canonicalization (exact) passes: `fold`, `fold-batchnorm`, `remove-identity`,
+//!   `dce`, and `canonicalize` which runs them to a fixed point.
+
+pub mod canonicalize;
+pub mod dce;
+pub mod error;
+pub mod fold;
+pub mod fold_batchnorm;
+pub mod manager;
+pub mod options;
+pub mod pass;
+pub mod pipeline;
+pub mod registry;
+pub mod remove_identity;
+pub mod report;
+pub mod stats;
+
+pub use error::PassError;
+pub use manager::{ManagerOptions, PassManager, PrintAfter};
+pub use options::{OptionKind, OptionSpec, OptionValue, Options};
+pub use pass::{Changed, Pass, PassCx, Stat};
+pub use pipeline::{Pipeline, PipelineEntry};
+pub use registry::{all_passes, find, PassInfo};
+pub use report::{PassRecord, Report};
+pub use stats::GraphStats;

@@ -1,0 +1,167 @@
+//! The [`Pass`] trait and the context a pass runs in.
+
+use crate::error::PassError;
+use cc_ir::Graph;
+use std::fmt;
+
+/// Whether a pass changed the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changed(pub bool);
+
+impl Changed {
+    /// The graph changed.
+    pub const YES: Changed = Changed(true);
+    /// The graph is unchanged.
+    pub const NO: Changed = Changed(false);
+    /// True when the graph changed.
+    pub fn is_changed(self) -> bool {
+        self.0
+    }
+}
+
+impl std::ops::BitOr for Changed {
+    type Output = Changed;
+    fn bitor(self, rhs: Changed) -> Changed {
+        Changed(self.0 || rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Changed {
+    fn bitor_assign(&mut self, rhs: Changed) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// One statistic a pass reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stat {
+    /// A count or other integer.
+    Int(i64),
+    /// A measurement.
+    Float(f64),
+    /// Free text.
+    Text(String),
+}
+
+impl fmt::Display for Stat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stat::Int(v) => write!(f, "{v}"),
+            Stat::Float(v) => write!(f, "{v}"),
+            Stat::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+macro_rules! stat_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Stat {
+            fn from(v: $t) -> Stat {
+                Stat::Int(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+stat_from_int!(i32, i64, u32, u64, usize);
+
+impl From<f64> for Stat {
+    fn from(v: f64) -> Stat {
+        Stat::Float(v)
+    }
+}
+impl From<f32> for Stat {
+    fn from(v: f32) -> Stat {
+        Stat::Float(f64::from(v))
+    }
+}
+impl From<&str> for Stat {
+    fn from(v: &str) -> Stat {
+        Stat::Text(v.to_string())
+    }
+}
+impl From<String> for Stat {
+    fn from(v: String) -> Stat {
+        Stat::Text(v)
+    }
+}
+
+/// What a pass sees besides the graph: its statistics sink and the pipeline's seed.
+#[derive(Clone, Debug, Default)]
+pub struct PassCx {
+    seed: u64,
+    stats: Vec<(String, Stat)>,
+}
+
+impl PassCx {
+    /// A context with this seed and no statistics.
+    pub fn new(seed: u64) -> Self {
+        PassCx {
+            seed,
+            stats: Vec::new(),
+        }
+    }
+    /// The seed for passes that make random choices.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// Records a statistic; a key recorded again keeps its position and takes the new value.
+    pub fn stat(&mut self, key: &str, value: impl Into<Stat>) {
+        let value = value.into();
+        match self.stats.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.stats.push((key.to_string(), value)),
+        }
+    }
+    /// Adds `delta` to an integer statistic (created at 0).
+    pub fn add(&mut self, key: &str, delta: i64) {
+        match self.stats.iter_mut().find(|(k, _)| k == key) {
+            Some((_, Stat::Int(v))) => *v += delta,
+            Some((_, v)) => *v = Stat::Int(delta),
+            None => self.stats.push((key.to_string(), Stat::Int(delta))),
+        }
+    }
+    /// The statistics recorded so far, in recording order.
+    pub fn stats(&self) -> &[(String, Stat)] {
+        &self.stats
+    }
+    /// Takes the statistics out, leaving none.
+    pub fn take_stats(&mut self) -> Vec<(String, Stat)> {
+        std::mem::take(&mut self.stats)
+    }
+}
+
+/// A graph transformation.
+pub trait Pass {
+    /// The registered name of the pass.
+    fn name(&self) -> &str;
+    /// Transforms `g`, recording statistics in `cx`.
+    fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_keep_order_and_accumulate() {
+        let mut cx = PassCx::new(7);
+        cx.stat("b", 1usize);
+        cx.stat("a", 2.5);
+        cx.add("b", 3);
+        cx.add("c", 1);
+        cx.stat("a", "x");
+        let keys: Vec<_> = cx.stats().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(keys, vec!["b=4", "a=x", "c=1"]);
+        assert_eq!(cx.seed(), 7);
+        assert_eq!(cx.take_stats().len(), 3);
+        assert!(cx.stats().is_empty());
+    }
+
+    #[test]
+    fn changed_combines() {
+        assert!((Changed::NO | Changed::YES).is_changed());
+        let mut c = Changed::NO;
+        c |= Changed::NO;
+        assert!(!c.is_changed());
+    }
+}

@@ -1,0 +1,96 @@
+//! The pass registry: every built-in (and linked-in) pass submits a [`PassInfo`].
+
+use crate::error::PassError;
+use crate::options::{OptionSpec, Options};
+use crate::pass::Pass;
+
+/// A registered pass: name, summary, option schema and constructor.
+pub struct PassInfo {
+    /// Name used in pipelines.
+    pub name: &'static str,
+    /// One-line summary (shown by `cc-compile --list-passes`).
+    pub summary: &'static str,
+    /// Option schema.
+    pub options: &'static [OptionSpec],
+    /// Builds an instance from parsed options.
+    pub create: fn(&Options) -> Result<Box<dyn Pass>, PassError>,
+}
+
+impl PassInfo {
+    /// Parses `given` (key, value) pairs against this pass's schema.
+    pub fn parse_options(&self, given: &[(String, String)]) -> Result<Options, PassError> {
+        Options::parse(self.name, self.options, given)
+    }
+
+    /// An instance with default options.
+    pub fn create_default(&self) -> Result<Box<dyn Pass>, PassError> {
+        (self.create)(&Options::defaults(self.name, self.options)?)
+    }
+}
+
+inventory::collect!(PassInfo);
+
+/// All registered passes, sorted by name.
+pub fn all_passes() -> Vec<&'static PassInfo> {
+    let mut v: Vec<&'static PassInfo> = inventory::iter::<PassInfo>.into_iter().collect();
+    v.sort_by_key(|p| p.name);
+    v
+}
+
+/// The pass registered under `name`.
+pub fn find(name: &str) -> Option<&'static PassInfo> {
+    inventory::iter::<PassInfo>
+        .into_iter()
+        .find(|p| p.name == name)
+}
+
+/// The pass registered under `name`, or an error listing all registered names.
+pub fn lookup(name: &str) -> Result<&'static PassInfo, PassError> {
+    find(name).ok_or_else(|| PassError::UnknownPass {
+        name: name.to_string(),
+        known: all_passes().iter().map(|p| p.name.to_string()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_ins_are_registered_sorted_and_unique() {
+        let names: Vec<&str> = all_passes().iter().map(|p| p.name).collect();
+        for want in [
+            "canonicalize",
+            "dce",
+            "fold",
+            "fold-batchnorm",
+            "remove-identity",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        for p in all_passes() {
+            assert!(
+                !p.summary.is_empty() && !p.summary.contains('\n'),
+                "{}",
+                p.name
+            );
+            let pass = p.create_default().unwrap();
+            assert_eq!(pass.name(), p.name);
+        }
+    }
+
+    #[test]
+    fn unknown_pass_lists_all() {
+        let e = lookup("flod").err().unwrap().to_string();
+        assert!(
+            e.starts_with("unknown pass \"flod\"; registered passes: "),
+            "{e}"
+        );
+        assert!(e.contains("canonicalize, dce, fold"), "{e}");
+        assert!(find("fold").is_some());
+    }
+}

@@ -1,0 +1,64 @@
+//! Model size summary used for before/after figures.
+
+use cc_ir::Graph;
+use serde::Serialize;
+
+/// Size figures of a graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GraphStats {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Parameters: elements of all live constants.
+    pub params: usize,
+    /// Bytes of data of all live constants.
+    pub bytes: usize,
+}
+
+impl GraphStats {
+    /// The figures of `g`. A constant counts when it is live (read, produced or a graph
+    /// input/output).
+    pub fn of(g: &Graph) -> GraphStats {
+        let mut s = GraphStats {
+            nodes: g.node_count(),
+            ..Default::default()
+        };
+        for v in g.value_ids() {
+            if let Some(t) = g.const_data(v) {
+                if g.is_live(v) {
+                    s.params += t.len();
+                    s.bytes += t.byte_len();
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cc_ir::op::UnaryOp;
+    use cc_ir::{Op, Tensor};
+
+    #[test]
+    fn counts_live_constants_only() {
+        let mut g = Graph::new("g");
+        let w = g
+            .add_const("w", Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap())
+            .unwrap();
+        g.add_const("dead", Tensor::from_i64(vec![4], vec![0; 4]).unwrap())
+            .unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.add_node("n", Op::Unary(UnaryOp::Neg), vec![Some(w)], vec![Some(y)])
+            .unwrap();
+        g.set_outputs(vec![y]);
+        assert_eq!(
+            GraphStats::of(&g),
+            GraphStats {
+                nodes: 1,
+                params: 6,
+                bytes: 24
+            }
+        );
+    }
+}
