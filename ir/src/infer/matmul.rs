@@ -18,7 +18,7 @@ fn gemm(c: &Ctx, trans_a: bool, trans_b: bool) -> Result<Option<ValueType>> {
     let (Some(a), Some(b)) = (c.shape(0), c.shape(1)) else {
         return Ok(tensor(c.elem(0), Some(vec![Dim::Unknown; 2])));
     };
-    let (&[ref a0, ref a1], &[ref b0, ref b1]) = (a, b) else {
+    let ([a0, a1], [b0, b1]) = (a, b) else {
         return Err(c.err(format!(
             "Gemm inputs must be 2-D, got {} and {}",
             fmt_dims(a),

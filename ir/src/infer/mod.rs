@@ -171,8 +171,8 @@ pub fn infer_node(g: &Graph, node: NodeId) -> Result<Vec<Option<ValueType>>> {
 /// Unknown parts of the declared type are filled in; a declared symbolic or unknown
 /// dimension is refined by an inferred known one; a declared symbolic dimension is
 /// kept over an inferred unknown or differently named one. Element type, rank or
-/// known-dimension disagreement is an error (`Err(())`; the caller words the message).
-pub fn merge_types(declared: &ValueType, inferred: &ValueType) -> Result<ValueType, ()> {
+/// known-dimension disagreement is a conflict (`None`; the caller words the message).
+pub fn merge_types(declared: &ValueType, inferred: &ValueType) -> Option<ValueType> {
     let (de, ds, ie, is) = match (declared, inferred) {
         (
             ValueType::Tensor {
@@ -185,24 +185,24 @@ pub fn merge_types(declared: &ValueType, inferred: &ValueType) -> Result<ValueTy
             },
         ) => (de, ds, ie, is),
         (ValueType::Opaque(_), ValueType::Opaque(_)) if declared == inferred => {
-            return Ok(declared.clone())
+            return Some(declared.clone())
         }
-        _ => return Err(()),
+        _ => return None,
     };
     let elem = match (de, ie) {
-        (Some(a), Some(b)) if a != b => return Err(()),
+        (Some(a), Some(b)) if a != b => return None,
         (Some(a), _) => Some(*a),
         (None, b) => *b,
     };
     let shape = match (ds, is) {
         (Some(a), Some(b)) => {
             if a.len() != b.len() {
-                return Err(());
+                return None;
             }
             let mut dims = Vec::with_capacity(a.len());
             for (x, y) in a.iter().zip(b) {
                 dims.push(match (x, y) {
-                    (Dim::Known(p), Dim::Known(q)) if p != q => return Err(()),
+                    (Dim::Known(p), Dim::Known(q)) if p != q => return None,
                     (Dim::Known(_), _) => x.clone(),
                     (_, Dim::Known(_)) => y.clone(),
                     (Dim::Sym(_), _) => x.clone(),
@@ -214,7 +214,7 @@ pub fn merge_types(declared: &ValueType, inferred: &ValueType) -> Result<ValueTy
         (Some(a), None) => Some(a.clone()),
         (None, b) => b.clone(),
     };
-    Ok(ValueType::Tensor { elem, shape })
+    Some(ValueType::Tensor { elem, shape })
 }
 
 /// Merges the inferred type of output `slot` of `node` with what the graph records;
@@ -231,7 +231,7 @@ pub(crate) fn merge_output(
     let v = g.value(value);
     match &v.ty {
         None => Ok(Some(inf.clone())),
-        Some(decl) => merge_types(decl, inf).map(Some).map_err(|()| {
+        Some(decl) => merge_types(decl, inf).map(Some).ok_or_else(|| {
             Error::invalid(format!(
                 "node {}: output {:?} declared {decl} but infers {inf}",
                 g.node_label(node),
@@ -357,9 +357,9 @@ mod tests {
         assert_eq!(m.to_string(), "f32[N]");
         let m = merge_types(&t(DType::F32, "N"), &t(DType::F32, "7")).unwrap();
         assert_eq!(m.to_string(), "f32[7]");
-        assert!(merge_types(&t(DType::F32, "2,3"), &t(DType::F32, "2,4")).is_err());
-        assert!(merge_types(&t(DType::F32, "2,3"), &t(DType::F32, "2")).is_err());
-        assert!(merge_types(&t(DType::F32, "2"), &t(DType::I64, "2")).is_err());
+        assert!(merge_types(&t(DType::F32, "2,3"), &t(DType::F32, "2,4")).is_none());
+        assert!(merge_types(&t(DType::F32, "2,3"), &t(DType::F32, "2")).is_none());
+        assert!(merge_types(&t(DType::F32, "2"), &t(DType::I64, "2")).is_none());
         let partial = ValueType::Tensor {
             elem: None,
             shape: None,
