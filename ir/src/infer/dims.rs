@@ -58,19 +58,26 @@ pub(crate) fn unify(a: &Dim, b: &Dim) -> Result<Dim, ()> {
     })
 }
 
-/// The product of dims: known when all are known (and it does not overflow).
+/// The product of dims: known when all are known (and it does not overflow); a single
+/// symbolic dim times 1s stays that symbol.
 pub(crate) fn product(dims: &[Dim]) -> Dim {
     let mut p: i64 = 1;
+    let mut sym: Option<&Dim> = None;
     for d in dims {
         match d {
             Dim::Known(v) => match p.checked_mul(*v) {
                 Some(x) => p = x,
                 None => return Dim::Unknown,
             },
+            Dim::Sym(_) if sym.is_none() => sym = Some(d),
             _ => return Dim::Unknown,
         }
     }
-    Dim::Known(p)
+    match sym {
+        None => Dim::Known(p),
+        Some(s) if p == 1 => s.clone(),
+        Some(_) => Dim::Unknown,
+    }
 }
 
 /// Applies `f` to a known dim; anything else becomes Unknown.
@@ -126,6 +133,8 @@ mod tests {
         assert!(unify(&Dim::Known(3), &Dim::Known(4)).is_err());
         assert_eq!(product(&dims("2,3,4")), Dim::Known(24));
         assert_eq!(product(&dims("2,N")), Dim::Unknown);
+        assert_eq!(product(&dims("1,N,1")), Dim::Sym("N".into()));
+        assert_eq!(product(&dims("N,N")), Dim::Unknown);
         assert_eq!(map_known(&Dim::Known(3), |v| Some(v * 2)), Dim::Known(6));
     }
 }

@@ -481,6 +481,10 @@ mod tests {
             ["f32[1,?]"]
         );
         assert_eq!(
+            run(Op::Flatten { axis: None }, &[t(F32, "N,C,1,1")], 1),
+            ["f32[N,C]"]
+        );
+        assert_eq!(
             run(Op::Transpose { perm: None }, &[t(F32, "N,3,4")], 1),
             ["f32[4,3,N]"]
         );
