@@ -29,7 +29,10 @@ fn round_trip(dir: &Path) -> Result<(), String> {
     if let Ok(rd) = std::fs::read_dir(&data) {
         let mut files: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "pb")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "pb"))
+        {
             read_tensor_file(f).map_err(|e| format!("tensor file: {e}"))?;
         }
     }

@@ -66,11 +66,11 @@ pub fn attr_from_proto(mut a: AttributeProto, ext: &mut ExternalFiles) -> Attrib
             Some(INTS) => Some(AttrValue::Ints(std::mem::take(&mut a.ints))),
             Some(FLOATS) => Some(AttrValue::Floats(std::mem::take(&mut a.floats))),
             Some(STRINGS) => Some(AttrValue::Strings(std::mem::take(&mut a.strings))),
-            Some(TENSOR) => a
-                .t
-                .as_mut()
-                .and_then(|t| tensor_from_proto_with(t, ext).ok())
-                .map(AttrValue::Tensor),
+            Some(TENSOR) => {
+                a.t.as_mut()
+                    .and_then(|t| tensor_from_proto_with(t, ext).ok())
+                    .map(AttrValue::Tensor)
+            }
             Some(TENSORS) => {
                 // Convert clones so that a failure leaves the originals for encoding.
                 let conv: Option<Vec<_>> = a

@@ -212,7 +212,11 @@ pub fn prepare(g: &Graph, external: Option<&str>) -> Result<Prepared> {
             .map_err(|e| Error::invalid(format!("model extra fields: {e}")))?
     };
     let meta = &g.meta;
-    mp.ir_version = if meta.ir_version == 0 { 8 } else { meta.ir_version };
+    mp.ir_version = if meta.ir_version == 0 {
+        8
+    } else {
+        meta.ir_version
+    };
     let mut opsets = meta.opset_imports.clone();
     if meta.ir_version == 0 && opsets.is_empty() {
         opsets.push((String::new(), 17));

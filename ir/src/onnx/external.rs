@@ -104,7 +104,10 @@ mod tests {
         assert!(err.contains("outside"), "{err}");
         let err = ext.read("t", "../w.bin", 0, None).unwrap_err().to_string();
         assert!(err.contains("relative path"), "{err}");
-        let err = ext.read("t", "missing.bin", 0, None).unwrap_err().to_string();
+        let err = ext
+            .read("t", "missing.bin", 0, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.bin"), "{err}");
         let mut none = ExternalFiles::new(None);
         assert!(none.read("t", "w.bin", 0, None).is_err());

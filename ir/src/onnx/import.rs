@@ -63,7 +63,11 @@ pub fn import_model(mut model: ModelProto, base_dir: Option<&Path>) -> Result<Gr
 
 fn node_label(n: &NodeProto) -> String {
     if n.name.is_empty() {
-        let out = n.output.iter().find(|o| !o.is_empty()).map_or("", String::as_str);
+        let out = n
+            .output
+            .iter()
+            .find(|o| !o.is_empty())
+            .map_or("", String::as_str);
         format!("node ({}) -> {out:?}", n.op_type)
     } else {
         format!("node {:?} ({})", n.name, n.op_type)
@@ -135,9 +139,8 @@ fn import_graph(mut gp: GraphProto, g: &mut Graph, ext: &mut ExternalFiles) -> R
         }
         if let Some(t) = constant_tensor(&n, &attrs) {
             let out = n.output.first().cloned().unwrap_or_default();
-            g.add_const(&out, t).map_err(|e| {
-                Error::invalid(format!("{}: output {out:?}: {e}", node_label(&n)))
-            })?;
+            g.add_const(&out, t)
+                .map_err(|e| Error::invalid(format!("{}: output {out:?}: {e}", node_label(&n))))?;
             continue;
         }
         let mut outs = Vec::with_capacity(n.output.len());
@@ -244,7 +247,9 @@ fn constant_tensor(n: &NodeProto, attrs: &[Attribute]) -> Option<Tensor> {
         ("value_floats", AttrValue::Floats(v)) => Tensor::from_f32(vec![v.len()], v.clone()).ok(),
         ("value_int", AttrValue::Int(i)) => Tensor::from_i64(vec![], vec![*i]).ok(),
         ("value_ints", AttrValue::Ints(v)) => Tensor::from_i64(vec![v.len()], v.clone()).ok(),
-        ("value_string", AttrValue::String(s)) => Tensor::from_strings(vec![], vec![s.clone()]).ok(),
+        ("value_string", AttrValue::String(s)) => {
+            Tensor::from_strings(vec![], vec![s.clone()]).ok()
+        }
         ("value_strings", AttrValue::Strings(v)) => {
             Tensor::from_strings(vec![v.len()], v.clone()).ok()
         }

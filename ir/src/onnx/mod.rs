@@ -69,8 +69,19 @@ pub fn save_model(g: &Graph, path: &Path) -> Result<()> {
     save_model_with(g, path, &ExportOptions::default())
 }
 
+/// A temporary file in `dir`, readable like an ordinarily created file (tempfile makes
+/// them owner-only).
 fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(0o644);
+        tmp.as_file()
+            .set_permissions(perms)
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    Ok(tmp)
 }
 
 fn write_temp(
@@ -113,7 +124,9 @@ pub fn save_model_with(g: &Graph, path: &Path, opts: &ExportOptions) -> Result<(
             .persist(&data_path)
             .map_err(|e| Error::io(&data_path, e.error))?;
     }
-    model_tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    model_tmp
+        .persist(path)
+        .map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
 

@@ -32,8 +32,8 @@ fn convert(p: &mut TensorProto, ext: &mut ExternalFiles) -> Result<Tensor> {
     if p.segment.is_some() {
         return Err(Error::unsupported("segmented tensors are not supported"));
     }
-    let dtype = DType::from_onnx(p.data_type)
-        .ok_or_else(|| Error::invalid("data type is UNDEFINED"))?;
+    let dtype =
+        DType::from_onnx(p.data_type).ok_or_else(|| Error::invalid("data type is UNDEFINED"))?;
     let shape = p
         .dims
         .iter()
@@ -75,7 +75,10 @@ fn read_external(p: &TensorProto, ext: &mut ExternalFiles) -> Result<Bytes> {
     for kv in &p.external_data {
         let num = || {
             kv.value.parse::<u64>().map_err(|_| {
-                Error::invalid(format!("external data {} {:?} is not a number", kv.key, kv.value))
+                Error::invalid(format!(
+                    "external data {} {:?} is not a number",
+                    kv.key, kv.value
+                ))
             })
         };
         match kv.key.as_str() {
@@ -85,8 +88,7 @@ fn read_external(p: &TensorProto, ext: &mut ExternalFiles) -> Result<Bytes> {
             _ => {}
         }
     }
-    let location =
-        location.ok_or_else(|| Error::invalid("external data without a location"))?;
+    let location = location.ok_or_else(|| Error::invalid("external data without a location"))?;
     ext.read(&p.name, &location, offset, length)
 }
 
@@ -262,7 +264,10 @@ mod tests {
         assert_eq!(conv(p).unwrap().to_bool().unwrap(), vec![true, false]);
         let mut p = proto(DType::U32, &[1]);
         p.uint64_data = vec![0xdead_beef];
-        assert_eq!(&conv(p).unwrap().raw().unwrap()[..], &[0xef, 0xbe, 0xad, 0xde]);
+        assert_eq!(
+            &conv(p).unwrap().raw().unwrap()[..],
+            &[0xef, 0xbe, 0xad, 0xde]
+        );
         let mut p = proto(DType::I64, &[2]);
         p.int64_data = vec![-3, 4];
         assert_eq!(conv(p).unwrap().to_i64().unwrap(), vec![-3, 4]);

@@ -17,9 +17,7 @@ pub fn type_from_proto(t: &TypeProto) -> ValueType {
                     .iter()
                     .map(|d| match &d.value {
                         Some(dimension::Value::DimValue(v)) => Dim::Known(*v),
-                        Some(dimension::Value::DimParam(p)) if !p.is_empty() => {
-                            Dim::Sym(p.clone())
-                        }
+                        Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
                         _ => Dim::Unknown,
                     })
                     .collect()
