@@ -49,12 +49,12 @@ fn layer_norm(c: &Ctx, axis: i64, stash: Option<i64>) -> Out {
 
 fn constant_of_shape(c: &Ctx, value: &Option<crate::tensor::Tensor>) -> Out {
     let elem = value.as_ref().map_or(DType::F32, |t| t.dtype());
-    let shape = match c.ints(0) {
+    let shape = match c.dims_value(0) {
         Some(v) => {
-            if let Some(bad) = v.iter().find(|&&d| d < 0) {
+            if let Some(bad) = v.iter().find(|d| d.known().is_some_and(|d| d < 0)) {
                 return Err(c.err(format!("negative dim {bad} in ConstantOfShape")));
             }
-            Some(super::dims::known(&v))
+            Some(v)
         }
         None => match c.shape(0) {
             Some([d]) => d
@@ -80,6 +80,11 @@ fn range(c: &Ctx) -> Out {
             }
         }
         (Some(_), Some(_), Some(_)) => return Err(c.err("Range with delta 0")),
+        // range(0, n, 1) has n elements, whatever n is.
+        (Some(s), None, Some(d)) if s == 0.0 && d == 1.0 => match c.dims_value(1).as_deref() {
+            Some([n @ Dim::Sym(_)]) => n.clone(),
+            _ => Dim::Unknown,
+        },
         _ => Dim::Unknown,
     };
     Ok(vec![tensor(elem, Some(vec![len]))])

@@ -15,6 +15,7 @@ mod matmul;
 mod misc;
 mod reduce;
 mod shape_ops;
+mod values;
 
 pub use dims::broadcast;
 
@@ -76,6 +77,11 @@ impl<'a> Ctx<'a> {
     pub(crate) fn ints(&self, slot: usize) -> Option<Vec<i64>> {
         let t = self.g.const_data(self.node.input(slot)?)?;
         t.to_i64_lossless().ok()
+    }
+    /// The elements of the small integer input `slot` as dims, following shape
+    /// arithmetic back to constants and `Shape` ops (see [`values`]).
+    pub(crate) fn dims_value(&self, slot: usize) -> Option<Vec<Dim>> {
+        values::dims_value(self.g, self.node.input(slot)?)
     }
     /// The data of input `slot` as f64 when it is a numeric constant.
     pub(crate) fn numbers(&self, slot: usize) -> Option<Vec<f64>> {

@@ -2,7 +2,7 @@
 //! Unsqueeze, Squeeze, Expand, Shape, Size, Pad.
 
 use super::{
-    dims::{broadcast, known, map_known, product, unify, unknowns},
+    dims::{broadcast, map_known, product, unify, unknowns},
     tensor, Ctx,
 };
 use crate::dtype::DType;
@@ -42,21 +42,21 @@ fn flatten(c: &Ctx, axis: Option<i64>) -> Out {
 }
 
 fn reshape(c: &Ctx, allowzero: bool) -> Out {
-    let Some(target) = c.ints(1) else {
+    let Some(target) = c.dims_value(1) else {
         return one(c, len1(c, 1).map(unknowns));
     };
     let x = c.shape(0);
     let mut out = Vec::with_capacity(target.len());
     let mut infer_at = None;
-    for (i, &t) in target.iter().enumerate() {
+    for (i, t) in target.into_iter().enumerate() {
         out.push(match t {
-            -1 => {
+            Dim::Known(-1) => {
                 if infer_at.replace(i).is_some() {
                     return Err(c.err("Reshape target has more than one -1"));
                 }
                 Dim::Unknown
             }
-            0 if !allowzero => match x {
+            Dim::Known(0) if !allowzero => match x {
                 Some(x) => x.get(i).cloned().ok_or_else(|| {
                     c.err(format!(
                         "Reshape copies dim {i} of a rank {} input",
@@ -65,8 +65,8 @@ fn reshape(c: &Ctx, allowzero: bool) -> Out {
                 })?,
                 None => Dim::Unknown,
             },
-            t if t >= 0 => Dim::Known(t),
-            t => return Err(c.err(format!("Reshape target dim {t}"))),
+            Dim::Known(t) if t < 0 => return Err(c.err(format!("Reshape target dim {t}"))),
+            d => d,
         });
     }
     if let (Some(at), Some(x)) = (infer_at, x) {
@@ -109,11 +109,14 @@ fn infer_minus_one(c: &Ctx, x: &[Dim], out: &[Dim], at: usize) -> Result<Dim> {
             Dim::Unknown => return Ok(Dim::Unknown),
         }
     }
-    if !syms_in.is_empty() {
-        return Ok(Dim::Unknown);
-    }
     if den == 0 {
         return Ok(Dim::Unknown);
+    }
+    match syms_in.as_slice() {
+        [] => {}
+        // What is left is exactly one symbol.
+        [s] if num == den => return Ok(Dim::Sym(s.to_string())),
+        _ => return Ok(Dim::Unknown),
     }
     if num % den != 0 {
         return Err(c.err(format!(
@@ -374,10 +377,7 @@ fn squeeze(c: &Ctx, attr: &Option<Vec<i64>>) -> Out {
 }
 
 fn expand(c: &Ctx) -> Out {
-    let target: Option<Vec<Dim>> = match c.ints(1) {
-        Some(v) => Some(known(&v)),
-        None => len1(c, 1).map(unknowns),
-    };
+    let target: Option<Vec<Dim>> = c.dims_value(1).or_else(|| len1(c, 1).map(unknowns));
     let Some(target) = target else {
         return one(c, None);
     };
