@@ -1,8 +1,9 @@
 //! The graph verifier.
 //!
 //! [`verify`] checks, in order: the graph is acyclic; live values have non-empty,
-//! distinct names; every node input, implicit input and graph output is defined (a
-//! graph input, a constant, or produced by a node); each typed op's input/output slot
+//! distinct names; no node output is also a graph input or a constant; every node
+//! input, implicit input and graph output is defined (a graph input, a constant, or
+//! produced by a node); each typed op's input/output slot
 //! counts lie within its ONNX arity; use lists, producers and dependency edges agree
 //! with the node slots; constants' declared types match their data; and shape
 //! inference agrees with every recorded output type. Errors are one line naming the
@@ -105,6 +106,23 @@ fn is_defined(g: &Graph, v: ValueId) -> bool {
 }
 
 fn check_defined(g: &Graph) -> Result<()> {
+    for v in g.value_ids() {
+        let val = g.value(v);
+        if let Some((p, _)) = val.producer() {
+            let also = if g.is_input(v) {
+                "a graph input"
+            } else if val.is_const() {
+                "a constant"
+            } else {
+                continue;
+            };
+            return Err(invalid(format!(
+                "node {}: output {:?} is also {also}",
+                g.node_label(p),
+                val.name()
+            )));
+        }
+    }
     for id in g.node_ids() {
         let n = g.node(id);
         for (slot, v) in n.inputs().iter().enumerate() {
@@ -353,6 +371,19 @@ mod tests {
         g.set_input(n[1], 0, Some(v[1]));
         g.set_outputs(vec![v[2], ghost]);
         assert_eq!(err(&g), "graph output \"ghost\" is not defined");
+    }
+
+    #[test]
+    fn values_are_defined_once() {
+        let (mut g, v, _) = chain();
+        g.set_inputs(vec![v[0], v[1]]);
+        assert_eq!(
+            err(&g),
+            "node \"r\" (Relu): output \"a\" is also a graph input"
+        );
+        let (mut g, v, _) = chain();
+        g.value_mut(v[2]).data = Some(Tensor::from_f32(vec![1, 4], vec![0.0; 4]).unwrap());
+        assert_eq!(err(&g), "node \"n\" (Neg): output \"b\" is also a constant");
     }
 
     #[test]
