@@ -66,14 +66,15 @@ impl Window {
                 AutoPad::Valid => (x - dk + s).div_euclid(s),
                 AutoPad::NotSet => {
                     let total = x + self.pads[i] + self.pads[i + n] - dk;
-                    let mut o = if self.ceil {
+                    let o = if self.ceil {
                         (total + s - 1).div_euclid(s) + 1
                     } else {
                         total.div_euclid(s) + 1
                     };
-                    // The last window must start inside the input or the begin padding.
+                    // A last window that would start in the end padding: onnxruntime and
+                    // PyTorch drop it, ONNX shape inference keeps it. Do not guess.
                     if self.ceil && (o - 1) * s >= x + self.pads[i] {
-                        o -= 1;
+                        return None;
                     }
                     o
                 }

@@ -14,21 +14,33 @@ fn inner(c: &Ctx, a: &Dim, b: &Dim) -> Result<()> {
         .map_err(|()| c.err(format!("inner dimensions {a} and {b} differ")))
 }
 
-fn gemm(c: &Ctx, trans_a: bool, trans_b: bool) -> Result<Option<ValueType>> {
-    let (Some(a), Some(b)) = (c.shape(0), c.shape(1)) else {
-        return Ok(tensor(c.elem(0), Some(vec![Dim::Unknown; 2])));
+/// The (rows, cols) of a 2-D Gemm operand after the optional transpose.
+fn gemm_operand(c: &Ctx, slot: usize, trans: bool) -> Result<Option<(Dim, Dim)>> {
+    let Some(s) = c.shape(slot) else {
+        return Ok(None);
     };
-    let ([a0, a1], [b0, b1]) = (a, b) else {
+    let [r, k] = s else {
         return Err(c.err(format!(
-            "Gemm inputs must be 2-D, got {} and {}",
-            fmt_dims(a),
-            fmt_dims(b)
+            "Gemm input {slot} must be 2-D, got {}",
+            fmt_dims(s)
         )));
     };
-    let (m, ka) = if trans_a { (a1, a0) } else { (a0, a1) };
-    let (kb, n) = if trans_b { (b1, b0) } else { (b0, b1) };
-    inner(c, ka, kb)?;
-    Ok(tensor(c.elem(0), Some(vec![m.clone(), n.clone()])))
+    Ok(Some(if trans {
+        (k.clone(), r.clone())
+    } else {
+        (r.clone(), k.clone())
+    }))
+}
+
+fn gemm(c: &Ctx, trans_a: bool, trans_b: bool) -> Result<Option<ValueType>> {
+    let a = gemm_operand(c, 0, trans_a)?;
+    let b = gemm_operand(c, 1, trans_b)?;
+    if let (Some((_, ka)), Some((kb, _))) = (&a, &b) {
+        inner(c, ka, kb)?;
+    }
+    let m = a.map_or(Dim::Unknown, |(m, _)| m);
+    let n = b.map_or(Dim::Unknown, |(_, n)| n);
+    Ok(tensor(c.elem(0), Some(vec![m, n])))
 }
 
 fn matmul(c: &Ctx) -> Result<Option<ValueType>> {
@@ -106,6 +118,14 @@ mod tests {
         assert_eq!(
             run(gemm(1, 0), &[t(F32, "3,4"), t(F32, "3,6")], 1),
             ["f32[4,6]"]
+        );
+        let unranked = crate::ValueType::Tensor {
+            elem: Some(F32),
+            shape: None,
+        };
+        assert_eq!(
+            run(gemm(0, 1), &[unranked, t(F32, "10,512")], 1),
+            ["f32[?,10]"]
         );
     }
 
