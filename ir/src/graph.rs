@@ -343,6 +343,11 @@ impl Graph {
         for (slot, v) in outputs.iter().enumerate() {
             if let Some(v) = v {
                 self.values[v.idx()].producer = Some((id, slot));
+                // Nodes added earlier may already read this value: give them their edges.
+                let uses = self.values[v.idx()].uses.clone();
+                for u in uses {
+                    self.dag.add_edge(id, u.node(), *v);
+                }
             }
         }
         // Uses of values produced by this node itself (a self-loop) still get edges, so
@@ -657,6 +662,22 @@ mod tests {
         g.set_input(n[0], 0, Some(v[2]));
         let err = g.topo_order().unwrap_err().to_string();
         assert!(err.contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn producer_added_after_consumer_gets_edges() {
+        let mut g = Graph::new("g");
+        let x = g.add_value("x", None).unwrap();
+        let a = g.add_value("a", None).unwrap();
+        let b = g.add_value("b", None).unwrap();
+        let n2 = g
+            .add_node("n2", Op::Unary(UnaryOp::Neg), vec![Some(a)], vec![Some(b)])
+            .unwrap();
+        let n1 = g
+            .add_node("n1", Op::Unary(UnaryOp::Relu), vec![Some(x)], vec![Some(a)])
+            .unwrap();
+        assert_eq!(g.edge_count(), 1);
+        assert_eq!(g.topo_order().unwrap(), vec![n1, n2]);
     }
 
     #[test]

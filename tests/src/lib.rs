@@ -36,25 +36,31 @@ pub fn shared_dir() -> Option<PathBuf> {
     }
 }
 
-/// Every fixture model folder under `shared/models`, sorted by name.
-pub fn model_dirs(shared: &Path) -> Vec<(String, PathBuf)> {
-    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(shared.join("models"))
+/// Sorted subfolders of `dir` that contain `model.onnx`.
+pub fn model_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.join("model.onnx").is_file())
-                .map(|p| {
-                    let name = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    (name, p)
-                })
                 .collect()
         })
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The fixture models under `shared/models` as (folder name, folder), sorted.
+pub fn fixture_models(shared: &Path) -> Vec<(String, PathBuf)> {
+    model_dirs(&shared.join("models"))
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, p)
+        })
+        .collect()
 }
 
 /// The Python interpreter with onnxruntime, from `CC_PYTHON` (set by scripts/test.sh).

@@ -3,7 +3,7 @@
 
 use cc_passes::manager::{ManagerOptions, PassManager};
 use cc_passes::pipeline::Pipeline;
-use cc_tests::{max_rel_error, model_dirs, reference_output, shared_dir, test_inputs, Oracle};
+use cc_tests::{fixture_models, max_rel_error, reference_output, shared_dir, test_inputs, Oracle};
 
 #[test]
 fn canonicalized_fixtures_match_reference_outputs_in_onnxruntime() {
@@ -11,7 +11,7 @@ fn canonicalized_fixtures_match_reference_outputs_in_onnxruntime() {
     let Some(oracle) = Oracle::find() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for (name, model_dir) in model_dirs(&shared) {
+    for (name, model_dir) in fixture_models(&shared) {
         let mut g = cc_ir::onnx::load_model(&model_dir.join("model.onnx")).unwrap();
         cc_ir::infer::infer_shapes(&mut g).unwrap();
         let pipeline = Pipeline::parse("fold").unwrap();

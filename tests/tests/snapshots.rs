@@ -3,12 +3,12 @@
 
 use cc_passes::manager::{ManagerOptions, PassManager};
 use cc_passes::pipeline::Pipeline;
-use cc_tests::{model_dirs, shared_dir};
+use cc_tests::{fixture_models, shared_dir};
 
 #[test]
 fn canonical_ir_of_each_fixture() {
     let Some(shared) = shared_dir() else { return };
-    for (name, model_dir) in model_dirs(&shared) {
+    for (name, model_dir) in fixture_models(&shared) {
         let mut g = cc_ir::onnx::load_model(&model_dir.join("model.onnx")).unwrap();
         cc_ir::infer::infer_shapes(&mut g).unwrap();
         let report = PassManager::new(&Pipeline::parse("").unwrap(), ManagerOptions::default())
