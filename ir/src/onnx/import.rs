@@ -14,6 +14,7 @@ use std::path::Path;
 
 /// Parses a serialized model; external data is resolved under `base_dir`.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph> {
+    super::wire::check_framing(bytes, "an ONNX model")?;
     let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| Error::decode(format!("not an ONNX model: {e}")))?;
     import_model(model, base_dir)
@@ -127,6 +128,12 @@ fn import_graph(mut gp: GraphProto, g: &mut Graph, ext: &mut ExternalFiles) -> R
     // Phase 1: constants from Constant nodes, and the output values of every other node.
     let mut rest = Vec::new();
     for mut n in std::mem::take(&mut gp.node) {
+        if n.op_type.is_empty() {
+            return Err(Error::invalid(format!(
+                "node {:?}: op_type is empty",
+                n.name
+            )));
+        }
         let mut free: Vec<String> = Vec::new();
         let mut attrs = Vec::with_capacity(n.attribute.len());
         for a in std::mem::take(&mut n.attribute) {

@@ -40,6 +40,11 @@ fn convert(p: &mut TensorProto, ext: &mut ExternalFiles) -> Result<Tensor> {
         .map(|&d| usize::try_from(d).map_err(|_| Error::invalid(format!("negative dim {d}"))))
         .collect::<Result<Vec<usize>>>()?;
     let count = shape_count(&shape)?;
+    if count > usize::MAX / 128 {
+        return Err(Error::invalid(format!(
+            "shape {shape:?} has too many elements"
+        )));
+    }
     if p.data_location.value() == DataLocation::EXTERNAL as i32 {
         let raw = read_external(p, ext)?;
         return Tensor::from_raw(dtype, shape, raw);

@@ -447,3 +447,43 @@ fn empty_graph_gets_default_meta() {
     assert_eq!(m.opset_import[0].version, 17);
     assert_eq!(m.graph.as_ref().unwrap().name, "empty");
 }
+
+#[test]
+fn damaged_files_never_panic() {
+    let bytes = model_to_bytes(&import(&model(small_graph(), 8, 17)).unwrap()).unwrap();
+    for len in 0..bytes.len() {
+        assert!(
+            load_model_bytes(&bytes[..len], None).is_err(),
+            "prefix {len}"
+        );
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..3000 {
+        let mut b = bytes.clone();
+        for _ in 0..3 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let i = (state % b.len() as u64) as usize;
+            b[i] = (state >> 32) as u8;
+        }
+        if let Ok(g) = load_model_bytes(&b, None) {
+            // Whatever imports must export and re-import.
+            let again = model_to_bytes(&g).unwrap();
+            load_model_bytes(&again, None).unwrap();
+        }
+    }
+}
+
+#[test]
+fn huge_shapes_are_rejected() {
+    let mut g = small_graph();
+    let mut t = tensor_to_proto("big", &Tensor::scalar_f32(1.0));
+    t.dims = vec![1 << 40, 1 << 20];
+    g.initializer.push(t);
+    let e = err(&model(g, 8, 17));
+    assert!(e.contains("tensor \"big\""), "{e}");
+    let mut g = small_graph();
+    g.node.push(node("", "empty", &["x"], &["e"]));
+    assert!(err(&model(g, 8, 17)).contains("op_type is empty"));
+}
