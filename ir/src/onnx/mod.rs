@@ -53,7 +53,7 @@ pub fn load_model(path: &Path) -> Result<Graph> {
             p
         }
     });
-    load_model_bytes(&bytes, base).map_err(|e| match e {
+    import::import_shared(&bytes, base).map_err(|e| match e {
         Error::Decode(m) => Error::Decode(format!("{}: {m}", path.display())),
         other => other,
     })
