@@ -2,25 +2,50 @@
 
 use super::attrs::{attr_from_proto, subgraph_free_names};
 use super::external::ExternalFiles;
-use super::tensor_proto::tensor_from_proto_with;
+use super::tensor_proto::tensor_from_proto_raw;
 use super::value_type::type_from_proto;
 use crate::attr::{AttrValue, Attribute};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ModelMeta, NodeId, ValueId};
 use crate::op::Op;
 use crate::tensor::Tensor;
+use bytes::Bytes;
 use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto};
 use std::path::Path;
 
 /// Parses a serialized model; external data is resolved under `base_dir`.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph> {
+    super::wire::check_framing(bytes, "an ONNX model")?;
     let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| Error::decode(format!("not an ONNX model: {e}")))?;
-    import_model(model, base_dir)
+    import_model(model, base_dir, Vec::new())
 }
 
-/// Converts a parsed model (tensor data is moved out of it, not copied).
-pub fn import_model(mut model: ModelProto, base_dir: Option<&Path>) -> Result<Graph> {
+/// Parses a serialized model held in shared storage (a memory-mapped file): initializer
+/// data is sliced from `bytes`, not copied.
+pub fn import_shared(bytes: &Bytes, base_dir: Option<&Path>) -> Result<Graph> {
+    super::wire::check_framing(bytes, "an ONNX model")?;
+    let Some(split) = super::wire::split_weights(bytes) else {
+        return import_bytes(bytes, base_dir);
+    };
+    let model = ModelProto::parse_from_bytes(&split.rest)
+        .map_err(|e| Error::decode(format!("not an ONNX model: {e}")))?;
+    drop(split.rest);
+    let raw = split
+        .raw
+        .into_iter()
+        .map(|r| r.map(|r| bytes.slice(r)))
+        .collect();
+    import_model(model, base_dir, raw)
+}
+
+/// Converts a parsed model (tensor data is moved out of it, not copied). `raw[i]`, when
+/// set, is the `raw_data` of initializer `i` (cut out of the serialized model).
+pub fn import_model(
+    mut model: ModelProto,
+    base_dir: Option<&Path>,
+    raw: Vec<Option<Bytes>>,
+) -> Result<Graph> {
     let gp = model
         .graph
         .take()
@@ -56,7 +81,7 @@ pub fn import_model(mut model: ModelProto, base_dir: Option<&Path>) -> Result<Gr
     let mut g = Graph::new("");
     g.meta = meta;
     let mut ext = ExternalFiles::new(base_dir);
-    import_graph(gp, &mut g, &mut ext)?;
+    import_graph(gp, &mut g, &mut ext, raw)?;
     g.topo_order()?;
     Ok(g)
 }
@@ -82,7 +107,12 @@ struct Pending {
     free: Vec<String>,
 }
 
-fn import_graph(mut gp: GraphProto, g: &mut Graph, ext: &mut ExternalFiles) -> Result<()> {
+fn import_graph(
+    mut gp: GraphProto,
+    g: &mut Graph,
+    ext: &mut ExternalFiles,
+    raw: Vec<Option<Bytes>>,
+) -> Result<()> {
     if let Some(s) = gp.sparse_initializer.first() {
         let name = s.values.as_ref().map_or("", |v| v.name.as_str());
         return Err(Error::unsupported(format!(
@@ -102,8 +132,9 @@ fn import_graph(mut gp: GraphProto, g: &mut Graph, ext: &mut ExternalFiles) -> R
     }
     g.set_inputs(inputs);
 
+    let mut raw = raw.into_iter();
     for mut tp in std::mem::take(&mut gp.initializer) {
-        let t = tensor_from_proto_with(&mut tp, ext)?;
+        let t = tensor_from_proto_raw(&mut tp, ext, raw.next().flatten())?;
         match g.value_by_name(&tp.name) {
             Some(id) if g.is_input(id) && g.const_data(id).is_none() => {
                 let v = g.value_mut(id);
@@ -127,6 +158,12 @@ fn import_graph(mut gp: GraphProto, g: &mut Graph, ext: &mut ExternalFiles) -> R
     // Phase 1: constants from Constant nodes, and the output values of every other node.
     let mut rest = Vec::new();
     for mut n in std::mem::take(&mut gp.node) {
+        if n.op_type.is_empty() {
+            return Err(Error::invalid(format!(
+                "node {:?}: op_type is empty",
+                n.name
+            )));
+        }
         let mut free: Vec<String> = Vec::new();
         let mut attrs = Vec::with_capacity(n.attribute.len());
         for a in std::mem::take(&mut n.attribute) {

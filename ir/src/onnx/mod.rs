@@ -13,6 +13,7 @@ mod external;
 mod import;
 mod tensor_proto;
 mod value_type;
+mod wire;
 
 pub use attrs::{attr_from_proto, attr_to_proto, subgraph_free_names};
 pub use external::ExternalFiles;
@@ -52,7 +53,7 @@ pub fn load_model(path: &Path) -> Result<Graph> {
             p
         }
     });
-    load_model_bytes(&bytes, base).map_err(|e| match e {
+    import::import_shared(&bytes, base).map_err(|e| match e {
         Error::Decode(m) => Error::Decode(format!("{}: {m}", path.display())),
         other => other,
     })
@@ -165,6 +166,8 @@ pub fn tensor_to_proto(name: &str, t: &Tensor) -> TensorProto {
 /// and tensor.
 pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    wire::check_framing(&bytes, "a TensorProto")
+        .map_err(|e| Error::decode(format!("{}: {e}", path.display())))?;
     let p = TensorProto::parse_from_bytes(&bytes)
         .map_err(|e| Error::decode(format!("{}: not a TensorProto: {e}", path.display())))?;
     let name = p.name.clone();

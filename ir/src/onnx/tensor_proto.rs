@@ -11,8 +11,18 @@ use onnx_protobuf::{StringStringEntryProto, TensorProto};
 /// Converts a `TensorProto` into a [`Tensor`], taking its `raw_data` without copying.
 /// External data is read through `ext`. Errors name the tensor.
 pub fn tensor_from_proto_with(p: &mut TensorProto, ext: &mut ExternalFiles) -> Result<Tensor> {
+    tensor_from_proto_raw(p, ext, None)
+}
+
+/// Like [`tensor_from_proto_with`], with the `raw_data` supplied separately (sliced from
+/// a memory-mapped model file) when `raw` is set.
+pub fn tensor_from_proto_raw(
+    p: &mut TensorProto,
+    ext: &mut ExternalFiles,
+    raw: Option<Bytes>,
+) -> Result<Tensor> {
     let name = p.name.clone();
-    convert(p, ext).map_err(|e| {
+    convert(p, ext, raw).map_err(|e| {
         let msg = format!("tensor {name:?}: {}", strip(&e, &name));
         match e {
             Error::Unsupported(_) => Error::Unsupported(msg),
@@ -28,7 +38,7 @@ fn strip(e: &Error, name: &str) -> String {
     s.strip_prefix(&prefix).map(str::to_string).unwrap_or(s)
 }
 
-fn convert(p: &mut TensorProto, ext: &mut ExternalFiles) -> Result<Tensor> {
+fn convert(p: &mut TensorProto, ext: &mut ExternalFiles, raw: Option<Bytes>) -> Result<Tensor> {
     if p.segment.is_some() {
         return Err(Error::unsupported("segmented tensors are not supported"));
     }
@@ -40,6 +50,11 @@ fn convert(p: &mut TensorProto, ext: &mut ExternalFiles) -> Result<Tensor> {
         .map(|&d| usize::try_from(d).map_err(|_| Error::invalid(format!("negative dim {d}"))))
         .collect::<Result<Vec<usize>>>()?;
     let count = shape_count(&shape)?;
+    if count > usize::MAX / 128 {
+        return Err(Error::invalid(format!(
+            "shape {shape:?} has too many elements"
+        )));
+    }
     if p.data_location.value() == DataLocation::EXTERNAL as i32 {
         let raw = read_external(p, ext)?;
         return Tensor::from_raw(dtype, shape, raw);
@@ -51,6 +66,17 @@ fn convert(p: &mut TensorProto, ext: &mut ExternalFiles) -> Result<Tensor> {
             return Err(bad_len("string_data", p.string_data.len(), count));
         }
         return Tensor::from_strings(shape, std::mem::take(&mut p.string_data));
+    }
+    if let Some(raw) = raw {
+        if let Some(len) = dtype.raw_len(count) {
+            if len != raw.len() {
+                return Err(Error::invalid(format!(
+                    "raw_data has {} bytes, {dtype}{shape:?} needs {len}",
+                    raw.len()
+                )));
+            }
+        }
+        return Tensor::from_raw(dtype, shape, raw);
     }
     if !p.raw_data.is_empty() || count == 0 {
         if let Some(len) = dtype.raw_len(count) {

@@ -447,3 +447,81 @@ fn empty_graph_gets_default_meta() {
     assert_eq!(m.opset_import[0].version, 17);
     assert_eq!(m.graph.as_ref().unwrap().name, "empty");
 }
+
+#[test]
+fn damaged_files_never_panic() {
+    let bytes = model_to_bytes(&import(&model(small_graph(), 8, 17)).unwrap()).unwrap();
+    for len in 0..bytes.len() {
+        assert!(
+            load_model_bytes(&bytes[..len], None).is_err(),
+            "prefix {len}"
+        );
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..3000 {
+        let mut b = bytes.clone();
+        for _ in 0..3 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let i = (state % b.len() as u64) as usize;
+            b[i] = (state >> 32) as u8;
+        }
+        let shared = super::import::import_shared(&bytes::Bytes::from(b.clone()), None);
+        match load_model_bytes(&b, None) {
+            Ok(g) => {
+                // Whatever imports must export and re-import, the same both ways.
+                assert_eq!(print_graph(&g), print_graph(&shared.unwrap()));
+                let again = model_to_bytes(&g).unwrap();
+                load_model_bytes(&again, None).unwrap();
+            }
+            Err(e) => assert_eq!(e.to_string(), shared.unwrap_err().to_string()),
+        }
+    }
+}
+
+#[test]
+fn huge_shapes_are_rejected() {
+    let mut g = small_graph();
+    let mut t = tensor_to_proto("big", &Tensor::scalar_f32(1.0));
+    t.dims = vec![1 << 40, 1 << 20];
+    g.initializer.push(t);
+    let e = err(&model(g, 8, 17));
+    assert!(e.contains("tensor \"big\""), "{e}");
+    let mut g = small_graph();
+    g.node.push(node("", "empty", &["x"], &["e"]));
+    assert!(err(&model(g, 8, 17)).contains("op_type is empty"));
+}
+
+#[test]
+fn mapped_import_slices_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = small_graph();
+    // A typed-field initializer and an empty one beside the raw one.
+    let mut typed = TensorProto::new();
+    typed.name = "typed".into();
+    typed.data_type = DType::I64.to_onnx();
+    typed.dims = vec![2];
+    typed.int64_data = vec![5, 6];
+    g.initializer.push(typed);
+    g.initializer.push(tensor_to_proto(
+        "none",
+        &Tensor::from_f32(vec![0], vec![]).unwrap(),
+    ));
+    g.node
+        .push(node("Concat", "cat", &["typed", "none"], &["c"]));
+    g.output.push(vi("c", None, &[]));
+    let m = model(g, 8, 17);
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, m.write_to_bytes().unwrap()).unwrap();
+    let mapped = load_model(&path).unwrap();
+    let plain = import(&m).unwrap();
+    assert_eq!(print_graph(&mapped), print_graph(&plain));
+    let w = mapped.value_by_name("w").unwrap();
+    assert_eq!(
+        mapped.const_data(w).unwrap().to_f32().unwrap(),
+        vec![1.0, 2.0]
+    );
+    let t = mapped.value_by_name("typed").unwrap();
+    assert_eq!(mapped.const_data(t).unwrap().to_i64().unwrap(), vec![5, 6]);
+}
