@@ -27,6 +27,6 @@ pub use manager::{ManagerOptions, PassManager, PrintAfter};
 pub use options::{OptionKind, OptionSpec, OptionValue, Options};
 pub use pass::{Changed, Pass, PassCx, Stat};
 pub use pipeline::{Pipeline, PipelineEntry};
-pub use registry::{all_passes, find, PassInfo};
+pub use registry::{all_passes, describe_passes, find, lookup, PassInfo};
 pub use report::{PassRecord, Report};
 pub use stats::GraphStats;

@@ -52,6 +52,28 @@ pub fn lookup(name: &str) -> Result<&'static PassInfo, PassError> {
     })
 }
 
+/// A listing of all registered passes for `--list-passes`: one line per pass (name and
+/// summary, names aligned), then one indented line per option with kind, default and help.
+pub fn describe_passes() -> String {
+    let passes = all_passes();
+    let width = passes.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for p in passes {
+        out.push_str(&format!("{:width$}  {}\n", p.name, p.summary));
+        for o in p.options {
+            out.push_str(&format!(
+                "{:width$}    {}=<{}> (default {}): {}\n",
+                "",
+                o.name,
+                o.kind.describe(),
+                o.default,
+                o.help
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +103,21 @@ mod tests {
             let pass = p.create_default().unwrap();
             assert_eq!(pass.name(), p.name);
         }
+    }
+
+    #[test]
+    fn listing_shows_summaries_and_options() {
+        let text = describe_passes();
+        let fold = text.lines().find(|l| l.starts_with("fold ")).unwrap();
+        assert!(fold.contains(find("fold").unwrap().summary), "{text}");
+        assert!(text.contains("growth=<a number> (default 4)"), "{text}");
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        let all: Vec<&str> = all_passes().iter().map(|p| p.name).collect();
+        assert_eq!(names, all);
     }
 
     #[test]

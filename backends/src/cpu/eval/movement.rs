@@ -117,21 +117,24 @@ pub fn slice(
         let step = steps.map_or(1, |s| s[i]);
         let dim = x.shape[ax] as i64;
         let adj = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
-        let (s, e) = if step > 0 {
+        if step == 0 {
+            return Err(Error::invalid("Slice: step 0"));
+        }
+        let (s, e) = if dim == 0 {
+            (0, 0)
+        } else if step > 0 {
             (adj(starts[i]).clamp(0, dim), adj(ends[i]).clamp(0, dim))
-        } else if step < 0 {
+        } else {
             (
                 adj(starts[i]).clamp(0, dim - 1),
                 adj(ends[i]).clamp(-1, dim - 1),
             )
-        } else {
-            return Err(Error::invalid("Slice: step 0"));
         };
         let mut coords = Vec::new();
         let mut c = s;
         while (step > 0 && c < e) || (step < 0 && c > e) {
             coords.push(c as usize * st[ax]);
-            c += step;
+            c = c.saturating_add(step);
         }
         shape[ax] = coords.len();
         lists[ax] = coords;
@@ -243,6 +246,9 @@ mod tests {
         assert_eq!(s.shape, vec![2, 2]);
         assert_eq!(s.data, Data::I64(vec![6, 7, 10, 11]));
         assert!(slice(&x, &[0], &[1], None, Some(&[0])).is_err());
+        let empty = iota(vec![0, 2]);
+        let s = slice(&empty, &[-1], &[0], None, Some(&[-1])).unwrap();
+        assert_eq!(s.shape, vec![0, 2]);
     }
 
     #[test]
