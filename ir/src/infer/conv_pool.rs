@@ -56,16 +56,19 @@ struct Window {
 }
 
 impl Window {
+    /// Output size along spatial axis `i` (computed in i128: sizes come from files).
     fn out_dim(&self, i: usize, d: &Dim) -> Dim {
         let n = self.kernel.len();
-        let s = self.strides[i].max(1);
-        let dk = (self.kernel[i] - 1) * self.dilations[i] + 1;
+        let s = i128::from(self.strides[i].max(1));
+        let dk = (i128::from(self.kernel[i]) - 1) * i128::from(self.dilations[i]) + 1;
+        let (pb, pe) = (i128::from(self.pads[i]), i128::from(self.pads[i + n]));
         map_known(d, |x| {
+            let x = i128::from(x);
             let v = match self.mode {
                 AutoPad::SameUpper | AutoPad::SameLower => (x + s - 1).div_euclid(s),
                 AutoPad::Valid => (x - dk + s).div_euclid(s),
                 AutoPad::NotSet => {
-                    let total = x + self.pads[i] + self.pads[i + n] - dk;
+                    let total = x + pb + pe - dk;
                     let o = if self.ceil {
                         (total + s - 1).div_euclid(s) + 1
                     } else {
@@ -73,13 +76,13 @@ impl Window {
                     };
                     // A last window that would start in the end padding: onnxruntime and
                     // PyTorch drop it, ONNX shape inference keeps it. Do not guess.
-                    if self.ceil && (o - 1) * s >= x + self.pads[i] {
+                    if self.ceil && (o - 1) * s >= x + pb {
                         return None;
                     }
                     o
                 }
             };
-            Some(v.max(0))
+            i64::try_from(v.max(0)).ok()
         })
     }
 }
@@ -189,9 +192,14 @@ fn conv_transpose(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
     for i in 0..n {
         out.push(map_known(&dim(x, i + 2), |v| match mode {
             AutoPad::SameUpper | AutoPad::SameLower => v.checked_mul(strides[i]),
-            _ => Some(
-                strides[i] * (v - 1) + opad[i] + (kernel[i] - 1) * dil[i] + 1 - p[i] - p[i + n],
-            ),
+            _ => {
+                let w = |x: i64| i128::from(x);
+                let o =
+                    w(strides[i]) * (w(v) - 1) + w(opad[i]) + (w(kernel[i]) - 1) * w(dil[i]) + 1
+                        - w(p[i])
+                        - w(p[i + n]);
+                i64::try_from(o).ok()
+            }
         }));
     }
     Ok(tensor(c.elem(0), Some(out)))

@@ -410,6 +410,51 @@ mod tests {
     }
 
     #[test]
+    fn extreme_attribute_values_do_not_panic() {
+        use crate::op::{ConvAttrs, PoolAttrs};
+        let big = i64::MAX;
+        let conv = ConvAttrs {
+            strides: Some(vec![big]),
+            pads: Some(vec![big, big]),
+            dilations: Some(vec![big]),
+            ..Default::default()
+        };
+        let x = t(DType::F32, "1,1,9223372036854775807");
+        let w = t(DType::F32, "1,1,9223372036854775807");
+        run(Op::Conv(conv.clone()), &[x.clone(), w.clone()], 1);
+        run(Op::ConvTranspose(conv), &[x.clone(), w], 1);
+        let pool = PoolAttrs {
+            kernel_shape: Some(vec![big]),
+            pads: Some(vec![big, big]),
+            ceil_mode: Some(1),
+            ..Default::default()
+        };
+        run(Op::MaxPool(pool), std::slice::from_ref(&x), 2);
+        let mut g = Graph::new("g");
+        let xv = input(&mut g, "x", x);
+        let ends = ints(&mut g, "e", &[i64::MIN]);
+        let steps = ints(&mut g, "s", &[i64::MIN]);
+        let starts = ints(&mut g, "b", &[big]);
+        let (id, _) = node(
+            &mut g,
+            Op::Slice,
+            &[Some(xv), Some(starts), Some(ends), None, Some(steps)],
+            1,
+        );
+        assert!(infer_node(&g, id).is_ok());
+        let pads = ints(&mut g, "p", &[0, 0, big, big, 0, big]);
+        let (id, _) = node(&mut g, Op::Pad { mode: None }, &[Some(xv), Some(pads)], 1);
+        assert!(infer_node(&g, id).is_ok());
+        let split = Op::Split {
+            axis: Some(-1),
+            split: None,
+            num_outputs: Some(big),
+        };
+        let (id, _) = node(&mut g, split, &[Some(xv)], 2);
+        assert!(infer_node(&g, id).is_err());
+    }
+
+    #[test]
     fn other_ops_infer_nothing() {
         let op = Op::from_onnx("com.x", "Foo", vec![], 1);
         assert_eq!(run(op, &[t(DType::F32, "2")], 2), vec!["-", "-"]);

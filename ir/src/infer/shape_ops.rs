@@ -170,7 +170,7 @@ fn concat(c: &Ctx, axis: i64) -> Out {
         }
         for (j, d) in s.iter().enumerate() {
             if j == ax {
-                sum = sum.zip(d.known()).map(|(a, b)| a + b);
+                sum = sum.zip(d.known()).and_then(|(a, b)| a.checked_add(b));
             } else if i == 0 || shapes[..i].iter().all(Option::is_none) {
                 out[j] = d.clone();
             } else {
@@ -200,18 +200,18 @@ fn split(c: &Ctx, axis: Option<i64>, attr: &Option<Vec<i64>>, num: Option<i64>) 
         c.ints(1)
     } else if let Some(s) = attr {
         Some(s.clone())
-    } else if let Some(k) = num.filter(|&k| k > 0) {
-        dim.map(|d| {
-            let chunk = (d + k - 1) / k;
-            (0..k)
-                .map(|i| {
-                    if i + 1 < k {
-                        chunk
-                    } else {
-                        d - chunk * (k - 1)
-                    }
-                })
-                .collect()
+    } else if let Some(k) = num {
+        if usize::try_from(k).ok() != Some(n) {
+            return Err(c.err(format!("num_outputs {k} but {n} outputs")));
+        }
+        dim.filter(|&d| d >= 0 && k > 0).and_then(|d| {
+            let chunk = d / k + i64::from(d % k != 0);
+            let last = d - chunk * (k - 1);
+            (last >= 0).then(|| {
+                (0..k)
+                    .map(|i| if i + 1 < k { chunk } else { last })
+                    .collect()
+            })
         })
     } else {
         dim.filter(|d| n > 0 && d % n as i64 == 0)
@@ -222,7 +222,7 @@ fn split(c: &Ctx, axis: Option<i64>, attr: &Option<Vec<i64>>, num: Option<i64>) 
             return Err(c.err(format!("{} split sizes for {n} outputs", s.len())));
         }
         if let Some(d) = dim {
-            if s.iter().sum::<i64>() != d {
+            if s.iter().try_fold(0i64, |a, &b| a.checked_add(b)) != Some(d) {
                 return Err(c.err(format!("split sizes {s:?} do not sum to {d}")));
             }
         }
@@ -243,15 +243,17 @@ fn split(c: &Ctx, axis: Option<i64>, attr: &Option<Vec<i64>>, num: Option<i64>) 
 fn slice_len(d: i64, start: i64, end: i64, step: i64) -> i64 {
     let fix = |v: i64, lo: i64, hi: i64| {
         let v = if v < 0 { v.saturating_add(d) } else { v };
-        v.clamp(lo, hi)
+        v.clamp(lo, hi.max(lo))
     };
-    if step > 0 {
+    let (span, step) = if step > 0 {
         let (s, e) = (fix(start, 0, d), fix(end, 0, d));
-        ((e - s).max(0) + step - 1) / step
+        (e - s, i128::from(step))
     } else {
         let (s, e) = (fix(start, 0, d - 1), fix(end, -1, d - 1));
-        ((s - e).max(0) + (-step) - 1) / (-step)
-    }
+        (s - e, -i128::from(step))
+    };
+    let n = (i128::from(span.max(0)) + step - 1) / step;
+    i64::try_from(n).unwrap_or(0)
 }
 
 fn slice(c: &Ctx) -> Out {
@@ -420,9 +422,9 @@ fn pad(c: &Ctx) -> Out {
     }
     let mut out = x.to_vec();
     for (i, &a) in axes.iter().enumerate() {
-        let add = pads[i] + pads[i + n];
-        if add != 0 {
-            out[a] = map_known(&x[a], |v| Some(v + add));
+        let add = pads[i].checked_add(pads[i + n]);
+        if add != Some(0) {
+            out[a] = map_known(&x[a], |v| add.and_then(|p| v.checked_add(p)));
         }
     }
     one(c, Some(out))

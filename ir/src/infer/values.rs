@@ -109,8 +109,7 @@ fn arith(op: BinaryOp, a: &Dim, b: &Dim) -> Dim {
                 BinaryOp::Add => x.checked_add(*y),
                 BinaryOp::Sub => x.checked_sub(*y),
                 BinaryOp::Mul => x.checked_mul(*y),
-                _ if *y != 0 => Some(x.div_euclid(*y)),
-                _ => None,
+                _ => x.checked_div_euclid(*y),
             };
             r.map_or(Dim::Unknown, Dim::Known)
         }
