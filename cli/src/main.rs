@@ -76,7 +76,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     if cli.list_passes {
-        print!("{}", list_passes());
+        print!("{}", cc_passes::registry::describe_passes());
         return Ok(());
     }
     let Some(model) = cli.model.as_deref() else {
@@ -102,18 +102,14 @@ fn run(cli: Cli) -> Result<()> {
         print_ir_after,
         seed: cli.seed,
     };
-    let mut manager = PassManager::new(&pipeline, options)?;
+    let mut manager =
+        PassManager::new(&pipeline, options)?.with_ir_sink(Box::new(std::io::stdout()));
     let mut report = manager.run(&mut graph)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (pass, text) in manager.take_printed_ir() {
-        writeln!(out, "// IR after {pass}\n{text}")?;
-    }
     if cli.print_ir {
-        write!(out, "{}", cc_ir::printer::print_graph(&graph))?;
+        print!("{}", cc_ir::printer::print_graph(&graph));
     }
     cc_ir::onnx::save_model(&graph, &output)?;
-    report.set_peak_memory(memory::peak_rss_bytes());
+    report.peak_memory_bytes = memory::peak_rss_bytes();
     if cli.report {
         eprint!("{}", report.to_table());
     }
@@ -144,20 +140,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-fn list_passes() -> String {
-    let mut s = String::new();
-    for p in cc_passes::registry::all_passes() {
-        s.push_str(&format!("{:<18} {}\n", p.name, p.summary));
-        for o in p.options {
-            s.push_str(&format!(
-                "    {}={} ({})  {}\n",
-                o.name, o.default, o.kind, o.help
-            ));
-        }
-    }
-    s
 }
 
 #[cfg(test)]

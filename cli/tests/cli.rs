@@ -31,7 +31,11 @@ fn compile(dir: &Path, model: &Path, args: &[&str]) -> (Output, PathBuf) {
 fn assert_rejected(output: &Output, out: &Path, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     assert!(!out.exists(), "an output file was written");
@@ -141,10 +145,14 @@ fn unknown_pass_is_rejected_with_the_list_of_passes() {
 fn malformed_options_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for (passes, needle) in [
-        ("fold{", "fold{"),
-        ("fold{nosuchoption=1}", "nosuchoption"),
-        ("fold{=1}", "fold"),
-        ("fold,,dce", "pass name"),
+        ("fold{", "'{' is never closed"),
+        (
+            "fold{nosuchoption=1}",
+            "unknown option \"nosuchoption\"; valid options",
+        ),
+        ("fold{=1}", "expected an option name"),
+        ("fold,,dce", "expected a pass name"),
+        ("fold{growth=abc}", "growth=\"abc\" is not a number"),
     ] {
         let (o, out) = compile(dir.path(), &demo_model(), &["--passes", passes]);
         assert_rejected(&o, &out, needle);
@@ -196,7 +204,13 @@ fn list_passes_names_the_canonicalization_passes() {
     let o = bin().arg("--list-passes").output().unwrap();
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    for p in ["canonicalize", "fold", "fold-batchnorm", "remove-identity", "dce"] {
+    for p in [
+        "canonicalize",
+        "fold",
+        "fold-batchnorm",
+        "remove-identity",
+        "dce",
+    ] {
         assert!(text.contains(p), "{p} missing from:\n{text}");
     }
 }
@@ -207,4 +221,31 @@ fn print_ir_shows_the_canonical_text() {
     let (o, _) = compile(dir.path(), &demo_model(), &["--print-ir"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("nodes:") && text.contains("Conv"), "{text}");
+}
+
+#[test]
+fn print_ir_after_and_verify_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = compile(
+        dir.path(),
+        &demo_model(),
+        &[
+            "--passes",
+            "fold,dce",
+            "--verify-each",
+            "--print-ir-after",
+            "dce",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.is_file());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.matches("nodes:").count(), 1, "{text}");
+    let (o, _) = compile(
+        dir.path(),
+        &demo_model(),
+        &["--no-canonicalize", "--print-ir-after", "all", "--report"],
+    );
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("canonicalize"));
 }

@@ -34,6 +34,8 @@ pub struct Report {
     pub before: GraphStats,
     /// Figures after the last pass.
     pub after: GraphStats,
+    /// Peak resident memory of the whole process, when the caller measured it.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 fn stat_json(s: &Stat) -> Value {
@@ -56,6 +58,15 @@ impl Report {
 
     /// An aligned text table: pass, time, nodes/params/bytes before->after, stats.
     pub fn to_table(&self) -> String {
+        self.table(true)
+    }
+
+    /// The table without the time column: deterministic, for snapshots.
+    pub fn to_table_without_timings(&self) -> String {
+        self.table(false)
+    }
+
+    fn table(&self, with_time: bool) -> String {
         let header = ["pass", "time ms", "nodes", "params", "bytes", "stats"];
         let arrow = |a: usize, b: usize| format!("{a}->{b}");
         let mut rows: Vec<[String; 6]> = vec![header.map(str::to_string)];
@@ -78,13 +89,18 @@ impl Report {
             arrow(self.before.bytes, self.after.bytes),
             String::new(),
         ]);
+        let columns: &[usize] = if with_time {
+            &[0, 1, 2, 3, 4, 5]
+        } else {
+            &[0, 2, 3, 4, 5]
+        };
         let widths: Vec<usize> = (0..6)
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
         for r in &rows {
             let mut line = String::new();
-            for c in 0..6 {
+            for &c in columns {
                 let cell = &r[c];
                 let pad = widths[c] - cell.chars().count();
                 // Numbers right-aligned, text left-aligned.
@@ -134,7 +150,7 @@ impl Report {
             "before": stats_json(&self.before),
             "after": stats_json(&self.after),
             "passes": passes,
-            "timings": {"passes": timings, "total_ms": self.total_ms()},
+            "timings": {"passes": timings, "total_ms": self.total_ms(), "peak_memory_bytes": self.peak_memory_bytes},
         });
         serde_json::to_string_pretty(&v).unwrap_or_default()
     }
@@ -171,6 +187,7 @@ mod tests {
             }],
             before,
             after,
+            peak_memory_bytes: None,
         }
     }
 

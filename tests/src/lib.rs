@@ -92,7 +92,11 @@ impl Oracle {
     }
 
     /// Runs `model` in onnxruntime on the given input files; returns its outputs.
-    pub fn run(&self, model: &Path, inputs: &[PathBuf]) -> std::result::Result<Vec<Tensor>, String> {
+    pub fn run(
+        &self,
+        model: &Path,
+        inputs: &[PathBuf],
+    ) -> std::result::Result<Vec<Tensor>, String> {
         let out = tempfile::tempdir().map_err(|e| e.to_string())?;
         let status = Command::new(&self.python)
             .arg(&self.script)
@@ -129,7 +133,12 @@ pub fn max_rel_error(got: &Tensor, want: &Tensor) -> Result<f64, String> {
     }
     let as_f64 = |t: &Tensor| -> Result<Vec<f64>, String> {
         match t.dtype() {
-            cc_ir::DType::F32 => Ok(t.to_f32().map_err(|e| e.to_string())?.into_iter().map(f64::from).collect()),
+            cc_ir::DType::F32 => Ok(t
+                .to_f32()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(f64::from)
+                .collect()),
             cc_ir::DType::F64 => t.to_f64().map_err(|e| e.to_string()),
             _ => Ok(t
                 .to_i64_lossless()
@@ -141,10 +150,13 @@ pub fn max_rel_error(got: &Tensor, want: &Tensor) -> Result<f64, String> {
     };
     let (g, w) = (as_f64(got)?, as_f64(want)?);
     let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
-    let diff = g
-        .iter()
-        .zip(&w)
-        .fold(0f64, |m, (a, b)| if a.is_nan() || b.is_nan() { f64::INFINITY } else { m.max((a - b).abs()) });
+    let diff = g.iter().zip(&w).fold(0f64, |m, (a, b)| {
+        if a.is_nan() || b.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max((a - b).abs())
+        }
+    });
     Ok(diff / scale)
 }
 

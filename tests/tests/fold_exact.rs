@@ -28,14 +28,20 @@ fn insert_after(g: &mut Graph, v: ValueId, op: Op, extra: Vec<Option<ValueId>>, 
         }
     }
     if g.is_output(v) {
-        let outs: Vec<ValueId> = g.outputs().iter().map(|&o| if o == v { out } else { o }).collect();
+        let outs: Vec<ValueId> = g
+            .outputs()
+            .iter()
+            .map(|&o| if o == v { out } else { o })
+            .collect();
         g.set_outputs(outs);
     }
 }
 
 fn channel_params(g: &mut Graph, base: &str, c: usize, k: f32) -> Vec<Option<ValueId>> {
     let f = |a: f32, b: f32, off: f32| -> Vec<f32> {
-        (0..c).map(|i| off + a * ((i as f32 + k) * b).sin()).collect()
+        (0..c)
+            .map(|i| off + a * ((i as f32 + k) * b).sin())
+            .collect()
     };
     let parts = [
         ("scale", f(0.3, 0.7, 1.0)),
@@ -47,7 +53,10 @@ fn channel_params(g: &mut Graph, base: &str, c: usize, k: f32) -> Vec<Option<Val
         .into_iter()
         .map(|(p, vals)| {
             let name = g.unique_name(&format!("{base}.bn_{p}"));
-            Some(g.add_const(&name, Tensor::from_f32(vec![c], vals).unwrap()).unwrap())
+            Some(
+                g.add_const(&name, Tensor::from_f32(vec![c], vals).unwrap())
+                    .unwrap(),
+            )
         })
         .collect()
 }
@@ -67,31 +76,68 @@ fn batchnorm_identity_dropout_fold_exactly() {
             let out = node.output(0)?;
             match &node.op {
                 Op::Conv(_) => Some((out, dims[0])),
-                Op::Gemm { trans_b, .. } => Some((out, if *trans_b == Some(1) { dims[0] } else { dims[1] })),
+                Op::Gemm { trans_b, .. } => Some((
+                    out,
+                    if *trans_b == Some(1) {
+                        dims[0]
+                    } else {
+                        dims[1]
+                    },
+                )),
                 _ => None,
             }
         })
         .collect();
-    assert!(targets.len() >= 4, "expected convs and gemms in the demo model");
+    assert!(
+        targets.len() >= 4,
+        "expected convs and gemms in the demo model"
+    );
     for (k, (v, c)) in targets.into_iter().enumerate() {
-        let params = channel_params(&mut g, g.value(v).name().to_string().as_str(), c, k as f32);
-        insert_after(&mut g, v, Op::BatchNormalization { epsilon: Some(1e-3), momentum: None, training_mode: None }, params, "bn");
+        let base = g.value(v).name().to_string();
+        let params = channel_params(&mut g, &base, c, k as f32);
+        insert_after(
+            &mut g,
+            v,
+            Op::BatchNormalization {
+                epsilon: Some(1e-3),
+                momentum: None,
+                training_mode: None,
+            },
+            params,
+            "bn",
+        );
         insert_after(&mut g, v, Op::Identity, vec![], "id");
     }
     let first_out = g.outputs()[0];
-    insert_after(&mut g, first_out, Op::Dropout { seed: None }, vec![], "drop");
+    insert_after(
+        &mut g,
+        first_out,
+        Op::Dropout { seed: None },
+        vec![],
+        "drop",
+    );
     cc_ir::infer::infer_shapes(&mut g).unwrap();
     cc_ir::verify::verify(&g).unwrap();
     let before = dir.path().join("with_bn.onnx");
     cc_ir::onnx::save_model(&g, &before).unwrap();
 
-    let report = PassManager::new(&Pipeline::parse("").unwrap(), ManagerOptions { verify_each: true, ..Default::default() })
-        .unwrap()
-        .run(&mut g)
-        .unwrap();
+    let report = PassManager::new(
+        &Pipeline::parse("").unwrap(),
+        ManagerOptions {
+            verify_each: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .run(&mut g)
+    .unwrap();
     for id in g.node_ids() {
         let op = g.node(id).op.onnx_type().1;
-        assert!(!matches!(op, "BatchNormalization" | "Identity" | "Dropout"), "{op} left:\n{}", report.to_table());
+        assert!(
+            !matches!(op, "BatchNormalization" | "Identity" | "Dropout"),
+            "{op} left:\n{}",
+            report.to_table()
+        );
     }
     let after = dir.path().join("folded.onnx");
     cc_ir::onnx::save_model(&g, &after).unwrap();

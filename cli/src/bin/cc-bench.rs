@@ -45,7 +45,10 @@ fn run() -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let compiler = exe.with_file_name("cc-compile");
     if !compiler.is_file() {
-        return Err(format!("{} not found: run `cargo build --release -p cc-cli`", compiler.display()));
+        return Err(format!(
+            "{} not found: run `cargo build --release -p cc-cli`",
+            compiler.display()
+        ));
     }
     let python = std::env::var_os("CC_PYTHON")
         .map(PathBuf::from)
@@ -74,7 +77,11 @@ fn run() -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             times.push(start.elapsed().as_secs_f64());
             if !o.status.success() {
-                return Err(format!("{}: {}", model.display(), String::from_utf8_lossy(&o.stderr)));
+                return Err(format!(
+                    "{}: {}",
+                    model.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
             }
             let report = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
             peak = peak.max(json_number(&report, "peak_memory_bytes").unwrap_or(0));
@@ -87,7 +94,12 @@ fn run() -> Result<(), String> {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok());
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            });
         let name = model
             .parent()
             .and_then(|p| p.file_name())
@@ -101,8 +113,10 @@ fn run() -> Result<(), String> {
             cc,
             mb(peak as f64),
             peak as f64 / size,
-            ort.map(|t| format!("{t:.3}")).unwrap_or_else(|| "n/a".into()),
-            ort.map(|t| format!("{:.2}", cc / t)).unwrap_or_else(|| "n/a".into()),
+            ort.map(|t| format!("{t:.3}"))
+                .unwrap_or_else(|| "n/a".into()),
+            ort.map(|t| format!("{:.2}", cc / t))
+                .unwrap_or_else(|| "n/a".into()),
         );
     }
     Ok(())
@@ -116,7 +130,14 @@ fn median(v: &mut [f64]) -> f64 {
 /// The number after `"key":` in a JSON text (the report's flat fields).
 fn json_number(text: &str, key: &str) -> Option<u64> {
     let at = text.find(&format!("\"{key}\""))?;
-    let rest = text.get(at + key.len() + 2..)?.trim_start().strip_prefix(':')?;
-    let digits: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
+    let rest = text
+        .get(at + key.len() + 2..)?
+        .trim_start()
+        .strip_prefix(':')?;
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
