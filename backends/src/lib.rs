@@ -1,6 +1,6 @@
-//! cc-backends: code generators and executors for the cc-compile IR.
+//! cc-backends: executors and code generators for the cc-compile IR.
 //!
-//! For now this holds the constant evaluator ([`cpu::eval`]) the canonicalization passes
-//! use to fold constant and shape subgraphs.
+//! [`cpu::CpuExecutor`] runs graphs (implementing [`cc_ir::Executor`]); the constant
+//! evaluator [`cpu::eval`] also serves constant folding.
 
 pub mod cpu;

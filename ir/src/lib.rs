@@ -8,6 +8,7 @@
 pub mod attr;
 pub mod dtype;
 pub mod error;
+pub mod exec;
 pub mod graph;
 pub mod infer;
 pub mod onnx;
@@ -20,6 +21,7 @@ pub mod verify;
 pub use attr::{AttrValue, Attribute};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use exec::Executor;
 pub use graph::{Graph, ModelMeta, Node, NodeId, Use, Value, ValueId};
 pub use op::{Op, OtherOp};
 pub use tensor::Tensor;

@@ -117,6 +117,26 @@ impl Tensor {
     typed_access!(from_u8, to_u8, u8, 1, U8);
     typed_access!(from_i8, to_i8, i8, 1, I8);
 
+    /// An f32 tensor that takes ownership of `values` without copying them.
+    pub fn from_f32_vec(shape: Vec<usize>, values: Vec<f32>) -> Result<Tensor> {
+        Tensor::from_raw(DType::F32, shape, Bytes::from_owner(F32Buffer(values)))
+    }
+
+    /// The f32 elements, borrowed when the bytes are suitably aligned (always for
+    /// tensors made by [`Tensor::from_f32_vec`]), copied otherwise.
+    pub fn f32_view(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match (self.dtype, &self.data) {
+            (DType::F32, TensorData::Raw(b)) => Ok(match bytemuck::try_cast_slice(b) {
+                Ok(v) => std::borrow::Cow::Borrowed(v),
+                Err(_) => std::borrow::Cow::Owned(self.to_f32()?),
+            }),
+            _ => Err(Error::unsupported(format!(
+                "tensor of {} {:?} read as f32",
+                self.dtype, self.shape
+            ))),
+        }
+    }
+
     /// A bool tensor.
     pub fn from_bool(shape: Vec<usize>, values: Vec<bool>) -> Result<Tensor> {
         let bytes: Vec<u8> = values.iter().map(|&b| b as u8).collect();
@@ -211,6 +231,16 @@ impl Tensor {
     }
 }
 
+/// Owns f32 values and shows them as little-endian bytes (x86-64 and aarch64 are
+/// little-endian), so a kernel's output vector becomes a tensor without a copy.
+struct F32Buffer(Vec<f32>);
+
+impl AsRef<[u8]> for F32Buffer {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
 /// Element count of a shape, with overflow checked (shapes come from files).
 pub fn shape_count(shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| {
@@ -234,6 +264,15 @@ mod tests {
             "clones share storage"
         );
         assert!(t.to_i64().is_err());
+    }
+
+    #[test]
+    fn owned_f32_vectors_are_viewed_without_copies() {
+        let t = Tensor::from_f32_vec(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+        let view = t.f32_view().unwrap();
+        assert!(matches!(view, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(&*view, &[1.0, 2.0, 3.0]);
+        assert_eq!(t.to_f32().unwrap(), vec![1.0, 2.0, 3.0]);
     }
 
     #[test]

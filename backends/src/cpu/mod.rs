@@ -1,4 +1,9 @@
-//! The CPU backend. At present: [`eval`], a reference evaluator for ops on constant
-//! inputs (used by constant folding).
+//! The CPU backend: [`exec::CpuExecutor`] runs a graph; [`kernels`] holds the fast
+//! kernels it dispatches to; [`eval`] is the reference evaluator for everything else
+//! (and for constant folding).
 
 pub mod eval;
+pub mod exec;
+pub mod kernels;
+
+pub use exec::CpuExecutor;

@@ -1,0 +1,258 @@
+//! The CPU executor: runs a graph node by node in topological order, freeing each
+//! intermediate value after its last use.
+
+use crate::cpu::kernels::{self, KernelCx};
+use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
+use std::collections::HashMap;
+
+/// Runs graphs on the CPU with a fixed number of threads.
+pub struct CpuExecutor {
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl CpuExecutor {
+    /// An executor using `threads` threads (at least 1).
+    pub fn new(threads: usize) -> Result<CpuExecutor> {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
+        Ok(CpuExecutor { pool, threads })
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// The graph inputs that take a value from the caller (those without data).
+pub fn runtime_inputs(g: &Graph) -> Vec<ValueId> {
+    g.inputs()
+        .iter()
+        .copied()
+        .filter(|&v| g.const_data(v).is_none())
+        .collect()
+}
+
+/// Checks a caller's tensor against the input's declared type: element type, rank and
+/// every known dimension; symbolic dimensions must bind consistently across inputs.
+fn check_input(
+    g: &Graph,
+    v: ValueId,
+    t: &Tensor,
+    symbols: &mut HashMap<String, usize>,
+) -> Result<()> {
+    let name = g.value(v).name();
+    let Some(ValueType::Tensor { elem, shape }) = &g.value(v).ty else {
+        return Ok(());
+    };
+    if let Some(e) = elem {
+        if *e != t.dtype() {
+            return Err(Error::invalid(format!(
+                "input {name:?} expects element type {e} but got {}",
+                t.dtype()
+            )));
+        }
+    }
+    let Some(dims) = shape else { return Ok(()) };
+    let bad = || {
+        Error::invalid(format!(
+            "input {name:?} expects shape {} but got {:?}",
+            ValueType::Tensor {
+                elem: *elem,
+                shape: shape.clone()
+            },
+            t.shape()
+        ))
+    };
+    if dims.len() != t.shape().len() {
+        return Err(bad());
+    }
+    for (d, &actual) in dims.iter().zip(t.shape()) {
+        match d {
+            Dim::Known(k) if *k != actual as i64 => return Err(bad()),
+            Dim::Sym(s) => {
+                if *symbols.entry(s.clone()).or_insert(actual) != actual {
+                    return Err(Error::invalid(format!(
+                        "input {name:?}: dimension {s} is {actual} here but {} in another input",
+                        symbols[s]
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Executor for CpuExecutor {
+    fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let order = g.topo_order()?;
+        let wanted = runtime_inputs(g);
+        if inputs.len() != wanted.len() {
+            let names: Vec<&str> = wanted.iter().map(|&v| g.value(v).name()).collect();
+            return Err(Error::invalid(format!(
+                "the model takes {} input(s) ({}) but {} were given",
+                wanted.len(),
+                names.join(", "),
+                inputs.len()
+            )));
+        }
+        let mut env: HashMap<ValueId, Tensor> = HashMap::new();
+        let mut symbols = HashMap::new();
+        for (&v, t) in wanted.iter().zip(inputs) {
+            check_input(g, v, t, &mut symbols)?;
+            env.insert(v, t.clone());
+        }
+        let last_use = last_uses(g, &order);
+        let cx = KernelCx {
+            pool: &self.pool,
+            threads: self.threads,
+        };
+        for (step, &id) in order.iter().enumerate() {
+            let outs = run_one(g, id, &env, &cx)?;
+            let node = g.node(id);
+            for (slot, t) in outs.into_iter().enumerate() {
+                if let Some(v) = node.output(slot) {
+                    env.insert(v, t);
+                }
+            }
+            for v in node.inputs().iter().flatten() {
+                if last_use.get(v) == Some(&step) && !g.is_output(*v) {
+                    env.remove(v);
+                }
+            }
+        }
+        g.outputs()
+            .iter()
+            .map(|&v| {
+                env.get(&v)
+                    .or_else(|| g.const_data(v))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::invalid(format!("output {:?} was not computed", g.value(v).name()))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// For each value read by a node, the step (index in `order`) of its last reader.
+fn last_uses(g: &Graph, order: &[NodeId]) -> HashMap<ValueId, usize> {
+    let mut last = HashMap::new();
+    for (step, &id) in order.iter().enumerate() {
+        for v in g.node(id).inputs().iter().flatten() {
+            last.insert(*v, step);
+        }
+    }
+    last
+}
+
+fn run_one(
+    g: &Graph,
+    id: NodeId,
+    env: &HashMap<ValueId, Tensor>,
+    cx: &KernelCx<'_>,
+) -> Result<Vec<Tensor>> {
+    let node = g.node(id);
+    let mut inputs: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs().len());
+    for slot in node.inputs() {
+        inputs.push(match slot {
+            None => None,
+            Some(v) => Some(env.get(v).or_else(|| g.const_data(*v)).ok_or_else(|| {
+                Error::invalid(format!(
+                    "node {}: input {:?} has no value",
+                    g.node_label(id),
+                    g.value(*v).name()
+                ))
+            })?),
+        });
+    }
+    let at = |e: Error| Error::invalid(format!("node {}: {e}", g.node_label(id)));
+    match kernels::run_node(&node.op, &inputs, node.outputs().len(), cx).map_err(at)? {
+        Some(outs) => Ok(outs),
+        None => {
+            let types: Vec<String> = inputs
+                .iter()
+                .map(|t| {
+                    t.map(|t| t.dtype().to_string())
+                        .unwrap_or_else(|| "_".into())
+                })
+                .collect();
+            let (domain, op) = node.op.onnx_type();
+            Err(Error::unsupported(format!(
+                "node {}: the CPU executor does not support {}{op} on ({})",
+                g.node_label(id),
+                if domain.is_empty() {
+                    String::new()
+                } else {
+                    format!("{domain}.")
+                },
+                types.join(", ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cc_ir::op::{BinaryOp, Op, UnaryOp};
+    use cc_ir::types::known_shape;
+    use cc_ir::DType;
+
+    fn add_relu() -> Graph {
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value("x", Some(ValueType::tensor(DType::F32, known_shape(&[2]))))
+            .unwrap();
+        let b = g
+            .add_const("b", Tensor::from_f32(vec![2], vec![1.0, -5.0]).unwrap())
+            .unwrap();
+        let s = g.add_value("s", None).unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.set_inputs(vec![x]);
+        g.add_node(
+            "add",
+            Op::Binary(BinaryOp::Add),
+            vec![Some(x), Some(b)],
+            vec![Some(s)],
+        )
+        .unwrap();
+        g.add_node(
+            "relu",
+            Op::Unary(UnaryOp::Relu),
+            vec![Some(s)],
+            vec![Some(y)],
+        )
+        .unwrap();
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    #[test]
+    fn runs_a_small_graph() {
+        let g = add_relu();
+        let ex = CpuExecutor::new(2).unwrap();
+        let x = Tensor::from_f32(vec![2], vec![2.0, 3.0]).unwrap();
+        let out = ex.run(&g, &[x]).unwrap();
+        assert_eq!(out[0].to_f32().unwrap(), vec![3.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_naming_the_input() {
+        let g = add_relu();
+        let ex = CpuExecutor::new(1).unwrap();
+        let err = ex.run(&g, &[]).unwrap_err().to_string();
+        assert!(err.contains("takes 1 input(s) (x)"), "{err}");
+        let wrong_shape = Tensor::from_f32(vec![3], vec![0.0; 3]).unwrap();
+        let err = ex.run(&g, &[wrong_shape]).unwrap_err().to_string();
+        assert!(err.contains("\"x\" expects shape f32[2]"), "{err}");
+        let wrong_type = Tensor::from_i64(vec![2], vec![0; 2]).unwrap();
+        let err = ex.run(&g, &[wrong_type]).unwrap_err().to_string();
+        assert!(err.contains("element type f32"), "{err}");
+    }
+}
