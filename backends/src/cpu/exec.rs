@@ -75,10 +75,10 @@ fn check_input(
         match d {
             Dim::Known(k) if *k != actual as i64 => return Err(bad()),
             Dim::Sym(s) => {
-                if *symbols.entry(s.clone()).or_insert(actual) != actual {
+                let bound = *symbols.entry(s.clone()).or_insert(actual);
+                if bound != actual {
                     return Err(Error::invalid(format!(
-                        "input {name:?}: dimension {s} is {actual} here but {} in another input",
-                        symbols[s]
+                        "input {name:?}: dimension {s} is {actual} here but {bound} in another input"
                     )));
                 }
             }
