@@ -513,4 +513,12 @@ mod tests {
         let f = Fold::from_options(&o).unwrap();
         assert_eq!((f.always_elements, f.growth), (65536, 1.5));
     }
+
+    #[test]
+    fn default_matches_the_option_defaults() {
+        let info = crate::registry::find("fold").unwrap();
+        let f = Fold::from_options(&info.parse_options(&[]).unwrap()).unwrap();
+        let d = Fold::default();
+        assert_eq!((f.always_elements, f.growth), (d.always_elements, d.growth));
+    }
 }
