@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use cc_passes::manager::{ManagerOptions, PassManager, PrintAfter};
 use cc_passes::pipeline::Pipeline;
 use clap::Parser;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -114,7 +113,7 @@ fn run(cli: Cli) -> Result<()> {
         eprint!("{}", report.to_table());
     }
     if let Some(path) = &cli.report_json {
-        write_atomic(path, report.to_json().as_bytes())?;
+        cc_ir::onnx::write_file_atomic(path, report.to_json().as_bytes())?;
     }
     Ok(())
 }
@@ -126,20 +125,6 @@ fn default_output(model: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     model.with_file_name(format!("{stem}.cc.onnx"))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::options::{OptionKind, OptionSpec, Options};
 use crate::pass::{Changed, Pass, PassCx};
 use crate::registry::PassInfo;
 use cc_backends::cpu::eval::eval_node;
+use cc_ir::infer::shape_range;
 use cc_ir::types::known_shape;
 use cc_ir::{Graph, NodeId, Op, Tensor, ValueType};
 
@@ -97,11 +98,10 @@ impl Fold {
         };
         let t = match &node.op {
             Op::Shape { start, end } => {
-                let r = dims.len() as i64;
-                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let s = clamp(start.unwrap_or(0));
-                let e = clamp(end.unwrap_or(r)).max(s);
-                let v = dims.get(s..e).unwrap_or_default().to_vec();
+                let v = dims
+                    .get(shape_range(*start, *end, dims.len()))
+                    .unwrap_or_default()
+                    .to_vec();
                 Tensor::from_i64(vec![v.len()], v)?
             }
             Op::Size => {
@@ -136,10 +136,9 @@ impl Fold {
         let Some(dims) = g.value(x).ty.as_ref().and_then(|t| t.shape()) else {
             return Ok(None);
         };
-        let r = dims.len() as i64;
-        let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
-        let (lo, hi) = (clamp(start.unwrap_or(0)), clamp(end.unwrap_or(r)));
-        let positions: Vec<i64> = (lo..hi.max(lo)).collect();
+        let positions: Vec<i64> = shape_range(*start, *end, dims.len())
+            .map(|i| i as i64)
+            .collect();
         let positions = Tensor::from_i64(vec![positions.len()], positions)?;
         let mut inputs: Vec<Option<&Tensor>> = vec![Some(&positions)];
         for v in node.inputs().iter().skip(1) {
@@ -513,5 +512,13 @@ mod tests {
             .unwrap();
         let f = Fold::from_options(&o).unwrap();
         assert_eq!((f.always_elements, f.growth), (65536, 1.5));
+    }
+
+    #[test]
+    fn default_matches_the_option_defaults() {
+        let info = crate::registry::find("fold").unwrap();
+        let f = Fold::from_options(&info.parse_options(&[]).unwrap()).unwrap();
+        let d = Fold::default();
+        assert_eq!((f.always_elements, f.growth), (d.always_elements, d.growth));
     }
 }

@@ -56,7 +56,7 @@ fn f32_const(g: &Graph, v: Option<ValueId>) -> Option<(Vec<f32>, Vec<usize>)> {
     Some((t.to_f32().ok()?, t.shape().to_vec()))
 }
 
-/// New weight and bias for the producer: (weight, bias, bias shape).
+/// New weight (with its shape) and bias for the producer.
 struct Folded {
     weight: Vec<f32>,
     weight_shape: Vec<usize>,

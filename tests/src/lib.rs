@@ -52,6 +52,57 @@ pub fn model_dirs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Runs `check` on every folder in `dirs`, prints `"{label}: passed/total{detail}"`
+/// (`detail` computed from the successes' values) and each failure, and asserts that
+/// there were folders and that none failed.
+pub fn check_all<T>(
+    dirs: &[PathBuf],
+    label: &str,
+    check: impl Fn(&Path) -> std::result::Result<T, String>,
+    detail: impl Fn(&[T]) -> String,
+) {
+    let mut passed = Vec::new();
+    let mut failures = Vec::new();
+    for d in dirs {
+        match check(d) {
+            Ok(v) => passed.push(v),
+            Err(e) => failures.push(format!("{}: {e}", d.display())),
+        }
+    }
+    println!(
+        "{label}: {}/{}{}",
+        passed.len(),
+        dirs.len(),
+        detail(&passed)
+    );
+    for f in &failures {
+        println!("  FAIL {f}");
+    }
+    assert!(!dirs.is_empty(), "no folders found for {label}");
+    assert!(failures.is_empty(), "{} failed for {label}", failures.len());
+}
+
+/// Runs the pass pipeline `spec` over `g`, verifying the graph after each pass.
+pub fn run_pipeline(
+    g: &mut cc_ir::Graph,
+    spec: &str,
+) -> std::result::Result<cc_passes::Report, cc_passes::PassError> {
+    let options = cc_passes::ManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
+    cc_passes::PassManager::new(&cc_passes::Pipeline::parse(spec)?, options)?.run(g)
+}
+
+/// The first BatchNormalization, Identity or Dropout left in `g` (canonicalization
+/// removes them all), by op type.
+pub fn foldable_op_left(g: &cc_ir::Graph) -> Option<&str> {
+    g.node_ids()
+        .into_iter()
+        .map(|id| g.node(id).op.onnx_type().1)
+        .find(|op| matches!(*op, "BatchNormalization" | "Identity" | "Dropout"))
+}
+
 /// The fixture models under `shared/models` as (folder name, folder), sorted.
 pub fn fixture_models(shared: &Path) -> Vec<(String, PathBuf)> {
     model_dirs(&shared.join("models"))

@@ -3,7 +3,7 @@
 
 use cc_ir::onnx::{load_model, load_model_bytes, model_to_bytes, read_tensor_file};
 use cc_ir::printer::print_graph;
-use cc_tests::{model_dirs, shared_dir};
+use cc_tests::{check_all, model_dirs, shared_dir};
 use std::path::Path;
 
 /// Imports, exports and re-imports one model; an error message on any difference.
@@ -39,33 +39,24 @@ fn round_trip(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run_all(dirs: &[std::path::PathBuf], what: &str) {
-    let mut failures = Vec::new();
-    for d in dirs {
-        if let Err(e) = round_trip(d) {
-            failures.push(format!("{}: {e}", d.display()));
-        }
-    }
-    println!(
-        "{what} imported: {}/{}",
-        dirs.len() - failures.len(),
-        dirs.len()
-    );
-    for f in &failures {
-        println!("  FAIL {f}");
-    }
-    assert!(!dirs.is_empty(), "no {what} found");
-    assert!(failures.is_empty(), "{} {what} failed", failures.len());
-}
-
 #[test]
 fn fixture_models_round_trip() {
     let Some(shared) = shared_dir() else { return };
-    run_all(&model_dirs(&shared.join("models")), "models");
+    check_all(
+        &model_dirs(&shared.join("models")),
+        "models imported",
+        round_trip,
+        |_| String::new(),
+    );
 }
 
 #[test]
 fn node_tests_round_trip() {
     let Some(shared) = shared_dir() else { return };
-    run_all(&model_dirs(&shared.join("onnx-node-tests")), "node tests");
+    check_all(
+        &model_dirs(&shared.join("onnx-node-tests")),
+        "node tests imported",
+        round_trip,
+        |_| String::new(),
+    );
 }

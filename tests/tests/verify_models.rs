@@ -6,8 +6,8 @@
 use cc_ir::infer::infer_shapes;
 use cc_ir::onnx::load_model;
 use cc_ir::verify::verify;
-use cc_tests::{model_dirs, shared_dir};
-use std::path::{Path, PathBuf};
+use cc_tests::{check_all, model_dirs, shared_dir};
+use std::path::Path;
 
 /// Imports one model, infers shapes and verifies it; the number of typed nodes.
 fn check(dir: &Path) -> Result<usize, String> {
@@ -20,25 +20,9 @@ fn check(dir: &Path) -> Result<usize, String> {
         .count())
 }
 
-fn run_all(dirs: &[PathBuf], what: &str) {
-    let mut failures = Vec::new();
-    let mut typed_nodes = 0;
-    for d in dirs {
-        match check(d) {
-            Ok(n) => typed_nodes += n,
-            Err(e) => failures.push(format!("{}: {e}", d.display())),
-        }
-    }
-    println!(
-        "{what} inferred and verified: {}/{} ({typed_nodes} typed nodes)",
-        dirs.len() - failures.len(),
-        dirs.len()
-    );
-    for f in &failures {
-        println!("  FAIL {f}");
-    }
-    assert!(!dirs.is_empty(), "no {what} found");
-    assert!(failures.is_empty(), "{} {what} failed", failures.len());
+/// " (N typed nodes)" over the per-model counts.
+fn typed_nodes(counts: &[usize]) -> String {
+    format!(" ({} typed nodes)", counts.iter().sum::<usize>())
 }
 
 /// Clears the type of every node-produced value, infers again, and compares the graph
@@ -73,32 +57,32 @@ fn outputs_from_inputs_alone(dir: &Path) -> Result<(), String> {
 #[test]
 fn fixture_model_outputs_are_inferred_from_inputs_alone() {
     let Some(shared) = shared_dir() else { return };
-    let dirs = model_dirs(&shared.join("models"));
-    let failures: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| {
-            outputs_from_inputs_alone(d)
-                .err()
-                .map(|e| format!("{}: {e}", d.display()))
-        })
-        .collect();
-    println!(
-        "fixture model outputs inferred exactly: {}/{}",
-        dirs.len() - failures.len(),
-        dirs.len()
+    check_all(
+        &model_dirs(&shared.join("models")),
+        "fixture model outputs inferred exactly",
+        outputs_from_inputs_alone,
+        |_| String::new(),
     );
-    assert!(!dirs.is_empty(), "no models found");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn fixture_models_infer_and_verify() {
     let Some(shared) = shared_dir() else { return };
-    run_all(&model_dirs(&shared.join("models")), "models");
+    check_all(
+        &model_dirs(&shared.join("models")),
+        "models inferred and verified",
+        check,
+        typed_nodes,
+    );
 }
 
 #[test]
 fn node_tests_infer_and_verify() {
     let Some(shared) = shared_dir() else { return };
-    run_all(&model_dirs(&shared.join("onnx-node-tests")), "node tests");
+    check_all(
+        &model_dirs(&shared.join("onnx-node-tests")),
+        "node tests inferred and verified",
+        check,
+        typed_nodes,
+    );
 }

@@ -87,40 +87,76 @@ impl Window {
     }
 }
 
-fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
-    let (x, w) = (c.shape(0), c.shape(1));
-    let rank = match (x, w) {
-        (Some(x), Some(w)) if x.len() != w.len() => {
-            return Err(c.err(format!(
-                "input rank {} and weight rank {} differ",
-                x.len(),
-                w.len()
-            )))
+/// Input and weight shapes of a Conv or ConvTranspose, checked to agree in rank.
+struct ConvShapes<'a> {
+    x: Option<&'a [Dim]>,
+    w: Option<&'a [Dim]>,
+    /// Number of spatial axes.
+    n: usize,
+}
+
+impl<'a> ConvShapes<'a> {
+    /// Reads inputs 0 and 1; `None` when neither shape is known.
+    fn read(c: &Ctx<'a>) -> Result<Option<Self>> {
+        let (x, w) = (c.shape(0), c.shape(1));
+        let rank = match (x, w) {
+            (Some(x), Some(w)) if x.len() != w.len() => {
+                return Err(c.err(format!(
+                    "input rank {} and weight rank {} differ",
+                    x.len(),
+                    w.len()
+                )))
+            }
+            (Some(x), _) => x.len(),
+            (None, Some(w)) => w.len(),
+            (None, None) => return Ok(None),
+        };
+        if rank < 3 {
+            return Err(c.err(format!("rank {rank} input for a convolution")));
         }
-        (Some(x), _) => x.len(),
-        (None, Some(w)) => w.len(),
-        (None, None) => return Ok(tensor(c.elem(0), None)),
-    };
-    if rank < 3 {
-        return Err(c.err(format!("rank {rank} input for a convolution")));
+        Ok(Some(Self { x, w, n: rank - 2 }))
     }
-    let n = rank - 2;
-    let dim =
-        |s: Option<&[Dim]>, i: usize| s.and_then(|s| s.get(i)).cloned().unwrap_or(Dim::Unknown);
+
+    /// Input dim `i`, unknown where the shape is.
+    fn x(&self, i: usize) -> Dim {
+        dim_at(self.x, i)
+    }
+
+    /// Weight dim `i`, unknown where the shape is.
+    fn w(&self, i: usize) -> Dim {
+        dim_at(self.w, i)
+    }
+
+    /// The kernel's spatial extent: the attribute, else the weight's spatial dims.
+    /// `None` when unknown or of the wrong length.
+    fn kernel(&self, a: &ConvAttrs) -> Option<Vec<i64>> {
+        let kernel: Option<Vec<i64>> = match &a.kernel_shape {
+            Some(k) => Some(k.clone()),
+            None => (2..self.n + 2).map(|i| self.w(i).known()).collect(),
+        };
+        kernel.filter(|k| k.len() == self.n)
+    }
+}
+
+fn dim_at(s: Option<&[Dim]>, i: usize) -> Dim {
+    s.and_then(|s| s.get(i)).cloned().unwrap_or(Dim::Unknown)
+}
+
+fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
+    let Some(s) = ConvShapes::read(c)? else {
+        return Ok(tensor(c.elem(0), None));
+    };
+    let n = s.n;
     let group = a.group();
-    if let (Some(ch), Some(wc)) = (dim(x, 1).known(), dim(w, 1).known()) {
+    if let (Some(ch), Some(wc)) = (s.x(1).known(), s.w(1).known()) {
         if ch != wc * group {
             return Err(c.err(format!(
                 "input has {ch} channels but weight expects {wc} x group {group}"
             )));
         }
     }
-    let kernel: Option<Vec<i64>> = match &a.kernel_shape {
-        Some(k) => Some(k.clone()),
-        None => (2..rank).map(|i| dim(w, i).known()).collect(),
-    };
-    let mut out = vec![dim(x, 0), dim(w, 0)];
-    let Some(kernel) = kernel.filter(|k| k.len() == n) else {
+    let mut out = vec![s.x(0), s.w(0)];
+    let Some(kernel) = s.kernel(a) else {
         out.extend(unknowns(n));
         return Ok(tensor(c.elem(0), Some(out)));
     };
@@ -133,38 +169,23 @@ fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
         kernel,
     };
     for i in 0..n {
-        out.push(win.out_dim(i, &dim(x, i + 2)));
+        out.push(win.out_dim(i, &s.x(i + 2)));
     }
     Ok(tensor(c.elem(0), Some(out)))
 }
 
 fn conv_transpose(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
-    let (x, w) = (c.shape(0), c.shape(1));
-    let rank = match (x, w) {
-        (Some(x), Some(w)) if x.len() != w.len() => {
-            return Err(c.err(format!(
-                "input rank {} and weight rank {} differ",
-                x.len(),
-                w.len()
-            )))
-        }
-        (Some(x), _) => x.len(),
-        (None, Some(w)) => w.len(),
-        (None, None) => return Ok(tensor(c.elem(0), None)),
+    let Some(s) = ConvShapes::read(c)? else {
+        return Ok(tensor(c.elem(0), None));
     };
-    if rank < 3 {
-        return Err(c.err(format!("rank {rank} input for a convolution")));
-    }
-    let n = rank - 2;
-    let dim =
-        |s: Option<&[Dim]>, i: usize| s.and_then(|s| s.get(i)).cloned().unwrap_or(Dim::Unknown);
-    if let (Some(ch), Some(wc)) = (dim(x, 1).known(), dim(w, 0).known()) {
+    let n = s.n;
+    if let (Some(ch), Some(wc)) = (s.x(1).known(), s.w(0).known()) {
         if ch != wc {
             return Err(c.err(format!("input has {ch} channels but weight expects {wc}")));
         }
     }
     let group = a.group();
-    let mut out = vec![dim(x, 0), map_known(&dim(w, 1), |m| m.checked_mul(group))];
+    let mut out = vec![s.x(0), map_known(&s.w(1), |m| m.checked_mul(group))];
     if let Some(os) = &a.output_shape {
         // output_shape lists the spatial dims (some exporters include N and C too).
         let sp = os.get(os.len().saturating_sub(n)..).unwrap_or(&[]);
@@ -173,11 +194,7 @@ fn conv_transpose(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
             return Ok(tensor(c.elem(0), Some(out)));
         }
     }
-    let kernel: Option<Vec<i64>> = match &a.kernel_shape {
-        Some(k) => Some(k.clone()),
-        None => (2..rank).map(|i| dim(w, i).known()).collect(),
-    };
-    let Some(kernel) = kernel.filter(|k| k.len() == n) else {
+    let Some(kernel) = s.kernel(a) else {
         out.extend(unknowns(n));
         return Ok(tensor(c.elem(0), Some(out)));
     };
@@ -190,7 +207,7 @@ fn conv_transpose(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
         _ => vec![0; 2 * n],
     };
     for i in 0..n {
-        out.push(map_known(&dim(x, i + 2), |v| match mode {
+        out.push(map_known(&s.x(i + 2), |v| match mode {
             AutoPad::SameUpper | AutoPad::SameLower => v.checked_mul(strides[i]),
             _ => {
                 let w = |x: i64| i128::from(x);

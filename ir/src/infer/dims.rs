@@ -2,6 +2,7 @@
 //! unification of dims that must agree.
 
 use crate::types::Dim;
+use std::ops::Range;
 
 /// Broadcasts two dims (numpy rules); `Err(())` when both are known and incompatible.
 ///
@@ -104,6 +105,16 @@ pub(crate) fn fmt_dims(d: &[Dim]) -> String {
     format!("[{}]", s.join(","))
 }
 
+/// The axes `Shape { start, end }` reports for a rank-`rank` input: negative bounds
+/// count from the end, both are clamped to `0..=rank`, and an end before the start
+/// gives an empty range.
+pub fn shape_range(start: Option<i64>, end: Option<i64>, rank: usize) -> Range<usize> {
+    let r = i64::try_from(rank).unwrap_or(i64::MAX);
+    let fix = |v: i64| usize::try_from((if v < 0 { v + r } else { v }).clamp(0, r)).unwrap_or(0);
+    let (s, e) = (fix(start.unwrap_or(0)), fix(end.unwrap_or(r)));
+    s..e.max(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +147,15 @@ mod tests {
         assert_eq!(product(&dims("1,N,1")), Dim::Sym("N".into()));
         assert_eq!(product(&dims("N,N")), Dim::Unknown);
         assert_eq!(map_known(&Dim::Known(3), |v| Some(v * 2)), Dim::Known(6));
+    }
+
+    #[test]
+    fn shape_ranges_clamp_and_count_from_the_end() {
+        assert_eq!(shape_range(None, None, 4), 0..4);
+        assert_eq!(shape_range(Some(-2), None, 4), 2..4);
+        assert_eq!(shape_range(Some(1), Some(-1), 4), 1..3);
+        assert_eq!(shape_range(Some(-9), Some(9), 4), 0..4);
+        assert_eq!(shape_range(Some(3), Some(1), 4), 3..3);
+        assert_eq!(shape_range(Some(0), None, 0), 0..0);
     }
 }

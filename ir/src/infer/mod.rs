@@ -17,7 +17,7 @@ mod reduce;
 mod shape_ops;
 mod values;
 
-pub use dims::broadcast;
+pub use dims::{broadcast, shape_range};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

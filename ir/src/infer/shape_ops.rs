@@ -388,12 +388,9 @@ fn expand(c: &Ctx) -> Out {
 }
 
 fn shape(c: &Ctx, start: Option<i64>, end: Option<i64>) -> Out {
-    let len = c.rank(0).map(|r| {
-        let r = r as i64;
-        let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
-        let (s, e) = (fix(start.unwrap_or(0)), fix(end.unwrap_or(r)));
-        Dim::Known((e - s).max(0))
-    });
+    let len = c
+        .rank(0)
+        .map(|r| Dim::Known(super::shape_range(start, end, r).len() as i64));
     Ok(vec![tensor(
         Some(DType::I64),
         Some(vec![len.unwrap_or(Dim::Unknown)]),

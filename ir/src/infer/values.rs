@@ -37,10 +37,7 @@ fn value(g: &Graph, v: ValueId, depth: usize) -> Option<Vec<Dim>> {
     let out = match &n.op {
         Op::Shape { start, end } => {
             let s = g.value(n.input(0)?).ty.as_ref()?.shape()?;
-            let r = s.len() as i64;
-            let fix = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
-            let (a, b) = (fix(start.unwrap_or(0)), fix(end.unwrap_or(r)));
-            s.get(a..b.max(a))?.to_vec()
+            s.get(super::shape_range(*start, *end, s.len()))?.to_vec()
         }
         Op::Identity | Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Reshape { .. } => input(0)?,
         Op::Cast { to, .. } if to.is_int() => input(0)?,

@@ -98,14 +98,28 @@ fn write_temp(
     Ok(tmp)
 }
 
+/// The folder a file at `path` is written in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `path` atomically, the way models are saved: into a temporary file
+/// beside it that is then renamed into place, so on error nothing is left at `path`.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_temp(parent_dir(path), |w| w.write_all(bytes))?
+        .persist(path)
+        .map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
 /// Saves a model atomically with options: the file (and its external data file, if
 /// any) is written to a temporary file beside it and renamed into place, so on error
 /// nothing is left at `path`.
 pub fn save_model_with(g: &Graph, path: &Path, opts: &ExportOptions) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let external = export::weight_bytes(g) > opts.external_data_threshold;
     let location = if external {
         let file = path
@@ -178,10 +192,7 @@ pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor)> {
 
 /// Writes a tensor as a serialized `TensorProto` file, atomically.
 pub fn write_tensor_file(path: &Path, name: &str, t: &Tensor) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let mut tmp = temp_in(dir)?;
     {
         let mut w = BufWriter::new(tmp.as_file_mut());

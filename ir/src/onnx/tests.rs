@@ -525,3 +525,18 @@ fn mapped_import_slices_weights() {
     let t = mapped.value_by_name("typed").unwrap();
     assert_eq!(mapped.const_data(t).unwrap().to_i64().unwrap(), vec![5, 6]);
 }
+
+#[test]
+fn write_file_atomic_replaces_or_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.json");
+    write_file_atomic(&p, b"one").unwrap();
+    write_file_atomic(&p, b"two").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"two");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+    let bad = dir.path().join("no/such/folder/r.json");
+    let e = write_file_atomic(&bad, b"x").unwrap_err().to_string();
+    assert!(e.contains("no/such/folder"), "{e}");
+    assert!(!bad.exists());
+}
