@@ -66,7 +66,7 @@ impl Pass for Canonicalize {
             rounds += 1;
             let mut round = Changed::NO;
             for p in &mut self.passes {
-                let mut sub = PassCx::new(cx.seed());
+                let mut sub = cx.child();
                 round |= p.run(g, &mut sub)?;
                 for (k, v) in sub.take_stats() {
                     let key = format!("{}.{k}", p.name());

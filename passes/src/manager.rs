@@ -5,8 +5,9 @@ use crate::pass::{Pass, PassCx};
 use crate::pipeline::{Pipeline, PipelineEntry};
 use crate::report::{PassRecord, Report};
 use crate::stats::GraphStats;
-use cc_ir::Graph;
+use cc_ir::{Executor, Graph};
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// After which passes to print the IR.
@@ -63,6 +64,7 @@ pub struct PassManager {
     opts: ManagerOptions,
     sink: Option<Box<dyn Write>>,
     dumps: Vec<(String, String)>,
+    executor: Option<Arc<dyn Executor>>,
 }
 
 impl PassManager {
@@ -88,12 +90,19 @@ impl PassManager {
             opts,
             sink: None,
             dumps: Vec::new(),
+            executor: None,
         })
     }
 
     /// Writes IR dumps to `sink` instead of collecting them.
     pub fn with_ir_sink(mut self, sink: Box<dyn Write>) -> Self {
         self.sink = Some(sink);
+        self
+    }
+
+    /// Gives passes an executor to run the model with (calibration, error measurement).
+    pub fn with_executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
         self
     }
 
@@ -120,7 +129,7 @@ impl PassManager {
         };
         let mut stats = report.before;
         for slot in &mut self.slots {
-            let mut cx = PassCx::new(self.opts.seed);
+            let mut cx = PassCx::new(self.opts.seed).with_executor(self.executor.clone());
             let t0 = Instant::now();
             let changed = slot.pass.run(g, &mut cx).map_err(|e| PassError::InPass {
                 pass: slot.canonical.clone(),

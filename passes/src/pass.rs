@@ -1,8 +1,9 @@
 //! The [`Pass`] trait and the context a pass runs in.
 
 use crate::error::PassError;
-use cc_ir::Graph;
+use cc_ir::{Executor, Graph};
 use std::fmt;
+use std::sync::Arc;
 
 /// Whether a pass changed the graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,19 +87,49 @@ impl From<String> for Stat {
 }
 
 /// What a pass sees besides the graph: its statistics sink and the pipeline's seed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PassCx {
     seed: u64,
     stats: Vec<(String, Stat)>,
+    executor: Option<Arc<dyn Executor>>,
+}
+
+impl fmt::Debug for PassCx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassCx")
+            .field("seed", &self.seed)
+            .field("stats", &self.stats)
+            .field("executor", &self.executor.is_some())
+            .finish()
+    }
 }
 
 impl PassCx {
-    /// A context with this seed and no statistics.
+    /// A context with this seed, no statistics and no executor.
     pub fn new(seed: u64) -> Self {
         PassCx {
             seed,
             stats: Vec::new(),
+            executor: None,
         }
+    }
+    /// The same context with an executor that passes may use to run the model
+    /// (calibration, error measurement).
+    pub fn with_executor(mut self, executor: Option<Arc<dyn Executor>>) -> Self {
+        self.executor = executor;
+        self
+    }
+    /// The executor, for passes that need to run the model.
+    pub fn executor(&self) -> Result<&dyn Executor, PassError> {
+        self.executor.as_deref().ok_or_else(|| {
+            PassError::Ir(cc_ir::Error::unsupported(
+                "this pass needs to run the model but no executor was provided",
+            ))
+        })
+    }
+    /// A fresh context for a sub-pass: same seed and executor, no statistics.
+    pub fn child(&self) -> PassCx {
+        PassCx::new(self.seed).with_executor(self.executor.clone())
     }
     /// The seed for passes that make random choices.
     pub fn seed(&self) -> u64 {
@@ -140,6 +171,35 @@ pub trait Pass {
 
 #[cfg(test)]
 mod tests {
+
+    struct Echo;
+    impl Executor for Echo {
+        fn run(&self, _g: &Graph, inputs: &[cc_ir::Tensor]) -> cc_ir::Result<Vec<cc_ir::Tensor>> {
+            Ok(inputs.to_vec())
+        }
+    }
+
+    #[test]
+    fn executor_is_optional_and_reaches_child_contexts() {
+        let cx = PassCx::new(7);
+        let err = cx
+            .executor()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no executor"), "{err}");
+        let cx = PassCx::new(7).with_executor(Some(Arc::new(Echo)));
+        let child = cx.child();
+        assert_eq!(child.seed(), 7);
+        let t = cc_ir::Tensor::scalar_f32(2.0);
+        let out = child
+            .executor()
+            .unwrap()
+            .run(&Graph::new("g"), std::slice::from_ref(&t))
+            .unwrap();
+        assert_eq!(out, vec![t]);
+    }
+
     use super::*;
 
     #[test]
