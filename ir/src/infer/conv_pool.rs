@@ -88,7 +88,19 @@ impl Window {
 }
 
 fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
-    let (x, w) = (c.shape(0), c.shape(1));
+    conv_of(c, a, 0, 1, c.elem(0))
+}
+
+/// The convolution result of data input `sx` and weight input `sw` with element type
+/// `elem` (also used by ConvInteger and QLinearConv).
+pub(super) fn conv_of(
+    c: &Ctx,
+    a: &ConvAttrs,
+    sx: usize,
+    sw: usize,
+    elem: Option<DType>,
+) -> Result<Option<ValueType>> {
+    let (x, w) = (c.shape(sx), c.shape(sw));
     let rank = match (x, w) {
         (Some(x), Some(w)) if x.len() != w.len() => {
             return Err(c.err(format!(
@@ -99,7 +111,7 @@ fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
         }
         (Some(x), _) => x.len(),
         (None, Some(w)) => w.len(),
-        (None, None) => return Ok(tensor(c.elem(0), None)),
+        (None, None) => return Ok(tensor(elem, None)),
     };
     if rank < 3 {
         return Err(c.err(format!("rank {rank} input for a convolution")));
@@ -122,7 +134,7 @@ fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
     let mut out = vec![dim(x, 0), dim(w, 0)];
     let Some(kernel) = kernel.filter(|k| k.len() == n) else {
         out.extend(unknowns(n));
-        return Ok(tensor(c.elem(0), Some(out)));
+        return Ok(tensor(elem, Some(out)));
     };
     let win = Window {
         strides: per_axis(c, "strides", &a.strides, n, 1)?,
@@ -135,7 +147,7 @@ fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
     for i in 0..n {
         out.push(win.out_dim(i, &dim(x, i + 2)));
     }
-    Ok(tensor(c.elem(0), Some(out)))
+    Ok(tensor(elem, Some(out)))
 }
 
 fn conv_transpose(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
