@@ -113,53 +113,79 @@ pub(super) fn int_range(d: DType) -> Option<(i32, i32)> {
         DType::I16 => (-32768, 32767),
         DType::U4 => (0, 15),
         DType::I4 => (-8, 7),
+        UINT2 => (0, 3),
+        INT2 => (-2, 1),
         _ => return None,
     })
 }
 
-/// The elements of an integer tensor (8-, 16-, 32- or 4-bit) as i32; `None` for other
-/// types. Packed 4-bit values are unpacked low nibble first.
+/// ONNX uint2 (opset 25; no named [`DType`] yet).
+const UINT2: DType = DType::Other(25);
+/// ONNX int2 (opset 25; no named [`DType`] yet).
+const INT2: DType = DType::Other(26);
+
+/// Bits per element and signedness of the packed sub-byte integer types.
+fn sub_byte(d: DType) -> Option<(usize, bool)> {
+    match d {
+        DType::U4 => Some((4, false)),
+        DType::I4 => Some((4, true)),
+        UINT2 => Some((2, false)),
+        INT2 => Some((2, true)),
+        _ => None,
+    }
+}
+
+/// The elements of an integer tensor (2-, 4-, 8-, 16- or 32-bit) as i32; `None` for
+/// other types. Packed sub-byte values are unpacked lowest bits first.
 pub(super) fn ints(t: &Tensor) -> Result<Option<Vec<i32>>> {
     let n = t.len();
+    if let Some((bits, signed)) = sub_byte(t.dtype()) {
+        let raw = t.raw()?;
+        let per = 8 / bits;
+        let mask = (1u8 << bits) - 1;
+        return Ok(Some(
+            (0..n)
+                .map(|i| {
+                    let byte = raw.get(i / per).copied().unwrap_or(0);
+                    let v = i32::from((byte >> ((i % per) * bits)) & mask);
+                    if signed && v >= 1 << (bits - 1) {
+                        v - (1 << bits)
+                    } else {
+                        v
+                    }
+                })
+                .collect(),
+        ));
+    }
     Ok(Some(match t.dtype() {
         DType::U8 => t.to_u8()?.into_iter().map(i32::from).collect(),
         DType::I8 => t.to_i8()?.into_iter().map(i32::from).collect(),
         DType::I32 => t.to_i32()?,
         DType::U16 | DType::I16 => t.to_i64_lossless()?.into_iter().map(|v| v as i32).collect(),
-        DType::U4 | DType::I4 => {
-            let signed = t.dtype() == DType::I4;
-            let raw = t.raw()?;
-            (0..n)
-                .map(|i| {
-                    let byte = raw.get(i / 2).copied().unwrap_or(0);
-                    let nib = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
-                    if signed && nib >= 8 {
-                        i32::from(nib) - 16
-                    } else {
-                        i32::from(nib)
-                    }
-                })
-                .collect()
-        }
         _ => return Ok(None),
     }))
 }
 
-/// An integer tensor of type `d` from values already within its range (4-bit values
-/// are packed two per byte, low nibble first).
+/// An integer tensor of type `d` from values already within its range (sub-byte values
+/// are packed, lowest bits first).
 pub(super) fn int_tensor(d: DType, shape: Vec<usize>, v: &[i32]) -> Result<Tensor> {
+    if let Some((bits, _)) = sub_byte(d) {
+        let per = 8 / bits;
+        let mask = (1u8 << bits) - 1;
+        let bytes: Vec<u8> = v
+            .chunks(per)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u8, |b, (k, &x)| b | ((x as u8 & mask) << (k * bits)))
+            })
+            .collect();
+        return Tensor::from_raw(d, shape, bytes.into());
+    }
     let bytes: Vec<u8> = match d {
         DType::U8 | DType::I8 => v.iter().map(|&x| x as u8).collect(),
         DType::U16 | DType::I16 => v.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect(),
         DType::I32 => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
-        DType::U4 | DType::I4 => v
-            .chunks(2)
-            .map(|c| {
-                let lo = c.first().copied().unwrap_or(0) as u8 & 0x0f;
-                let hi = c.get(1).copied().unwrap_or(0) as u8 & 0x0f;
-                lo | (hi << 4)
-            })
-            .collect(),
         other => {
             return Err(Error::unsupported(format!(
                 "integer tensor of element type {other}"
@@ -636,6 +662,19 @@ mod tests {
         let u = int_tensor(DType::U4, vec![3], &[15, 0, 9]).unwrap();
         assert_eq!(u.raw().unwrap().as_ref(), &[0x0f, 0x09]);
         assert_eq!(ints(&u).unwrap().unwrap(), vec![15, 0, 9]);
+    }
+
+    #[test]
+    fn int2_packing() {
+        let x = Tensor::from_f32(vec![5], vec![-3.0, -2.0, 0.4, 1.0, 5.0]).unwrap();
+        let s = Tensor::from_f32(vec![], vec![1.0]).unwrap();
+        let y = quantize(&x, &s, None, INT2, q(1, 0)).unwrap().unwrap();
+        // -2 -> 0b10, -2 -> 0b10, 0, 1 -> 0b01 | 1 (saturated).
+        assert_eq!(y.raw().unwrap().as_ref(), &[0b0100_1010, 0b01]);
+        assert_eq!(ints(&y).unwrap().unwrap(), vec![-2, -2, 0, 1, 1]);
+        let u = int_tensor(UINT2, vec![4], &[3, 0, 2, 1]).unwrap();
+        assert_eq!(u.raw().unwrap().as_ref(), &[0b0110_0011]);
+        assert_eq!(ints(&u).unwrap().unwrap(), vec![3, 0, 2, 1]);
     }
 
     #[test]
