@@ -1,6 +1,7 @@
 //! Kernel dispatch: fast kernels for the ops that dominate run time, the reference
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
+mod minifloat;
 pub mod quant;
 mod quant_conv;
 

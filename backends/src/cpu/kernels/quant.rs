@@ -11,7 +11,7 @@
 use crate::cpu::eval::{broadcast_index, broadcast_shapes};
 use cc_ir::{DType, Error, Op, Result, Tensor};
 
-use super::quant_conv;
+use super::{minifloat, quant_conv};
 
 /// Runs `op` if it is a quantization op with supported element types; `Ok(None)` for
 /// any other op or unsupported types.
@@ -30,7 +30,7 @@ pub fn run(op: &Op, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<Tensor>>> {
             axis,
             block_size,
             output_dtype,
-            ..
+            saturate,
         } => {
             let out = match opt(2) {
                 Some(z) => z.dtype(),
@@ -43,6 +43,11 @@ pub fn run(op: &Op, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<Tensor>>> {
                 axis: axis.unwrap_or(1),
                 block: block_size.unwrap_or(0),
             };
+            if minifloat::format(out).is_some() {
+                let sat = saturate.unwrap_or(1) != 0;
+                return quantize_float(input(0)?, input(1)?, opt(2), out, p, sat)
+                    .map(|o| o.map(|t| vec![t]));
+            }
             quantize(input(0)?, input(1)?, opt(2), out, p).map(|o| o.map(|t| vec![t]))
         }
         Op::DequantizeLinear { axis, block_size } => {
@@ -363,6 +368,52 @@ fn quantize(
     int_tensor(out, x.shape().to_vec(), &q).map(Some)
 }
 
+/// The float zero points (zeros when absent) of a float8/float4 quantization.
+fn float_zero_points(zp: Option<&Tensor>, scale: &Tensor, what: &str) -> Result<Option<Vec<f32>>> {
+    let Some(z) = zp else {
+        return Ok(Some(vec![0.0; scale.len()]));
+    };
+    if z.len() != scale.len() {
+        return Err(Error::invalid(format!(
+            "{what}: zero point {:?} and scale {:?} differ in shape",
+            z.shape(),
+            scale.shape()
+        )));
+    }
+    minifloat::decode_tensor(z)
+}
+
+/// QuantizeLinear to a float8/float4 type: `x / scale + zero_point`, rounded to the
+/// nearest representable value (ties to even), saturating when `saturate`.
+fn quantize_float(
+    x: &Tensor,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+    out: DType,
+    p: QParams,
+    saturate: bool,
+) -> Result<Option<Tensor>> {
+    let what = "QuantizeLinear";
+    let (Some(xs), Some(ss)) = (floats(x)?, floats(scale)?) else {
+        return Ok(None);
+    };
+    let Some(zs) = float_zero_points(zp, scale, what)? else {
+        return Ok(None);
+    };
+    let g = Granularity::of(x.shape(), scale.shape(), p, what)?;
+    let mut v = Vec::with_capacity(xs.len());
+    for (i, &xv) in xs.iter().enumerate() {
+        let k = g.index(i);
+        let (Some(&s), Some(&z)) = (ss.get(k), zs.get(k)) else {
+            return Err(Error::invalid(format!(
+                "{what}: parameter index {k} out of range"
+            )));
+        };
+        v.push(xv / s + z);
+    }
+    minifloat::encode_tensor(out, x.shape().to_vec(), &v, saturate)
+}
+
 /// DequantizeLinear: `(x - zero_point) * scale`, in the scale's type.
 fn dequantize(
     x: &Tensor,
@@ -371,6 +422,25 @@ fn dequantize(
     p: QParams,
 ) -> Result<Option<Tensor>> {
     let what = "DequantizeLinear";
+    if minifloat::format(x.dtype()).is_some() {
+        let (Some(xs), Some(ss), Some(zs)) = (
+            minifloat::decode_tensor(x)?,
+            floats(scale)?,
+            float_zero_points(zp, scale, what)?,
+        ) else {
+            return Ok(None);
+        };
+        let g = Granularity::of(x.shape(), scale.shape(), p, what)?;
+        let y = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let k = g.index(i);
+                (v - zs.get(k).copied().unwrap_or(0.0)) * ss.get(k).copied().unwrap_or(0.0)
+            })
+            .collect();
+        return float_tensor(scale.dtype(), x.shape().to_vec(), y).map(Some);
+    }
     let (Some(xs), Some(ss)) = (ints(x)?, floats(scale)?) else {
         return Ok(None);
     };
@@ -756,6 +826,22 @@ mod tests {
         let y = dequantize(&x, &s, None, q(1, 0)).unwrap().unwrap();
         assert_eq!(y.dtype(), DType::F16);
         assert_eq!(floats(&y).unwrap().unwrap(), vec![1.5, 125.0]);
+    }
+
+    #[test]
+    fn float8_quantization() {
+        let x = Tensor::from_f32(vec![3], vec![2.0, 1000.0, -0.1]).unwrap();
+        let s = Tensor::from_f32(vec![], vec![2.0]).unwrap();
+        let y = quantize_float(&x, &s, None, DType::F8E4M3FN, q(1, 0), true)
+            .unwrap()
+            .unwrap();
+        // 1.0 = 0x38; 500 saturates to 448 = 0x7e; -0.05 -> nearest e4m3fn value.
+        let raw = y.raw().unwrap();
+        assert_eq!(&raw[..2], &[0x38, 0x7e]);
+        let d = dequantize(&y, &s, None, q(1, 0)).unwrap().unwrap();
+        let back = d.to_f32().unwrap();
+        assert_eq!(&back[..2], &[2.0, 896.0]);
+        assert!((back[2] + 0.1).abs() < 0.004, "{back:?}");
     }
 
     #[test]
