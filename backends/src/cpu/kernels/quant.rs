@@ -620,8 +620,13 @@ pub(super) fn requant_factors(q: &QLinear<'_>) -> Result<Option<Vec<f64>>> {
     else {
         return Ok(None);
     };
-    let (Some(&sa), Some(&sy)) = (sa.first(), sy.first()) else {
-        return Err(Error::invalid("empty scale"));
+    // The data and output scales are per tensor; only the weight's may be per channel.
+    let (&[sa], &[sy]) = (sa.as_slice(), sy.as_slice()) else {
+        return Err(Error::invalid(format!(
+            "input and output scales must be scalars, got {:?} and {:?}",
+            q.a_scale.shape(),
+            q.y_scale.shape()
+        )));
     };
     let f16 = q.a_scale.dtype() == DType::F16;
     let r = |v: f32| {
@@ -667,6 +672,12 @@ fn qlinear_matmul(a: &Tensor, b: &Tensor, q: &QLinear<'_>) -> Result<Option<Vec<
     } else {
         1
     };
+    if factors.len() != 1 && factors.len() != n {
+        return Err(Error::invalid(format!(
+            "{what}: {} weight scales for {n} output columns",
+            factors.len()
+        )));
+    }
     let vals: Vec<i32> = y
         .data
         .iter()
