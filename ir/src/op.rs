@@ -1,8 +1,9 @@
 //! Operations: a typed enum for the ops cc-compile reasons about, plus [`OtherOp`] that
 //! carries anything else losslessly.
 //!
-//! Typed ops are used only for the default ONNX domain at opsets
-//! [`MIN_TYPED_OPSET`]..=[`MAX_TYPED_OPSET`] (the range whose semantics the IR models).
+//! Typed ops are used only for the default ONNX domain, and only at the opsets whose
+//! semantics the IR models: [`typed_opsets`] gives that range per op type (see there for
+//! the rule and how it was checked); any other opset imports as [`Op::Other`].
 //! Attributes are kept as `Option`s: `None` means the attribute was absent and the ONNX
 //! default applies, so export writes back exactly what import read. A node whose
 //! attributes include anything an op struct does not model stays an [`OtherOp`].
@@ -12,10 +13,142 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Lowest default-domain opset whose ops are imported as typed ops.
+/// Lowest default-domain opset whose ops are imported as typed ops (unless
+/// [`typed_opsets`] lists an earlier one for the op).
 pub const MIN_TYPED_OPSET: i64 = 11;
-/// Highest default-domain opset whose ops are imported as typed ops.
+/// Highest default-domain opset typed for an op that [`typed_opsets`] does not list.
 pub const MAX_TYPED_OPSET: i64 = 21;
+/// The newest default-domain opset the per-op table was checked against.
+pub const CHECKED_OPSET: i64 = 28;
+
+/// Ops whose typed range differs from [`MIN_TYPED_OPSET`]..=[`MAX_TYPED_OPSET`]:
+/// (op type, first typed opset, last typed opset).
+///
+/// Every op listed with [`CHECKED_OPSET`] was compared, version by version, with the
+/// ONNX operator changelog (docs/Changelog.md, opsets 22..=28): each of its versions
+/// after 21 only widens the type constraints (opset 22 adds bfloat16; 23, 24 and 25 add
+/// float4e2m1, float8e8m0 and int2/uint2) or rewords the description without changing
+/// the computation (Squeeze/Unsqueeze/Transpose 23-25 wording; Dropout 22; MaxPool and
+/// AveragePool 22 state that windows starting in the end padding are dropped, which
+/// is what shape inference already assumes by leaving such sizes unknown). Attributes
+/// added after 21 (QuantizeLinear-23 `precision`, DequantizeLinear-23 `output_dtype`)
+/// are not modelled, so a node that sets them stays [`Op::Other`]; absent, their
+/// defaults give the opset-21 behaviour. Exceptions, kept below [`CHECKED_OPSET`]:
+/// Cast (24 changes the saturating float8 casts of infinities and adds `round_mode`)
+/// and Range (27 computes float16/bfloat16 ranges in f32 by default).
+/// The integer quantization ops keep one definition since opset 10 (QLinearMatMul 21
+/// only adds float8 types), so they are typed from 10.
+const TYPED_OPSETS: &[(&str, i64, i64)] = &[
+    ("Cast", MIN_TYPED_OPSET, 23),
+    ("Range", MIN_TYPED_OPSET, 26),
+    ("MatMulInteger", 10, CHECKED_OPSET),
+    ("ConvInteger", 10, CHECKED_OPSET),
+    ("QLinearMatMul", 10, CHECKED_OPSET),
+    ("QLinearConv", 10, CHECKED_OPSET),
+    ("DynamicQuantizeLinear", MIN_TYPED_OPSET, CHECKED_OPSET),
+];
+
+/// Ops typed from [`MIN_TYPED_OPSET`] up to [`CHECKED_OPSET`] (see [`TYPED_OPSETS`]).
+const CHECKED_UNCHANGED: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Erf",
+    "Not",
+    "IsNaN",
+    "Floor",
+    "Ceil",
+    "Sin",
+    "Cos",
+    "Sign",
+    "Round",
+    "Softplus",
+    "LeakyRelu",
+    "Gelu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "PRelu",
+    "Mod",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Where",
+    "Clip",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Unsqueeze",
+    "Squeeze",
+    "Expand",
+    "Shape",
+    "Size",
+    "ConstantOfShape",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "Softmax",
+    "LayerNormalization",
+    "CumSum",
+    "Pad",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Identity",
+    "Dropout",
+];
+
+/// The default-domain opsets (first, last) at which `op_type` imports as a typed op.
+///
+/// The rule: an op is typed from the first opset whose definition the IR models up to
+/// the last opset at which that definition, for the element types the IR handles, is
+/// verified unchanged in the ONNX changelog; newer opsets stay [`Op::Other`] until
+/// someone checks them. Ops not covered by the table get
+/// [`MIN_TYPED_OPSET`]..=[`MAX_TYPED_OPSET`].
+pub fn typed_opsets(op_type: &str) -> (i64, i64) {
+    if let Some(&(_, lo, hi)) = TYPED_OPSETS.iter().find(|(n, _, _)| *n == op_type) {
+        return (lo, hi);
+    }
+    if CHECKED_UNCHANGED.contains(&op_type) {
+        return (MIN_TYPED_OPSET, CHECKED_OPSET);
+    }
+    (MIN_TYPED_OPSET, MAX_TYPED_OPSET)
+}
 
 /// Attributes shared by Conv and ConvTranspose.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -379,6 +512,16 @@ pub enum Op {
         /// block_size (opset 21; default 0)
         block_size: Option<i64>,
     },
+    /// DynamicQuantizeLinear(X) -> Y (u8), Y_scale, Y_zero_point
+    DynamicQuantizeLinear,
+    /// MatMulInteger(A, B, a_zero_point?, b_zero_point?) -> i32
+    MatMulInteger,
+    /// ConvInteger(X, W, x_zero_point?, w_zero_point?) -> i32
+    ConvInteger(ConvAttrs),
+    /// QLinearMatMul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp)
+    QLinearMatMul,
+    /// QLinearConv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B?)
+    QLinearConv(ConvAttrs),
     /// Identity(X)
     Identity,
     /// Dropout(X, ratio?, training_mode?) -> Y, mask?
@@ -510,8 +653,8 @@ impl Op {
     /// Builds the op for an ONNX node. Anything outside the modelled domain, opset range
     /// or attribute set becomes [`Op::Other`] with the attributes unchanged.
     pub fn from_onnx(domain: &str, op_type: &str, attrs: Vec<Attribute>, opset: i64) -> Op {
-        let typed = (domain.is_empty() || domain == "ai.onnx")
-            && (MIN_TYPED_OPSET..=MAX_TYPED_OPSET).contains(&opset);
+        let (lo, hi) = typed_opsets(op_type);
+        let typed = (domain.is_empty() || domain == "ai.onnx") && (lo..=hi).contains(&opset);
         if typed {
             let mut bag = AttrBag::new(attrs.clone());
             if let Ok(Some(op)) = Self::typed(op_type, &mut bag, opset) {
@@ -652,6 +795,11 @@ impl Op {
                 axis: b.int("axis")?,
                 block_size: b.int("block_size")?,
             },
+            "DynamicQuantizeLinear" => Op::DynamicQuantizeLinear,
+            "MatMulInteger" => Op::MatMulInteger,
+            "ConvInteger" => Op::ConvInteger(conv_attrs(b, false)?),
+            "QLinearMatMul" => Op::QLinearMatMul,
+            "QLinearConv" => Op::QLinearConv(conv_attrs(b, false)?),
             "Identity" => Op::Identity,
             "Dropout" => Op::Dropout {
                 seed: b.int("seed")?,
@@ -705,6 +853,11 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::QuantizeLinear { .. } => "QuantizeLinear",
             Op::DequantizeLinear { .. } => "DequantizeLinear",
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
+            Op::MatMulInteger => "MatMulInteger",
+            Op::ConvInteger(_) => "ConvInteger",
+            Op::QLinearMatMul => "QLinearMatMul",
+            Op::QLinearConv(_) => "QLinearConv",
             Op::Identity => "Identity",
             Op::Dropout { .. } => "Dropout",
         };
@@ -721,7 +874,7 @@ impl Op {
         let mut o = AttrOut::default();
         match self {
             Op::Other(x) => return x.attributes.clone(),
-            Op::Conv(c) | Op::ConvTranspose(c) => {
+            Op::Conv(c) | Op::ConvTranspose(c) | Op::ConvInteger(c) | Op::QLinearConv(c) => {
                 o.string("auto_pad", &c.auto_pad)
                     .ints("dilations", &c.dilations)
                     .int("group", c.group)
@@ -863,6 +1016,9 @@ impl Op {
             | Op::Expand
             | Op::Size
             | Op::Range
+            | Op::DynamicQuantizeLinear
+            | Op::MatMulInteger
+            | Op::QLinearMatMul
             | Op::Identity => {}
         }
         o.0
@@ -896,5 +1052,44 @@ mod tests {
             Op::from_onnx("", "Softmax", vec![], 13),
             Op::Softmax { .. }
         ));
+    }
+
+    #[test]
+    fn per_op_typed_opsets() {
+        // Checked unchanged up to CHECKED_OPSET; beyond it, Other.
+        assert!(matches!(Op::from_onnx("", "Conv", vec![], 22), Op::Conv(_)));
+        assert!(!Op::from_onnx("", "Add", vec![], CHECKED_OPSET).is_other());
+        assert!(Op::from_onnx("", "Add", vec![], CHECKED_OPSET + 1).is_other());
+        // Semantic changes: Cast at 24, Range at 27.
+        let to = vec![Attribute::int("to", 1)];
+        assert!(!Op::from_onnx("", "Cast", to.clone(), 23).is_other());
+        assert!(Op::from_onnx("", "Cast", to, 24).is_other());
+        assert!(!Op::from_onnx("", "Range", vec![], 26).is_other());
+        assert!(Op::from_onnx("", "Range", vec![], 27).is_other());
+        // Integer quantization ops from opset 10; others not before 11.
+        assert!(matches!(
+            Op::from_onnx("", "MatMulInteger", vec![], 10),
+            Op::MatMulInteger
+        ));
+        assert!(Op::from_onnx("", "MatMul", vec![], 10).is_other());
+        // An attribute added after 21 that the IR does not model keeps the node Other.
+        let p = vec![Attribute::int("precision", 1)];
+        assert!(Op::from_onnx("", "QuantizeLinear", p, 23).is_other());
+        // Ops not in the table keep 11..=21.
+        assert_eq!(typed_opsets("Unknown"), (MIN_TYPED_OPSET, MAX_TYPED_OPSET));
+    }
+
+    #[test]
+    fn quant_ops_round_trip() {
+        let attrs = vec![Attribute::ints("pads", &[1, 1, 1, 1])];
+        let op = Op::from_onnx("", "QLinearConv", attrs.clone(), 10);
+        assert!(matches!(op, Op::QLinearConv(ref c) if c.pads.is_some()));
+        assert_eq!(op.onnx_type(), ("", "QLinearConv"));
+        assert_eq!(op.attributes(), attrs);
+        for name in ["DynamicQuantizeLinear", "QLinearMatMul", "ConvInteger"] {
+            let op = Op::from_onnx("", name, vec![], 21);
+            assert_eq!(op.onnx_type(), ("", name));
+            assert!(op.attributes().is_empty());
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 /// Unbounded arity.
 const MANY: usize = usize::MAX;
 
-/// ONNX (min inputs, max inputs, min outputs, max outputs) of a typed op (opsets 11..=21);
+/// ONNX (min inputs, max inputs, min outputs, max outputs) of a typed op (at its typed opsets);
 /// `None` for [`Op::Other`].
 pub fn arity(op: &Op) -> Option<(usize, usize, usize, usize)> {
     Some(match op {
@@ -60,6 +60,10 @@ pub fn arity(op: &Op) -> Option<(usize, usize, usize, usize)> {
         Op::Pad { .. } => (2, 4, 1, 1),
         Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => (2, 3, 1, 1),
         Op::Dropout { .. } => (1, 3, 1, 2),
+        Op::DynamicQuantizeLinear => (1, 1, 3, 3),
+        Op::MatMulInteger | Op::ConvInteger(_) => (2, 4, 1, 1),
+        Op::QLinearMatMul => (8, 8, 1, 1),
+        Op::QLinearConv(_) => (8, 9, 1, 1),
     })
 }
 

@@ -5,6 +5,8 @@
 //! folder or oracle makes a test print why and return; under CI (`CI=true`) it is a
 //! failure, so nothing is skipped silently there.
 
+pub mod conformance;
+
 use cc_ir::{Result, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;

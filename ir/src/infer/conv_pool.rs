@@ -98,7 +98,12 @@ struct ConvShapes<'a> {
 impl<'a> ConvShapes<'a> {
     /// Reads inputs 0 and 1; `None` when neither shape is known.
     fn read(c: &Ctx<'a>) -> Result<Option<Self>> {
-        let (x, w) = (c.shape(0), c.shape(1));
+        Self::read_inputs(c, 0, 1)
+    }
+
+    /// Reads data input `sx` and weight input `sw`; `None` when neither shape is known.
+    fn read_inputs(c: &Ctx<'a>, sx: usize, sw: usize) -> Result<Option<Self>> {
+        let (x, w) = (c.shape(sx), c.shape(sw));
         let rank = match (x, w) {
             (Some(x), Some(w)) if x.len() != w.len() => {
                 return Err(c.err(format!(
@@ -143,8 +148,20 @@ fn dim_at(s: Option<&[Dim]>, i: usize) -> Dim {
 }
 
 fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
-    let Some(s) = ConvShapes::read(c)? else {
-        return Ok(tensor(c.elem(0), None));
+    conv_of(c, a, 0, 1, c.elem(0))
+}
+
+/// The convolution result of data input `sx` and weight input `sw` with element type
+/// `elem` (also used by ConvInteger and QLinearConv).
+pub(super) fn conv_of(
+    c: &Ctx,
+    a: &ConvAttrs,
+    sx: usize,
+    sw: usize,
+    elem: Option<DType>,
+) -> Result<Option<ValueType>> {
+    let Some(s) = ConvShapes::read_inputs(c, sx, sw)? else {
+        return Ok(tensor(elem, None));
     };
     let n = s.n;
     let group = a.group();
@@ -158,7 +175,7 @@ fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
     let mut out = vec![s.x(0), s.w(0)];
     let Some(kernel) = s.kernel(a) else {
         out.extend(unknowns(n));
-        return Ok(tensor(c.elem(0), Some(out)));
+        return Ok(tensor(elem, Some(out)));
     };
     let win = Window {
         strides: per_axis(c, "strides", &a.strides, n, 1)?,
@@ -171,7 +188,7 @@ fn conv(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {
     for i in 0..n {
         out.push(win.out_dim(i, &s.x(i + 2)));
     }
-    Ok(tensor(c.elem(0), Some(out)))
+    Ok(tensor(elem, Some(out)))
 }
 
 fn conv_transpose(c: &Ctx, a: &ConvAttrs) -> Result<Option<ValueType>> {

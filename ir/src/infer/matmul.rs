@@ -44,8 +44,19 @@ fn gemm(c: &Ctx, trans_a: bool, trans_b: bool) -> Result<Option<ValueType>> {
 }
 
 fn matmul(c: &Ctx) -> Result<Option<ValueType>> {
-    let (Some(a), Some(b)) = (c.shape(0), c.shape(1)) else {
-        return Ok(tensor(c.elem(0), None));
+    matmul_of(c, 0, 1, c.elem(0))
+}
+
+/// The MatMul result of inputs `sa` and `sb` with element type `elem` (also used by
+/// MatMulInteger and QLinearMatMul).
+pub(super) fn matmul_of(
+    c: &Ctx,
+    sa: usize,
+    sb: usize,
+    elem: Option<crate::dtype::DType>,
+) -> Result<Option<ValueType>> {
+    let (Some(a), Some(b)) = (c.shape(sa), c.shape(sb)) else {
+        return Ok(tensor(elem, None));
     };
     if a.is_empty() || b.is_empty() {
         return Err(c.err("MatMul of a scalar"));
@@ -73,7 +84,7 @@ fn matmul(c: &Ctx) -> Result<Option<ValueType>> {
     if b.len() > 1 {
         out.push(b2[rb - 1].clone());
     }
-    Ok(tensor(c.elem(0), Some(out)))
+    Ok(tensor(elem, Some(out)))
 }
 
 pub(super) fn infer(c: &Ctx) -> Result<Vec<Option<ValueType>>> {

@@ -13,6 +13,7 @@ mod elementwise;
 mod gather;
 mod matmul;
 mod misc;
+mod quant;
 mod reduce;
 mod shape_ops;
 mod values;
@@ -167,6 +168,11 @@ pub fn infer_node(g: &Graph, node: NodeId) -> Result<Vec<Option<ValueType>>> {
         | Op::Range
         | Op::QuantizeLinear { .. }
         | Op::DequantizeLinear { .. } => misc::infer(&c)?,
+        Op::DynamicQuantizeLinear
+        | Op::MatMulInteger
+        | Op::ConvInteger(_)
+        | Op::QLinearMatMul
+        | Op::QLinearConv(_) => quant::infer(&c)?,
     };
     out.resize(c.n_out(), None);
     Ok(out)

@@ -1,6 +1,10 @@
 //! Kernel dispatch: fast kernels for the ops that dominate run time, the reference
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
+mod minifloat;
+pub mod quant;
+mod quant_conv;
+
 use crate::cpu::eval;
 use cc_ir::{Op, Result, Tensor};
 
@@ -20,5 +24,10 @@ pub fn run_node(
     num_outputs: usize,
     _cx: &KernelCx<'_>,
 ) -> Result<Option<Vec<Tensor>>> {
+    // --- quantization kernels (quant.rs, quant_conv.rs) ---
+    if let Some(out) = quant::run(op, inputs)? {
+        return Ok(Some(out));
+    }
+    // --- end quantization kernels ---
     eval::eval_node(op, inputs, Some(num_outputs))
 }
