@@ -298,6 +298,16 @@ mod tests {
     use super::*;
     use crate::cpu::kernels::test_util::{close, cx_pool, t};
 
+    fn naive_mm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
     #[test]
     fn matmul_broadcasts_batches() {
         let pool = cx_pool(2);
