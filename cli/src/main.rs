@@ -1,4 +1,6 @@
 //! `cc-compile`: import an ONNX model, run a pipeline of passes, write the result.
+//! Subcommands: `run` (run a model on the CPU executor) and `eval` (compare an original
+//! and a compressed model on a data folder); their logic is in the `cc_cli` library.
 //!
 //! Every failure is one line on stderr (`error: ...`) with exit code 2, and no output
 //! file is written (the writer goes through a temporary file and a rename).
@@ -6,16 +8,26 @@
 mod memory;
 
 use anyhow::{bail, Context, Result};
+use cc_cli::{eval, run as runner};
 use cc_passes::manager::{ManagerOptions, PassManager, PrintAfter};
 use cc_passes::pipeline::Pipeline;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Compress an ONNX model with a pipeline of passes.
 #[derive(Parser, Debug)]
-#[command(name = "cc-compile", version, about, long_about = None)]
+#[command(
+    name = "cc-compile",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// `run` or `eval`; without one, compile MODEL.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Input model (ONNX).
     model: Option<PathBuf>,
     /// Output model; default: MODEL.cc.onnx beside the input.
@@ -50,6 +62,53 @@ struct Cli {
     seed: u64,
 }
 
+/// Subcommands besides compiling.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a model on the CPU executor; print a summary of each output.
+    Run(RunArgs),
+    /// Run an original and a compressed model on the same data and compare them.
+    Eval(EvalArgs),
+}
+
+/// Arguments of `cc-compile run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The model (ONNX).
+    model: PathBuf,
+    /// An input TensorProto file; repeat for each graph input without data, in order.
+    #[arg(long = "input", value_name = "X.pb")]
+    inputs: Vec<PathBuf>,
+    /// Write output 0 to this TensorProto file.
+    #[arg(short, long, value_name = "Y.pb")]
+    output: Option<PathBuf>,
+    /// Write every output to DIR/output_<i>.pb (DIR is created).
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Executor threads; default: the number of CPUs.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Arguments of `cc-compile eval`.
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// The original model.
+    original: PathBuf,
+    /// The compressed model.
+    compressed: PathBuf,
+    /// Folder with input_*.pb (itself or in test_data_set_0/), and optionally labels.pb
+    /// and targets.pb.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Executor threads; default: the number of CPUs.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -74,6 +133,11 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Run(args)) => return run_command(args),
+        Some(Command::Eval(args)) => return eval_command(args),
+        None => {}
+    }
     if cli.list_passes {
         print!("{}", cc_passes::registry::describe_passes());
         return Ok(());
@@ -101,8 +165,11 @@ fn run(cli: Cli) -> Result<()> {
         print_ir_after,
         seed: cli.seed,
     };
-    let mut manager =
-        PassManager::new(&pipeline, options)?.with_ir_sink(Box::new(std::io::stdout()));
+    let mut manager = PassManager::new(&pipeline, options)?
+        .with_ir_sink(Box::new(std::io::stdout()))
+        .with_executor(std::sync::Arc::new(cc_backends::cpu::CpuExecutor::new(
+            threads(None),
+        )?));
     let mut report = manager.run(&mut graph)?;
     if cli.print_ir {
         print!("{}", cc_ir::printer::print_graph(&graph));
@@ -113,6 +180,56 @@ fn run(cli: Cli) -> Result<()> {
         eprint!("{}", report.to_table());
     }
     if let Some(path) = &cli.report_json {
+        cc_ir::onnx::write_file_atomic(path, report.to_json().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Threads to use: the flag, else the number of CPUs.
+fn threads(flag: Option<usize>) -> usize {
+    flag.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// `cc-compile run`: runs the model, writes the requested outputs, prints a summary.
+fn run_command(args: RunArgs) -> Result<()> {
+    let g = runner::load_graph(&args.model)?;
+    let inputs = runner::read_inputs(&args.inputs)?;
+    let (outs, _) = runner::run_model(&g, &inputs, threads(args.threads))
+        .with_context(|| format!("{}", args.model.display()))?;
+    let names = runner::output_names(&g);
+    if let Some(path) = &args.output {
+        let (Some(name), Some(t)) = (names.first(), outs.first()) else {
+            bail!("{}: the model has no outputs", args.model.display());
+        };
+        cc_ir::onnx::write_tensor_file(path, name, t)?;
+    }
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (i, (name, t)) in names.iter().zip(&outs).enumerate() {
+            cc_ir::onnx::write_tensor_file(&dir.join(format!("output_{i}.pb")), name, t)?;
+        }
+    }
+    for (name, t) in names.iter().zip(&outs) {
+        println!("{}", runner::describe(name, t));
+    }
+    Ok(())
+}
+
+/// `cc-compile eval`: runs both models on the data, prints the comparison table.
+fn eval_command(args: EvalArgs) -> Result<()> {
+    let data = eval::load_eval_data(&args.data)?;
+    let report = eval::evaluate(
+        &args.original,
+        &args.compressed,
+        &data,
+        threads(args.threads),
+    )?;
+    print!("{}", report.to_table());
+    if let Some(path) = &args.json {
         cc_ir::onnx::write_file_atomic(path, report.to_json().as_bytes())?;
     }
     Ok(())

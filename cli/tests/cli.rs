@@ -249,3 +249,155 @@ fn print_ir_after_and_verify_each() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("canonicalize"));
 }
+
+// ---- `cc-compile run` and `cc-compile eval` ----
+
+/// The demo model's folder (model, test_data_set_0, labels.pb).
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/digits_cnn")
+}
+
+/// `x -> Relu -> y`, which the CPU executor runs whatever else it supports.
+fn relu_model(dir: &Path) -> PathBuf {
+    write_model(dir, "relu.onnx", vec![node("Relu", &["x"], &["y"])])
+}
+
+fn write_tensor(path: &Path, name: &str, t: &cc_ir::Tensor) {
+    cc_ir::onnx::write_tensor_file(path, name, t).unwrap();
+}
+
+#[test]
+fn run_prints_outputs_and_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = relu_model(dir.path());
+    let x = dir.path().join("x.pb");
+    let t = cc_ir::Tensor::from_f32(vec![2, 2], vec![-1.0, 2.0, 3.0, -4.0]).unwrap();
+    write_tensor(&x, "x", &t);
+    let y = dir.path().join("y.pb");
+    let all = dir.path().join("outs");
+    let o = bin()
+        .arg("run")
+        .arg(&model)
+        .arg("--input")
+        .arg(&x)
+        .arg("-o")
+        .arg(&y)
+        .arg("--output-dir")
+        .arg(&all)
+        .args(["--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "y: f32[2,2] min=0 max=3 mean=1.25\n"
+    );
+    for p in [y, all.join("output_0.pb")] {
+        let (name, got) = cc_ir::onnx::read_tensor_file(&p).unwrap();
+        assert_eq!(name, "y");
+        assert_eq!(got.to_f32().unwrap(), vec![0.0, 2.0, 3.0, 0.0]);
+    }
+}
+
+/// Runs `cc-compile run` on the demo model with the given input files, output `dir/y.pb`.
+fn run_demo(dir: &Path, inputs: &[&Path]) -> (Output, PathBuf) {
+    let out = dir.join("y.pb");
+    let mut cmd = bin();
+    cmd.arg("run").arg(demo_model());
+    for i in inputs {
+        cmd.arg("--input").arg(i);
+    }
+    let o = cmd.arg("-o").arg(&out).output().unwrap();
+    (o, out)
+}
+
+#[test]
+fn run_rejects_wrong_shape_type_count_and_unreadable_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = dir.path().join("shape.pb");
+    let t = cc_ir::Tensor::from_f32(vec![1, 1, 4, 4], vec![0.0; 16]).unwrap();
+    write_tensor(&shape, "input", &t);
+    let (o, out) = run_demo(dir.path(), &[&shape]);
+    assert_rejected(&o, &out, "\"input\" expects shape");
+
+    let dtype = dir.path().join("dtype.pb");
+    let t = cc_ir::Tensor::from_i64(vec![1, 1, 8, 8], vec![0; 64]).unwrap();
+    write_tensor(&dtype, "input", &t);
+    let (o, out) = run_demo(dir.path(), &[&dtype]);
+    assert_rejected(&o, &out, "expects element type f32");
+
+    let (o, out) = run_demo(dir.path(), &[]);
+    assert_rejected(&o, &out, "takes 1 input(s) (input)");
+
+    let text = dir.path().join("text.pb");
+    std::fs::write(&text, "not a tensor\n").unwrap();
+    let (o, out) = run_demo(dir.path(), &[&text]);
+    assert_rejected(&o, &out, "text.pb");
+
+    let (o, out) = run_demo(dir.path(), &[&dir.path().join("absent.pb")]);
+    assert_rejected(&o, &out, "absent.pb");
+}
+
+#[test]
+fn eval_compares_two_models_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = relu_model(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let x = cc_ir::Tensor::from_f32(vec![2, 3], vec![1.0, -2.0, 0.5, -1.0, 0.0, 2.0]).unwrap();
+    write_tensor(&data.join("input_0.pb"), "x", &x);
+    let labels = cc_ir::Tensor::from_i64(vec![2], vec![0, 1]).unwrap();
+    write_tensor(&data.join("labels.pb"), "labels", &labels);
+    let json = dir.path().join("eval.json");
+    let o = bin()
+        .arg("eval")
+        .arg(&model)
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    // Argmaxes are 0 and 2: one of two labels right, in both models.
+    assert_eq!(table.matches("0.50000 (1/2)").count(), 2, "{table}");
+    let report = std::fs::read_to_string(&json).unwrap();
+    assert!(report.contains("\"top1_agreement\": 1.0"), "{report}");
+    assert!(report.contains("\"max_abs_error\": 0.0"), "{report}");
+}
+
+#[test]
+fn eval_rejects_a_missing_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let o = bin()
+        .arg("eval")
+        .arg(demo_model())
+        .arg(demo_model())
+        .arg("--data")
+        .arg(dir.path().join("nodata"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_rejected(&o, &json, "data folder");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nodata"));
+}
+
+#[test]
+fn eval_of_the_demo_model_against_itself_reports_its_accuracy() {
+    let o = bin()
+        .arg("eval")
+        .arg(demo_model())
+        .arg(demo_model())
+        .arg("--data")
+        .arg(demo_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(table.matches("0.98992 (393/397)").count(), 2, "{table}");
+    assert!(table.contains("1.0000"), "{table}");
+}

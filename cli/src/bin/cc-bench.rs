@@ -1,11 +1,22 @@
-//! `cc-bench`: import -> canonicalize -> export speed and peak memory of `cc-compile`
-//! on fixture models, next to onnxruntime's session creation for the same model,
-//! measured in the same run.
+//! `cc-bench`: benchmarks against onnxruntime, both measured in the same run.
 //!
-//! usage: cc-bench [--runs N] [MODEL.onnx ...]   (default: every ../shared/models model)
-//! Needs the `cc-compile` binary beside this one (`cargo build --release -p cc-cli`) and,
-//! for the onnxruntime column, `CC_PYTHON` (or `.venv/bin/python`) with onnxruntime.
+//! `cc-bench [compile] [--runs N] [MODEL.onnx ...]` (the default mode): import ->
+//! canonicalize -> export speed and peak memory of `cc-compile` on fixture models (default:
+//! every ../shared/models model), next to onnxruntime's session creation for the same
+//! model. Needs the `cc-compile` binary beside this one (`cargo build --release -p
+//! cc-cli`).
+//!
+//! `cc-bench run [--threads T] [--runs N] [MODEL ...]`: inference time of our CPU
+//! executor (in process, one warm-up run, then the median of N runs of `Executor::run`)
+//! against onnxruntime (`tests/oracle/time_ort_run.py`: intra-op threads T, inter-op 1,
+//! one warm-up, median of N) on the fixture's `test_data_set_0` inputs. MODEL is a
+//! fixture name or a `model.onnx` path (default: resnet18, mobilenet_v2, tiny_lm);
+//! T defaults to 2, N to 10.
+//!
+//! The onnxruntime columns need `CC_PYTHON` (or `.venv/bin/python`) with onnxruntime.
 //! Prints medians and ratios; the machines are noisy, so no single run is quoted.
+
+use cc_ir::Executor;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,15 +31,131 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut runs = 5usize;
-    if let Some(i) = args.iter().position(|a| a == "--runs") {
-        runs = args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or("--runs needs a number")?;
-        args.drain(i..i + 2);
+    match args.first().map(String::as_str) {
+        Some("run") => {
+            args.remove(0);
+            run_mode(args)
+        }
+        Some("compile") => {
+            args.remove(0);
+            compile_mode(args)
+        }
+        _ => compile_mode(args),
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+}
+
+/// Removes `flag VALUE` from `args`; the value parsed, if the flag was there.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> Result<Option<usize>, String> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    let v = args
+        .get(i + 1)
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("{flag} needs a number"))?;
+    args.drain(i..i + 2);
+    Ok(Some(v))
+}
+
+/// The repository root.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Python with onnxruntime: `CC_PYTHON`, else `.venv/bin/python` in the repository.
+fn python() -> PathBuf {
+    std::env::var_os("CC_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+/// The name of a model's folder (`.../resnet18/model.onnx` -> `resnet18`).
+fn model_name(model: &Path) -> String {
+    model
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `cc-bench run`: our CPU executor against onnxruntime inference.
+fn run_mode(mut args: Vec<String>) -> Result<(), String> {
+    let threads = take_flag(&mut args, "--threads")?.unwrap_or(2);
+    let runs = take_flag(&mut args, "--runs")?.unwrap_or(10).max(1);
+    if args.is_empty() {
+        args = ["resnet18", "mobilenet_v2", "tiny_lm"]
+            .map(String::from)
+            .to_vec();
+    }
+    let shared = repo_root().join("../shared/models");
+    let ort_script = repo_root().join("tests/oracle/time_ort_run.py");
+    let ex = cc_backends::cpu::CpuExecutor::new(threads).map_err(|e| e.to_string())?;
+    println!(
+        "{:<22} {:>8} {:>14} {:>14} {:>10}",
+        "model", "threads", "cc median ms", "ort median ms", "cc/ort"
+    );
+    for arg in &args {
+        let model = if arg.ends_with(".onnx") {
+            PathBuf::from(arg)
+        } else {
+            shared.join(arg).join("model.onnx")
+        };
+        let dir = model.parent().unwrap_or(Path::new("."));
+        let input_files: Vec<PathBuf> = (0..)
+            .map(|i| dir.join(format!("test_data_set_0/input_{i}.pb")))
+            .take_while(|p| p.is_file())
+            .collect();
+        let g = cc_cli::run::load_graph(&model).map_err(|e| e.to_string())?;
+        let inputs = cc_cli::run::read_inputs(&input_files).map_err(|e| e.to_string())?;
+        let at = |e: cc_ir::Error| format!("{}: {e}", model.display());
+        ex.run(&g, &inputs).map_err(at)?;
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let start = Instant::now();
+            ex.run(&g, &inputs).map_err(at)?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        let cc = median(&mut times);
+        let ort = python_seconds(
+            Command::new(python())
+                .arg(&ort_script)
+                .arg(&model)
+                .arg(threads.to_string())
+                .arg(runs.to_string())
+                .args(&input_files),
+        );
+        println!(
+            "{:<22} {:>8} {:>14.2} {:>14} {:>10}",
+            model_name(&model),
+            threads,
+            cc * 1e3,
+            ort.map(|t| format!("{:.2}", t * 1e3))
+                .unwrap_or_else(|| "n/a".into()),
+            ort.map(|t| format!("{:.2}", cc / t))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    Ok(())
+}
+
+/// The number a Python helper printed, if it ran successfully.
+fn python_seconds(cmd: &mut Command) -> Option<f64> {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+}
+
+/// `cc-bench compile`: cc-compile's import -> canonicalize -> export against onnxruntime
+/// session creation.
+fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
+    let runs = take_flag(&mut args, "--runs")?.unwrap_or(5);
+    let root = repo_root();
     let models: Vec<PathBuf> = if args.is_empty() {
         let dir = root.join("../shared/models");
         let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -50,9 +177,7 @@ fn run() -> Result<(), String> {
             compiler.display()
         ));
     }
-    let python = std::env::var_os("CC_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let python = python();
     let ort_script = root.join("tests/oracle/time_ort.py");
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     println!(
@@ -87,24 +212,13 @@ fn run() -> Result<(), String> {
             peak = peak.max(json_number(&report, "peak_memory_bytes").unwrap_or(0));
         }
         let cc = median(&mut times);
-        let ort = Command::new(&python)
-            .arg(&ort_script)
-            .arg(&model)
-            .arg(runs.to_string())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            });
-        let name = model
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let ort = python_seconds(
+            Command::new(&python)
+                .arg(&ort_script)
+                .arg(&model)
+                .arg(runs.to_string()),
+        );
+        let name = model_name(&model);
         let mb = |b: f64| b / (1024.0 * 1024.0);
         println!(
             "{:<22} {:>9.1} {:>12.3} {:>10.1} {:>12.2} {:>10} {:>10}",

@@ -1,12 +1,19 @@
 //! Kernel dispatch: fast kernels for the ops that dominate run time, the reference
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
 mod minifloat;
+pub mod norm;
+pub mod pool;
 pub mod quant;
 mod quant_conv;
+pub mod shape;
 
 use crate::cpu::eval;
-use cc_ir::{Op, Result, Tensor};
+use cc_ir::{DType, Error, Op, Result, Tensor};
+use std::borrow::Cow;
 
 /// What a kernel may use besides its inputs.
 pub struct KernelCx<'a> {
@@ -16,18 +23,207 @@ pub struct KernelCx<'a> {
     pub threads: usize,
 }
 
+impl KernelCx<'_> {
+    /// The gemm crate's parallelism setting for this context.
+    pub fn gemm_par(&self) -> gemm::Parallelism {
+        if self.threads > 1 {
+            gemm::Parallelism::Rayon(self.threads)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
+}
+
 /// Runs one node: its outputs, or `Ok(None)` when no kernel supports the op with these
 /// element types (the executor turns that into an error naming the node).
 pub fn run_node(
     op: &Op,
     inputs: &[Option<&Tensor>],
     num_outputs: usize,
-    _cx: &KernelCx<'_>,
+    cx: &KernelCx<'_>,
 ) -> Result<Option<Vec<Tensor>>> {
     // --- quantization kernels (quant.rs, quant_conv.rs) ---
     if let Some(out) = quant::run(op, inputs)? {
         return Ok(Some(out));
     }
     // --- end quantization kernels ---
+    // --- fast f32 kernels (begin) ---
+    if let Some(out) = cx
+        .pool
+        .install(|| fast_kernel(op, inputs, num_outputs, cx))?
+    {
+        return Ok(Some(out));
+    }
+    // --- fast f32 kernels (end) ---
     eval::eval_node(op, inputs, Some(num_outputs))
+}
+
+/// Routes an op to its fast kernel; `Ok(None)` when none applies (other element types,
+/// unsupported attribute combinations), leaving the node to the evaluator.
+fn fast_kernel(
+    op: &Op,
+    inputs: &[Option<&Tensor>],
+    num_outputs: usize,
+    cx: &KernelCx<'_>,
+) -> Result<Option<Vec<Tensor>>> {
+    let one = |t: Option<Tensor>| Ok(t.map(|t| vec![t]));
+    match op {
+        Op::Conv(a) if all_f32(inputs) => one(conv::conv(a, inputs, cx)?),
+        Op::ConvTranspose(a) if all_f32(inputs) => one(conv::conv_transpose(a, inputs, cx)?),
+        Op::MatMul if all_f32(inputs) => one(Some(matmul::matmul(
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+            cx,
+        )?)),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } if all_f32(inputs) => one(Some(matmul::gemm_op(
+            inputs,
+            alpha.unwrap_or(1.0),
+            beta.unwrap_or(1.0),
+            trans_a.unwrap_or(0) != 0,
+            trans_b.unwrap_or(0) != 0,
+            cx,
+        )?)),
+        Op::MaxPool(a) if num_outputs == 1 && all_f32(inputs) => {
+            one(pool::max_pool(a, input(inputs, 0)?)?)
+        }
+        Op::AveragePool(a) if all_f32(inputs) => one(pool::average_pool(a, input(inputs, 0)?)?),
+        Op::GlobalPool(kind) if all_f32(inputs) => {
+            one(Some(pool::global_pool(*kind, input(inputs, 0)?)?))
+        }
+        Op::BatchNormalization {
+            epsilon,
+            training_mode,
+            ..
+        } if training_mode.unwrap_or(0) == 0 && num_outputs == 1 && all_f32(inputs) => {
+            one(Some(norm::batch_norm(inputs, epsilon.unwrap_or(1e-5))?))
+        }
+        Op::LayerNormalization { axis, epsilon, .. } if num_outputs == 1 && all_f32(inputs) => {
+            one(Some(norm::layer_norm(
+                inputs,
+                axis.unwrap_or(-1),
+                epsilon.unwrap_or(1e-5),
+            )?))
+        }
+        Op::Softmax { axis } if all_f32(inputs) => {
+            one(Some(norm::softmax(input(inputs, 0)?, axis.unwrap_or(-1))?))
+        }
+        Op::Unary(u) => one(elementwise::unary(*u, input(inputs, 0)?)?),
+        Op::LeakyRelu { alpha } => one(elementwise::leaky_relu(
+            input(inputs, 0)?,
+            alpha.unwrap_or(0.01),
+        )?),
+        Op::Gelu { approximate } => one(elementwise::gelu(
+            input(inputs, 0)?,
+            approximate.as_deref() == Some("tanh"),
+        )?),
+        Op::Clip => one(elementwise::clip(inputs)?),
+        Op::Binary(b) => one(elementwise::binary(
+            *b,
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+        )?),
+        Op::Reshape { allowzero } => one(shape::reshape(
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+            allowzero.unwrap_or(0) != 0,
+        )?),
+        Op::Flatten { axis } => one(Some(shape::flatten(input(inputs, 0)?, axis.unwrap_or(1))?)),
+        Op::Transpose { perm } if all_f32(inputs) => {
+            one(Some(shape::transpose(input(inputs, 0)?, perm.as_deref())?))
+        }
+        Op::GatherND { batch_dims } => one(shape::gather_nd(
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+            batch_dims.unwrap_or(0),
+        )?),
+        Op::Dropout { .. } if num_outputs == 1 => one(Some(input(inputs, 0)?.clone())),
+        _ => Ok(None),
+    }
+}
+
+/// Input `i`, which must be present.
+pub(crate) fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::invalid(format!("input {i} is missing")))
+}
+
+/// True when every present input is f32.
+fn all_f32(inputs: &[Option<&Tensor>]) -> bool {
+    inputs.iter().flatten().all(|t| t.dtype() == DType::F32)
+}
+
+/// The f32 data of a tensor (borrowed when aligned).
+pub(crate) fn f32s(t: &Tensor) -> Result<Cow<'_, [f32]>> {
+    t.f32_view()
+}
+
+/// Normalizes a possibly negative axis against `rank`.
+pub(crate) fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(Error::invalid(format!(
+            "{what}: axis {axis} is out of range for rank {rank}"
+        )))
+    }
+}
+
+/// A zero-filled output buffer for `shape`, with its element count checked.
+pub(crate) fn zeros(shape: &[usize]) -> Result<Vec<f32>> {
+    Ok(vec![0.0; cc_ir::tensor::shape_count(shape)?])
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use cc_ir::Tensor;
+
+    /// A thread pool for kernel tests.
+    pub fn cx_pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A random f32 tensor.
+    pub fn t(shape: &[usize], seed: u64) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_f32(shape.to_vec(), rand_vec(n, seed)).unwrap()
+    }
+
+    /// Asserts two slices agree to 1e-4 (relative to 1 + |want|).
+    pub fn close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (x, y)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "at {i}: {x} vs {y}"
+            );
+        }
+    }
 }

@@ -1,0 +1,698 @@
+//! Conv (im2col + GEMM; direct paths for 1x1 and depthwise) and ConvTranspose
+//! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
+
+use super::matmul::{sgemm, Mat};
+use super::{f32s, input, KernelCx};
+use cc_ir::op::ConvAttrs;
+use cc_ir::{Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// One spatial axis of a sliding-window op, with padding resolved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Axis {
+    /// Input extent.
+    pub input: usize,
+    /// Kernel extent.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Padding before the first element.
+    pub pad: usize,
+    /// Output extent.
+    pub output: usize,
+}
+
+impl Axis {
+    /// The output positions `o` whose input index `o*stride - pad + off` lies inside the
+    /// input, as a half-open range.
+    pub fn valid(&self, off: usize) -> (usize, usize) {
+        let s = self.stride as i64;
+        let shift = off as i64 - self.pad as i64;
+        // smallest o with o*s + shift >= 0
+        let lo = if shift >= 0 { 0 } else { (-shift + s - 1) / s };
+        // largest o with o*s + shift <= input-1
+        let top = self.input as i64 - 1 - shift;
+        let hi = if top < 0 { 0 } else { top / s + 1 };
+        let lo = (lo as usize).min(self.output);
+        (lo, (hi as usize).min(self.output).max(lo))
+    }
+}
+
+fn attr_list(v: &Option<Vec<i64>>, n: usize, default: i64, what: &str) -> Result<Vec<usize>> {
+    let v = v.clone().unwrap_or_else(|| vec![default; n]);
+    if v.len() != n || v.iter().any(|&x| x < 0 || (x == 0 && default == 1)) {
+        return Err(Error::invalid(format!(
+            "{what} {v:?} is invalid for {n} spatial axes"
+        )));
+    }
+    Ok(v.into_iter().map(|x| x as usize).collect())
+}
+
+/// Resolves the geometry of every spatial axis (ONNX Conv/Pool output-size rules).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resolve_axes(
+    input: &[usize],
+    kernel: &[usize],
+    strides: &Option<Vec<i64>>,
+    dilations: &Option<Vec<i64>>,
+    pads: &Option<Vec<i64>>,
+    auto_pad: Option<&str>,
+    ceil_mode: bool,
+) -> Result<Vec<Axis>> {
+    let n = input.len();
+    let strides = attr_list(strides, n, 1, "strides")?;
+    let dilations = attr_list(dilations, n, 1, "dilations")?;
+    let pads = attr_list(pads, 2 * n, 0, "pads")?;
+    let mut axes = Vec::with_capacity(n);
+    for i in 0..n {
+        let (inp, k, s, d) = (input[i], kernel[i], strides[i], dilations[i]);
+        if k == 0 {
+            return Err(Error::invalid("kernel extent 0"));
+        }
+        let span = d * (k - 1) + 1;
+        let (pad, output) = match auto_pad.unwrap_or("NOTSET") {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let out = inp.div_ceil(s);
+                let total = ((out.max(1) - 1) * s + span).saturating_sub(inp);
+                let begin = if auto_pad == Some("SAME_UPPER") {
+                    total / 2
+                } else {
+                    total - total / 2
+                };
+                (begin, out)
+            }
+            "VALID" => {
+                if inp < span {
+                    return Err(Error::invalid(format!(
+                        "kernel span {span} exceeds input extent {inp}"
+                    )));
+                }
+                (0, (inp - span) / s + 1)
+            }
+            "NOTSET" => {
+                let padded = inp + pads[i] + pads[i + n];
+                if padded < span {
+                    return Err(Error::invalid(format!(
+                        "kernel span {span} exceeds padded input extent {padded}"
+                    )));
+                }
+                let mut out = if ceil_mode {
+                    (padded - span).div_ceil(s) + 1
+                } else {
+                    (padded - span) / s + 1
+                };
+                // A window must start inside the input or the leading padding.
+                if ceil_mode && (out - 1) * s >= inp + pads[i] {
+                    out -= 1;
+                }
+                (pads[i], out)
+            }
+            other => return Err(Error::invalid(format!("unknown auto_pad {other:?}"))),
+        };
+        axes.push(Axis {
+            input: inp,
+            kernel: k,
+            stride: s,
+            dilation: d,
+            pad,
+            output,
+        });
+    }
+    Ok(axes)
+}
+
+/// Views an `N x C x spatial` shape as 2-D (`H`, `W`): 1-D inputs get `H = 1`.
+/// `None` for other ranks.
+fn as_2d(spatial: &[usize]) -> Option<[usize; 2]> {
+    match *spatial {
+        [w] => Some([1, w]),
+        [h, w] => Some([h, w]),
+        _ => None,
+    }
+}
+
+fn unit_axis(input: usize) -> Axis {
+    Axis {
+        input,
+        kernel: 1,
+        stride: 1,
+        dilation: 1,
+        pad: 0,
+        output: input,
+    }
+}
+
+/// ONNX Conv on f32 with 1 or 2 spatial axes; `Ok(None)` for other ranks.
+pub fn conv(
+    a: &ConvAttrs,
+    inputs: &[Option<&Tensor>],
+    cx: &KernelCx<'_>,
+) -> Result<Option<Tensor>> {
+    let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+    let b = inputs.get(2).copied().flatten();
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(Error::invalid(format!(
+            "Conv: input {xs:?} and weight {ws:?} ranks do not fit"
+        )));
+    }
+    let (Some(in2), Some(k2)) = (as_2d(&xs[2..]), as_2d(&ws[2..])) else {
+        return Ok(None);
+    };
+    if let Some(ks) = &a.kernel_shape {
+        if ks.iter().map(|&k| k as usize).ne(ws[2..].iter().copied()) {
+            return Err(Error::invalid(format!(
+                "Conv: kernel_shape {ks:?} differs from weight {ws:?}"
+            )));
+        }
+    }
+    let (n, c, m) = (xs[0], xs[1], ws[0]);
+    let group = usize::try_from(a.group()).unwrap_or(0);
+    if group == 0 || c % group != 0 || m % group != 0 || ws[1] * group != c {
+        return Err(Error::invalid(format!(
+            "Conv: group {} does not fit input {xs:?} and weight {ws:?}",
+            a.group()
+        )));
+    }
+    let axes = resolve_axes(
+        &xs[2..],
+        &ws[2..],
+        &a.strides,
+        &a.dilations,
+        &a.pads,
+        a.auto_pad.as_deref(),
+        false,
+    )?;
+    let (ah, aw) = if axes.len() == 1 {
+        (unit_axis(1), axes[0])
+    } else {
+        (axes[0], axes[1])
+    };
+    debug_assert_eq!([ah.input, aw.input], in2);
+    debug_assert_eq!([ah.kernel, aw.kernel], k2);
+    let (cg, mg) = (c / group, m / group);
+    let (hw, ohw) = (ah.input * aw.input, ah.output * aw.output);
+    let kk = cg * ah.kernel * aw.kernel;
+    let (xv, wv) = (f32s(x)?, f32s(w)?);
+    if xv.len() != n * c * hw || wv.len() != m * kk {
+        return Err(Error::invalid("Conv: data does not match the shapes"));
+    }
+    let bias = match b {
+        Some(b) => {
+            let bv = f32s(b)?;
+            if bv.len() != m {
+                return Err(Error::invalid(format!(
+                    "Conv: bias {:?} does not match {m} output channels",
+                    b.shape()
+                )));
+            }
+            Some(bv)
+        }
+        None => None,
+    };
+    let mut out_shape = vec![n, m];
+    out_shape.extend(axes.iter().map(|ax| ax.output));
+    let mut out = super::zeros(&out_shape)?;
+    if ohw == 0 || n == 0 || m == 0 {
+        return Tensor::from_f32_vec(out_shape, out).map(Some);
+    }
+    if let Some(bv) = &bias {
+        out.par_chunks_mut(ohw)
+            .enumerate()
+            .for_each(|(i, o)| o.fill(bv[i % m]));
+    }
+    if cg == 1 && mg == 1 {
+        depthwise(&xv, &wv, &mut out, (ah, aw), c);
+        return Tensor::from_f32_vec(out_shape, out).map(Some);
+    }
+    let pointwise = ah.kernel == 1
+        && aw.kernel == 1
+        && ah.stride == 1
+        && aw.stride == 1
+        && ah.pad == 0
+        && aw.pad == 0
+        && ah.output == ah.input
+        && aw.output == aw.input;
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![0f32; kk * ohw]
+    };
+    for img in 0..n {
+        for g in 0..group {
+            let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
+            let rhs: &[f32] = if pointwise {
+                xg
+            } else {
+                im2col(xg, &mut col, (ah, aw));
+                &col
+            };
+            let dst = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
+            let wg = &wv[g * mg * kk..][..mg * kk];
+            // SAFETY: wg is mg x kk, rhs is kk x ohw, dst is mg x ohw (lengths above).
+            unsafe {
+                sgemm(
+                    mg,
+                    ohw,
+                    kk,
+                    dst.as_mut_ptr(),
+                    ohw,
+                    bias.is_some(),
+                    Mat {
+                        ptr: wg.as_ptr(),
+                        cs: 1,
+                        rs: kk as isize,
+                    },
+                    Mat {
+                        ptr: rhs.as_ptr(),
+                        cs: 1,
+                        rs: ohw as isize,
+                    },
+                    1.0,
+                    cx.gemm_par(),
+                );
+            }
+        }
+    }
+    Tensor::from_f32_vec(out_shape, out).map(Some)
+}
+
+/// Unfolds `cg` channels of one image into `col` (`cg*kh*kw` rows of `oh*ow`).
+fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
+    let (kh, kw) = (ah.kernel, aw.kernel);
+    let (ih, iw) = (ah.input, aw.input);
+    let (oh, ow) = (ah.output, aw.output);
+    col.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let ch = row / (kh * kw);
+            let (dy, dx) = ((row / kw) % kh, row % kw);
+            let src = &x[ch * ih * iw..][..ih * iw];
+            let (oy0, oy1) = ah.valid(dy * ah.dilation);
+            let (ox0, ox1) = aw.valid(dx * aw.dilation);
+            dst[..oy0 * ow].fill(0.0);
+            dst[oy1 * ow..].fill(0.0);
+            for oy in oy0..oy1 {
+                let y = oy * ah.stride + dy * ah.dilation - ah.pad;
+                let line = &src[y * iw..][..iw];
+                let d = &mut dst[oy * ow..][..ow];
+                d[..ox0].fill(0.0);
+                d[ox1..].fill(0.0);
+                let x0 = ox0 * aw.stride + dx * aw.dilation - aw.pad;
+                if aw.stride == 1 {
+                    d[ox0..ox1].copy_from_slice(&line[x0..x0 + (ox1 - ox0)]);
+                } else {
+                    for (j, o) in d[ox0..ox1].iter_mut().enumerate() {
+                        *o = line[x0 + j * aw.stride];
+                    }
+                }
+            }
+        });
+}
+
+/// Direct convolution with one input channel per output channel (depthwise),
+/// accumulating into `out` (already holding the bias or zeros).
+fn depthwise(x: &[f32], w: &[f32], out: &mut [f32], (ah, aw): (Axis, Axis), c: usize) {
+    let (kh, kw) = (ah.kernel, aw.kernel);
+    let (ih, iw) = (ah.input, aw.input);
+    let (oh, ow) = (ah.output, aw.output);
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let ch = plane % c;
+            let src = &x[plane * ih * iw..][..ih * iw];
+            let wk = &w[ch * kh * kw..][..kh * kw];
+            for dy in 0..kh {
+                let (oy0, oy1) = ah.valid(dy * ah.dilation);
+                for dx in 0..kw {
+                    let (ox0, ox1) = aw.valid(dx * aw.dilation);
+                    let wv = wk[dy * kw + dx];
+                    let x0 = ox0 * aw.stride + dx * aw.dilation - aw.pad;
+                    for oy in oy0..oy1 {
+                        let y = oy * ah.stride + dy * ah.dilation - ah.pad;
+                        let line = &src[y * iw..][..iw];
+                        let d = &mut dst[oy * ow + ox0..oy * ow + ox1];
+                        if aw.stride == 1 {
+                            for (o, &v) in d.iter_mut().zip(&line[x0..]) {
+                                *o += wv * v;
+                            }
+                        } else {
+                            for (o, &v) in d.iter_mut().zip(line[x0..].iter().step_by(aw.stride)) {
+                                *o += wv * v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// ONNX ConvTranspose on f32 with 1 or 2 spatial axes and explicit (or no) pads;
+/// `Ok(None)` for other ranks, `auto_pad` or `output_shape`.
+pub fn conv_transpose(
+    a: &ConvAttrs,
+    inputs: &[Option<&Tensor>],
+    cx: &KernelCx<'_>,
+) -> Result<Option<Tensor>> {
+    let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+    let b = inputs.get(2).copied().flatten();
+    let (xs, ws) = (x.shape(), w.shape());
+    if a.output_shape.is_some() || a.auto_pad.as_deref().is_some_and(|p| p != "NOTSET") {
+        return Ok(None);
+    }
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(Error::invalid(format!(
+            "ConvTranspose: input {xs:?} and weight {ws:?} ranks do not fit"
+        )));
+    }
+    let (Some(_), Some(_)) = (as_2d(&xs[2..]), as_2d(&ws[2..])) else {
+        return Ok(None);
+    };
+    let (n, c) = (xs[0], xs[1]);
+    let group = usize::try_from(a.group()).unwrap_or(0);
+    if group == 0 || ws[0] != c || c % group != 0 {
+        return Err(Error::invalid(format!(
+            "ConvTranspose: group {} does not fit input {xs:?} and weight {ws:?}",
+            a.group()
+        )));
+    }
+    let (cg, mg) = (c / group, ws[1]);
+    let m = mg * group;
+    let ns = xs.len() - 2;
+    let strides = attr_list(&a.strides, ns, 1, "strides")?;
+    let dil = attr_list(&a.dilations, ns, 1, "dilations")?;
+    let pads = attr_list(&a.pads, 2 * ns, 0, "pads")?;
+    let opad = attr_list(&a.output_padding, ns, 0, "output_padding")?;
+    let mut axes = Vec::with_capacity(ns);
+    for i in 0..ns {
+        let full =
+            strides[i] * (xs[2 + i].max(1) - 1) + opad[i] + dil[i] * (ws[2 + i].max(1) - 1) + 1;
+        let out = full
+            .checked_sub(pads[i] + pads[i + ns])
+            .ok_or_else(|| Error::invalid("ConvTranspose: pads exceed the output"))?;
+        // Roles swap: the "input" of the sliding window is this op's output.
+        axes.push(Axis {
+            input: out,
+            kernel: ws[2 + i],
+            stride: strides[i],
+            dilation: dil[i],
+            pad: pads[i],
+            output: xs[2 + i],
+        });
+    }
+    let (ah, aw) = if ns == 1 {
+        (unit_axis(1), axes[0])
+    } else {
+        (axes[0], axes[1])
+    };
+    let (hw, ohw) = (ah.output * aw.output, ah.input * aw.input);
+    let kk = mg * ah.kernel * aw.kernel;
+    let (xv, wv) = (f32s(x)?, f32s(w)?);
+    if xv.len() != n * c * hw || wv.len() != c * kk {
+        return Err(Error::invalid(
+            "ConvTranspose: data does not match the shapes",
+        ));
+    }
+    let mut out_shape = vec![n, m];
+    out_shape.extend(axes.iter().map(|ax| ax.input));
+    let mut out = super::zeros(&out_shape)?;
+    if let Some(b) = b {
+        let bv = f32s(b)?;
+        if bv.len() != m {
+            return Err(Error::invalid(
+                "ConvTranspose: bias does not match the channels",
+            ));
+        }
+        for (i, o) in out.chunks_mut(ohw.max(1)).enumerate() {
+            o.fill(bv[i % m]);
+        }
+    }
+    let mut col = vec![0f32; kk * hw];
+    for img in 0..n {
+        for g in 0..group {
+            let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
+            let wg = &wv[g * cg * kk..][..cg * kk];
+            // col (kk x hw) = wgᵀ (kk x cg) * xg (cg x hw)
+            // SAFETY: lengths checked above.
+            unsafe {
+                sgemm(
+                    kk,
+                    hw,
+                    cg,
+                    col.as_mut_ptr(),
+                    hw,
+                    false,
+                    Mat {
+                        ptr: wg.as_ptr(),
+                        cs: kk as isize,
+                        rs: 1,
+                    },
+                    Mat {
+                        ptr: xg.as_ptr(),
+                        cs: 1,
+                        rs: hw as isize,
+                    },
+                    1.0,
+                    cx.gemm_par(),
+                );
+            }
+            let dst = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
+            col2im(&col, dst, (ah, aw));
+        }
+    }
+    Tensor::from_f32_vec(out_shape, out).map(Some)
+}
+
+/// Adds the columns back into the (larger) output image, channel planes in parallel.
+fn col2im(col: &[f32], dst: &mut [f32], (ah, aw): (Axis, Axis)) {
+    let (kh, kw) = (ah.kernel, aw.kernel);
+    let (oh, ow) = (ah.input, aw.input); // image being written
+    let (ih, iw) = (ah.output, aw.output); // column grid
+    dst.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(ch, plane)| {
+            for dy in 0..kh {
+                let (y0, y1) = ah.valid(dy * ah.dilation);
+                for dx in 0..kw {
+                    let (x0, x1) = aw.valid(dx * aw.dilation);
+                    let row = &col[((ch * kh + dy) * kw + dx) * ih * iw..][..ih * iw];
+                    for y in y0..y1 {
+                        let py = y * ah.stride + dy * ah.dilation - ah.pad;
+                        for xx in x0..x1 {
+                            let px = xx * aw.stride + dx * aw.dilation - aw.pad;
+                            plane[py * ow + px] += row[y * iw + xx];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::test_util::{close, cx_pool, t};
+
+    /// Naive NCHW convolution.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        [n, c, h, wd]: [usize; 4],
+        [m, kh, kw]: [usize; 3],
+        group: usize,
+        [sh, sw]: [usize; 2],
+        [dh, dw]: [usize; 2],
+        [pt, pl, pb, pr]: [usize; 4],
+    ) -> (Vec<f32>, [usize; 2]) {
+        let oh = (h + pt + pb - dh * (kh - 1) - 1) / sh + 1;
+        let ow = (wd + pl + pr - dw * (kw - 1) - 1) / sw + 1;
+        let (cg, mg) = (c / group, m / group);
+        let mut out = vec![0f32; n * m * oh * ow];
+        for i in 0..n {
+            for o in 0..m {
+                let g = o / mg;
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = b.map_or(0.0, |b| b[o]);
+                        for ci in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (y * sh + ky * dh) as i64 - pt as i64;
+                                    let ix = (xx * sw + kx * dw) as i64 - pl as i64;
+                                    if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
+                                        continue;
+                                    }
+                                    let cin = g * cg + ci;
+                                    s += x[((i * c + cin) * h + iy as usize) * wd + ix as usize]
+                                        * w[((o * cg + ci) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                        out[((i * m + o) * oh + y) * ow + xx] = s;
+                    }
+                }
+            }
+        }
+        (out, [oh, ow])
+    }
+
+    #[test]
+    fn conv_matches_naive_over_many_configurations() {
+        let pool = cx_pool(2);
+        let cx = KernelCx {
+            pool: &pool,
+            threads: 2,
+        };
+        // (n, c, h, w, m, kh, kw, group, stride, dilation, pads)
+        let cases: &[(
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+        )] = &[
+            (1, 3, 7, 9, 5, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
+            (2, 4, 8, 7, 6, 3, 2, 2, [2, 1], [1, 2], [0, 2, 1, 0]),
+            (1, 6, 9, 9, 6, 3, 3, 6, [2, 2], [1, 1], [1, 1, 1, 1]),
+            (1, 4, 6, 5, 8, 3, 3, 4, [1, 2], [2, 1], [2, 1, 0, 1]),
+            (2, 5, 4, 6, 3, 1, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+            (1, 5, 7, 7, 4, 1, 1, 1, [2, 2], [1, 1], [0, 0, 0, 0]),
+            (1, 2, 11, 10, 3, 5, 5, 1, [3, 2], [1, 1], [2, 2, 2, 2]),
+        ];
+        for (i, &(n, c, h, w, m, kh, kw, group, s, d, p)) in cases.iter().enumerate() {
+            let x = t(&[n, c, h, w], i as u64);
+            let wt = t(&[m, c / group, kh, kw], 100 + i as u64);
+            let b = t(&[m], 200 + i as u64);
+            let attrs = ConvAttrs {
+                group: Some(group as i64),
+                strides: Some(s.iter().map(|&v| v as i64).collect()),
+                dilations: Some(d.iter().map(|&v| v as i64).collect()),
+                pads: Some(p.iter().map(|&v| v as i64).collect()),
+                ..Default::default()
+            };
+            let bias = b.to_f32().unwrap();
+            let (want, [oh, ow]) = naive(
+                &x.to_f32().unwrap(),
+                &wt.to_f32().unwrap(),
+                Some(&bias),
+                [n, c, h, w],
+                [m, kh, kw],
+                group,
+                s,
+                d,
+                [p[0], p[1], p[2], p[3]],
+            );
+            let got = conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], &cx)
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.shape(), &[n, m, oh, ow], "case {i}");
+            close(&got.to_f32().unwrap(), &want);
+        }
+    }
+
+    #[test]
+    fn conv_same_padding_and_1d() {
+        let pool = cx_pool(1);
+        let cx = KernelCx {
+            pool: &pool,
+            threads: 1,
+        };
+        let x = t(&[1, 2, 5, 6], 1);
+        let w = t(&[3, 2, 3, 3], 2);
+        let attrs = ConvAttrs {
+            auto_pad: Some("SAME_UPPER".into()),
+            strides: Some(vec![2, 2]),
+            ..Default::default()
+        };
+        let got = conv(&attrs, &[Some(&x), Some(&w)], &cx).unwrap().unwrap();
+        assert_eq!(got.shape(), &[1, 3, 3, 3]);
+        // SAME_UPPER with total padding 2 (rows) / 1 (cols): begin 1 / 0.
+        let (want, _) = naive(
+            &x.to_f32().unwrap(),
+            &w.to_f32().unwrap(),
+            None,
+            [1, 2, 5, 6],
+            [3, 3, 3],
+            1,
+            [2, 2],
+            [1, 1],
+            [1, 0, 1, 1],
+        );
+        close(&got.to_f32().unwrap(), &want);
+        let x1 = t(&[2, 3, 10], 3);
+        let w1 = t(&[4, 3, 3], 4);
+        let got = conv(
+            &ConvAttrs {
+                pads: Some(vec![1, 1]),
+                ..Default::default()
+            },
+            &[Some(&x1), Some(&w1)],
+            &cx,
+        )
+        .unwrap()
+        .unwrap();
+        let (want, _) = naive(
+            &x1.to_f32().unwrap(),
+            &w1.to_f32().unwrap(),
+            None,
+            [2, 3, 1, 10],
+            [4, 1, 3],
+            1,
+            [1, 1],
+            [1, 1],
+            [0, 1, 0, 1],
+        );
+        assert_eq!(got.shape(), &[2, 4, 10]);
+        close(&got.to_f32().unwrap(), &want);
+        let bad = t(&[3, 5, 3, 3], 5);
+        assert!(conv(&ConvAttrs::default(), &[Some(&x), Some(&bad)], &cx).is_err());
+    }
+
+    #[test]
+    fn conv_transpose_is_the_adjoint_of_conv() {
+        // <conv(x), y> == <x, convT(y)> for the same weight, stride, dilation, pads.
+        let pool = cx_pool(2);
+        let cx = KernelCx {
+            pool: &pool,
+            threads: 2,
+        };
+        let (c, m, h, w) = (4, 6, 7, 8);
+        let x = t(&[1, c, h, w], 1);
+        let wt = t(&[m, c / 2, 3, 2], 2);
+        let attrs = ConvAttrs {
+            group: Some(2),
+            strides: Some(vec![2, 1]),
+            dilations: Some(vec![1, 2]),
+            pads: Some(vec![1, 0, 1, 1]),
+            ..Default::default()
+        };
+        let y = conv(&attrs, &[Some(&x), Some(&wt)], &cx).unwrap().unwrap();
+        let r = t(y.shape(), 3);
+        let mut tattrs = attrs.clone();
+        // Output padding makes the transposed output match the input extent exactly.
+        let oh = 2 * (y.shape()[2] - 1) + 3 - 2;
+        let ow = y.shape()[3] - 1 + 2 + 1 - 1;
+        tattrs.output_padding = Some(vec![(h - oh) as i64, (w - ow) as i64]);
+        let back = conv_transpose(&tattrs, &[Some(&r), Some(&wt)], &cx)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.shape(), &[1, c, h, w]);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
+        let lhs = dot(&y.to_f32().unwrap(), &r.to_f32().unwrap());
+        let rhs = dot(&x.to_f32().unwrap(), &back.to_f32().unwrap());
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
+            "{lhs} vs {rhs}"
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! MatMul (with batch broadcasting) and Gemm on f32, through the `gemm` crate.
+
+use super::{f32s, input, KernelCx};
+use crate::cpu::eval::broadcast_shapes;
+use cc_ir::{Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// A strided row-major-or-transposed matrix operand.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    /// Pointer to element (0, 0).
+    pub ptr: *const f32,
+    /// Column stride.
+    pub cs: isize,
+    /// Row stride.
+    pub rs: isize,
+}
+
+/// `dst (m x n, row-major, leading dimension ldd) = [dst +] scale * lhs * rhs`.
+///
+/// # Safety
+/// `dst` must be valid for writes of an `m x n` block with row stride `ldd`, and `lhs`
+/// / `rhs` valid for reads of `m x k` / `k x n` elements at their strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::ptr::write_bytes(dst.add(i * ldd), 0, n);
+            }
+        }
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ldd as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+/// Row-major matrix product `c (m x n) = a (m x k) * b (k x n)` on slices, checked.
+pub(crate) fn matmul_slices(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    par: gemm::Parallelism,
+) -> Result<()> {
+    if a.len() < m * k || b.len() < k * n || c.len() < m * n {
+        return Err(Error::invalid("matrix product: operand too small"));
+    }
+    // SAFETY: the lengths were checked above.
+    unsafe {
+        sgemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            n,
+            false,
+            Mat {
+                ptr: a.as_ptr(),
+                cs: 1,
+                rs: k as isize,
+            },
+            Mat {
+                ptr: b.as_ptr(),
+                cs: 1,
+                rs: n as isize,
+            },
+            1.0,
+            par,
+        );
+    }
+    Ok(())
+}
+
+/// ONNX MatMul on f32 (numpy semantics: 1-D operands promoted, batch dims broadcast).
+pub fn matmul(a: &Tensor, b: &Tensor, cx: &KernelCx<'_>) -> Result<Tensor> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.is_empty() || sb.is_empty() {
+        return Err(Error::invalid("MatMul: operands must have rank >= 1"));
+    }
+    let a_shape: Vec<usize> = if sa.len() == 1 {
+        vec![1, sa[0]]
+    } else {
+        sa.to_vec()
+    };
+    let b_shape: Vec<usize> = if sb.len() == 1 {
+        vec![sb[0], 1]
+    } else {
+        sb.to_vec()
+    };
+    let (ra, rb) = (a_shape.len(), b_shape.len());
+    let (m, k) = (a_shape[ra - 2], a_shape[ra - 1]);
+    let (k2, n) = (b_shape[rb - 2], b_shape[rb - 1]);
+    if k != k2 {
+        return Err(Error::invalid(format!(
+            "MatMul: inner dimensions differ ({sa:?} x {sb:?})"
+        )));
+    }
+    let batch = broadcast_shapes(&[&a_shape[..ra - 2], &b_shape[..rb - 2]])
+        .map_err(|e| Error::invalid(format!("MatMul: {e}")))?;
+    let mut out_shape = batch.clone();
+    if sa.len() > 1 {
+        out_shape.push(m);
+    }
+    if sb.len() > 1 {
+        out_shape.push(n);
+    }
+    let nb: usize = batch.iter().product();
+    let (av, bv) = (f32s(a)?, f32s(b)?);
+    let mut out = super::zeros(&[nb, m, n])?;
+    let a_off = batch_offsets(&a_shape[..ra - 2], &batch, m * k);
+    let b_off = batch_offsets(&b_shape[..rb - 2], &batch, k * n);
+    if av.len() < a_off.iter().max().map_or(0, |&o| o + m * k)
+        || bv.len() < b_off.iter().max().map_or(0, |&o| o + k * n)
+    {
+        return Err(Error::invalid(
+            "MatMul: operand data is shorter than its shape",
+        ));
+    }
+    let b_shared = b_off.iter().all(|&o| o == 0);
+    let a_contig = a_off.iter().enumerate().all(|(i, &o)| o == i * m * k);
+    if b_shared && a_contig {
+        // One big product: stack the batch into rows.
+        matmul_slices(&av, &bv, &mut out, (nb * m, k, n), cx.gemm_par())?;
+    } else if nb >= cx.threads && m * n * k < 1 << 18 {
+        out.par_chunks_mut((m * n).max(1))
+            .enumerate()
+            .try_for_each(|(i, c)| {
+                matmul_slices(
+                    &av[a_off[i]..],
+                    &bv[b_off[i]..],
+                    c,
+                    (m, k, n),
+                    gemm::Parallelism::None,
+                )
+            })?;
+    } else {
+        for (i, c) in out.chunks_mut((m * n).max(1)).enumerate() {
+            matmul_slices(
+                &av[a_off[i]..],
+                &bv[b_off[i]..],
+                c,
+                (m, k, n),
+                cx.gemm_par(),
+            )?;
+        }
+    }
+    Tensor::from_f32_vec(out_shape, out)
+}
+
+/// For each index of the broadcast batch shape `out`, the element offset of the matching
+/// matrix of an operand with batch shape `src` (right-aligned, size-1 dims broadcast).
+fn batch_offsets(src: &[usize], out: &[usize], mat: usize) -> Vec<usize> {
+    let nb: usize = out.iter().product();
+    let pad = out.len() - src.len();
+    // Strides of src in matrices, 0 where broadcast.
+    let mut strides = vec![0usize; out.len()];
+    let mut acc = 1;
+    for d in (0..src.len()).rev() {
+        strides[d + pad] = if src[d] == 1 { 0 } else { acc };
+        acc *= src[d];
+    }
+    let mut offs = Vec::with_capacity(nb);
+    let mut idx = vec![0usize; out.len()];
+    for _ in 0..nb {
+        offs.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>() * mat);
+        for d in (0..out.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    offs
+}
+
+/// ONNX Gemm on f32: `alpha * A' * B' + beta * C` (C broadcast to the output).
+pub fn gemm_op(
+    inputs: &[Option<&Tensor>],
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+    cx: &KernelCx<'_>,
+) -> Result<Tensor> {
+    let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+    let c = inputs.get(2).copied().flatten();
+    let (&[ar, ac], &[br, bc]) = (a.shape(), b.shape()) else {
+        return Err(Error::invalid(format!(
+            "Gemm: A and B must be 2-D, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    };
+    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
+    if k != k2 {
+        return Err(Error::invalid(format!(
+            "Gemm: inner dimensions differ ({:?}{} x {:?}{})",
+            a.shape(),
+            if trans_a { "ᵀ" } else { "" },
+            b.shape(),
+            if trans_b { "ᵀ" } else { "" }
+        )));
+    }
+    let (av, bv) = (f32s(a)?, f32s(b)?);
+    if av.len() != m * k || bv.len() != k * n {
+        return Err(Error::invalid(
+            "Gemm: operand data does not match its shape",
+        ));
+    }
+    let mut out = super::zeros(&[m, n])?;
+    let mut accumulate = false;
+    if let Some(c) = c {
+        if beta != 0.0 {
+            fill_broadcast_c(&mut out, c, m, n, beta)?;
+            accumulate = true;
+        }
+    }
+    let lhs = Mat {
+        ptr: av.as_ptr(),
+        cs: if trans_a { m as isize } else { 1 },
+        rs: if trans_a { 1 } else { k as isize },
+    };
+    let rhs = Mat {
+        ptr: bv.as_ptr(),
+        cs: if trans_b { k as isize } else { 1 },
+        rs: if trans_b { 1 } else { n as isize },
+    };
+    // SAFETY: operand lengths were checked against m, k, n above.
+    unsafe {
+        sgemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            accumulate,
+            lhs,
+            rhs,
+            alpha,
+            cx.gemm_par(),
+        );
+    }
+    Tensor::from_f32_vec(vec![m, n], out)
+}
+
+/// Writes `beta * C` broadcast (unidirectionally) to an `m x n` buffer.
+fn fill_broadcast_c(out: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) -> Result<()> {
+    let cv = f32s(c)?;
+    let s = c.shape();
+    let (cr, cc) = match s {
+        [] => (1, 1),
+        [x] => (1, *x),
+        [r, x] => (*r, *x),
+        _ => return Err(Error::invalid(format!("Gemm: C has rank {}", s.len()))),
+    };
+    if (cr != 1 && cr != m) || (cc != 1 && cc != n) || cv.len() != cr * cc {
+        return Err(Error::invalid(format!(
+            "Gemm: C {s:?} does not broadcast to [{m}, {n}]"
+        )));
+    }
+    for (i, row) in out.chunks_mut(n.max(1)).enumerate() {
+        let r = if cr == 1 { 0 } else { i };
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = beta * cv[r * cc + if cc == 1 { 0 } else { j }];
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::test_util::{close, cx_pool, t};
+
+    fn naive_mm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_broadcasts_batches() {
+        let pool = cx_pool(2);
+        let cx = KernelCx {
+            pool: &pool,
+            threads: 2,
+        };
+        let a = t(&[2, 1, 3, 5], 1);
+        let b = t(&[3, 5, 7], 2);
+        let out = matmul(&a, &b, &cx).unwrap();
+        assert_eq!(out.shape(), &[2, 3, 3, 7]);
+        let (av, bv, ov) = (
+            a.to_f32().unwrap(),
+            b.to_f32().unwrap(),
+            out.to_f32().unwrap(),
+        );
+        for i in 0..2 {
+            for j in 0..3 {
+                let want = naive_mm(&av[i * 15..], &bv[j * 35..], 3, 5, 7);
+                close(&ov[(i * 3 + j) * 21..][..21], &want);
+            }
+        }
+        // Shared 2-D right operand and a 1-D left operand.
+        let b2 = t(&[5, 4], 3);
+        let out = matmul(&a, &b2, &cx).unwrap();
+        assert_eq!(out.shape(), &[2, 1, 3, 4]);
+        close(
+            &out.to_f32().unwrap(),
+            &naive_mm(&av, &b2.to_f32().unwrap(), 6, 5, 4),
+        );
+        let v = t(&[5], 4);
+        let out = matmul(&v, &b2, &cx).unwrap();
+        assert_eq!(out.shape(), &[4]);
+        close(
+            &out.to_f32().unwrap(),
+            &naive_mm(&v.to_f32().unwrap(), &b2.to_f32().unwrap(), 1, 5, 4),
+        );
+        assert!(matmul(&a, &t(&[4, 2], 5), &cx).is_err());
+    }
+
+    #[test]
+    fn gemm_transposes_and_broadcasts_c() {
+        let pool = cx_pool(2);
+        let cx = KernelCx {
+            pool: &pool,
+            threads: 2,
+        };
+        let (m, k, n) = (3, 4, 5);
+        let a = t(&[k, m], 1); // transposed
+        let b = t(&[n, k], 2); // transposed
+        let c = t(&[n], 3);
+        let out = gemm_op(&[Some(&a), Some(&b), Some(&c)], 0.5, 2.0, true, true, &cx).unwrap();
+        let (av, bv, cv) = (
+            a.to_f32().unwrap(),
+            b.to_f32().unwrap(),
+            c.to_f32().unwrap(),
+        );
+        let mut at = vec![0f32; m * k];
+        let mut bt = vec![0f32; k * n];
+        for i in 0..m {
+            for p in 0..k {
+                at[i * k + p] = av[p * m + i];
+            }
+        }
+        for p in 0..k {
+            for j in 0..n {
+                bt[p * n + j] = bv[j * k + p];
+            }
+        }
+        let prod = naive_mm(&at, &bt, m, k, n);
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| 0.5 * prod[i] + 2.0 * cv[i % n])
+            .collect();
+        close(&out.to_f32().unwrap(), &want);
+        let bad_c = t(&[2, 5], 4);
+        assert!(gemm_op(
+            &[Some(&a), Some(&b), Some(&bad_c)],
+            1.0,
+            1.0,
+            true,
+            true,
+            &cx
+        )
+        .is_err());
+    }
+}
