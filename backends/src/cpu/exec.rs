@@ -4,27 +4,97 @@
 use crate::cpu::kernels::{self, KernelCx};
 use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Runs graphs on the CPU with a fixed number of threads.
 pub struct CpuExecutor {
     pool: rayon::ThreadPool,
     threads: usize,
+    aligned: Mutex<AlignedConsts>,
+}
+
+/// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
+/// protobuf), made once and reused across runs so kernels borrow instead of copying.
+/// Keyed by the original's data address and length; the original is kept alive beside
+/// its copy, so an address cannot be reused by other data while it is a key.
+#[derive(Default)]
+struct AlignedConsts {
+    map: HashMap<(usize, usize), (Tensor, Tensor)>,
+    bytes: usize,
+}
+
+/// Above this many cached bytes the cache starts over.
+const ALIGNED_CACHE_LIMIT: usize = 1 << 31;
+
+impl AlignedConsts {
+    /// The aligned copy of `t`, if `t` is an unaligned f32 tensor.
+    fn get(&mut self, t: &Tensor) -> Result<Option<Tensor>> {
+        if t.dtype() != cc_ir::DType::F32 {
+            return Ok(None);
+        }
+        let raw = t.raw()?;
+        if bytemuck::try_cast_slice::<u8, f32>(raw).is_ok() {
+            return Ok(None);
+        }
+        let key = (raw.as_ptr() as usize, raw.len());
+        if let Some((_, copy)) = self.map.get(&key) {
+            return Ok(Some(copy.reshaped(t.shape().to_vec())?));
+        }
+        if self.bytes + raw.len() > ALIGNED_CACHE_LIMIT {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        let copy = Tensor::from_f32_vec(t.shape().to_vec(), t.to_f32()?)?;
+        self.bytes += raw.len();
+        self.map.insert(key, (t.clone(), copy.clone()));
+        Ok(Some(copy))
+    }
 }
 
 impl CpuExecutor {
     /// An executor using `threads` threads (at least 1).
     pub fn new(threads: usize) -> Result<CpuExecutor> {
         let threads = threads.max(1);
+        keep_freed_memory();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
-        Ok(CpuExecutor { pool, threads })
+        Ok(CpuExecutor {
+            pool,
+            threads,
+            aligned: Mutex::new(AlignedConsts::default()),
+        })
     }
 
     /// Number of threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+}
+
+/// Asks glibc's allocator to serve large buffers from its heap and to keep freed memory
+/// instead of returning it to the system at once: without this every large activation
+/// is a fresh `mmap` whose pages fault in one by one, which costs more than the
+/// arithmetic on it. Process-wide; the executor is the process's main consumer of memory
+/// when it runs.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only adjusts allocator tuning parameters; both values are in
+            // the documented ranges (the mmap threshold may be at most 32 MiB on 64-bit).
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 512 << 20);
+            }
+        });
     }
 }
 
@@ -108,12 +178,37 @@ impl Executor for CpuExecutor {
             env.insert(v, t.clone());
         }
         let last_use = last_uses(g, &order);
+        // Constants read by nodes, realigned where their bytes are not f32-aligned.
+        let mut consts: HashMap<ValueId, Tensor> = HashMap::new();
+        {
+            let mut cache = self
+                .aligned
+                .lock()
+                .map_err(|_| Error::invalid("CPU executor: constant cache poisoned"))?;
+            for &id in &order {
+                for &v in g.node(id).inputs().iter().flatten() {
+                    if env.contains_key(&v) || consts.contains_key(&v) {
+                        continue;
+                    }
+                    if let Some(t) = g.const_data(v) {
+                        if let Some(copy) = cache.get(t)? {
+                            consts.insert(v, copy);
+                        }
+                    }
+                }
+            }
+        }
         let cx = KernelCx {
             pool: &self.pool,
             threads: self.threads,
         };
         for (step, &id) in order.iter().enumerate() {
-            let outs = run_one(g, id, &env, &cx)?;
+            let t0 = std::time::Instant::now();
+            let outs = run_one(g, id, &env, &consts, &cx)?;
+            if std::env::var("CC_PROF").is_ok() {
+                let sh: Vec<String> = g.node(id).inputs().iter().flatten().filter_map(|v| env.get(v).map(|t| format!("{:?}", t.shape()))).collect();
+                eprintln!("PROF {} {:.3} {}", g.node(id).op.onnx_type().1, t0.elapsed().as_secs_f64()*1e3, sh.join(" "));
+            }
             let node = g.node(id);
             for (slot, t) in outs.into_iter().enumerate() {
                 if let Some(v) = node.output(slot) {
@@ -155,6 +250,7 @@ fn run_one(
     g: &Graph,
     id: NodeId,
     env: &HashMap<ValueId, Tensor>,
+    consts: &HashMap<ValueId, Tensor>,
     cx: &KernelCx<'_>,
 ) -> Result<Vec<Tensor>> {
     let node = g.node(id);
@@ -162,7 +258,11 @@ fn run_one(
     for slot in node.inputs() {
         inputs.push(match slot {
             None => None,
-            Some(v) => Some(env.get(v).or_else(|| g.const_data(*v)).ok_or_else(|| {
+            Some(v) => Some(
+                env.get(v)
+                    .or_else(|| consts.get(v))
+                    .or_else(|| g.const_data(*v))
+                    .ok_or_else(|| {
                 Error::invalid(format!(
                     "node {}: input {:?} has no value",
                     g.node_label(id),
