@@ -177,6 +177,14 @@ fn check_input(
 
 impl Executor for CpuExecutor {
     fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        // The whole run happens on a pool thread, so kernels start their parallel loops
+        // without handing work across threads for every node.
+        self.pool.install(|| self.run_on_pool(g, inputs))
+    }
+}
+
+impl CpuExecutor {
+    fn run_on_pool(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let order = g.topo_order()?;
         let wanted = runtime_inputs(g);
         if inputs.len() != wanted.len() {

@@ -349,10 +349,20 @@ fn depthwise(
                     for p in 0..sw {
                         // Padded columns p, p+sw, ...: input column j*sw + p - pad.
                         let dst_row = &mut phases[(p * ph + r) * pwp..][..pwp];
-                        for (j, o) in dst_row.iter_mut().enumerate() {
-                            let col = j * sw + p;
-                            if col >= aw.pad && col - aw.pad < iw {
-                                *o = line[col - aw.pad];
+                        let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
+                        let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pwp);
+                        if j0 >= j1 {
+                            continue;
+                        }
+                        let first = j0 * sw + p - aw.pad;
+                        if sw == 1 {
+                            dst_row[j0..j1].copy_from_slice(&line[first..first + (j1 - j0)]);
+                        } else {
+                            for (o, &v) in dst_row[j0..j1]
+                                .iter_mut()
+                                .zip(line[first..].iter().step_by(sw))
+                            {
+                                *o = v;
                             }
                         }
                     }
