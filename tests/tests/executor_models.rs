@@ -33,7 +33,11 @@ fn max_abs_error(got: &Tensor, want: &Tensor) -> Result<f64, String> {
 fn check(name: &str, dir: &Path, g: &Graph, ex: &CpuExecutor) -> Result<(f64, bool), String> {
     let inputs: Vec<Tensor> = test_inputs(dir)
         .iter()
-        .map(|p| read_tensor_file(p).map(|(_, t)| t).map_err(|e| e.to_string()))
+        .map(|p| {
+            read_tensor_file(p)
+                .map(|(_, t)| t)
+                .map_err(|e| e.to_string())
+        })
         .collect::<Result<_, _>>()?;
     let outs = ex.run(g, &inputs).map_err(|e| format!("run: {e}"))?;
     let got = outs.first().ok_or("no outputs")?;
@@ -68,8 +72,9 @@ fn every_fixture_model_matches_its_reference_output() {
         }
         for stage in ["imported", "canonicalized"] {
             if stage == "canonicalized" {
-                let run = PassManager::new(&Pipeline::parse("").unwrap(), ManagerOptions::default())
-                    .and_then(|mut pm| pm.run(&mut g));
+                let run =
+                    PassManager::new(&Pipeline::parse("").unwrap(), ManagerOptions::default())
+                        .and_then(|mut pm| pm.run(&mut g));
                 if let Err(e) = run {
                     failures.push(format!("{name}: canonicalize: {e}"));
                     break;
@@ -77,7 +82,10 @@ fn every_fixture_model_matches_its_reference_output() {
             }
             match check(name, dir, &g, &ex) {
                 Ok((e, ok)) => {
-                    println!("{name:<20} {stage:<14} error {e:.3e}{}", if ok { "" } else { "  FAIL" });
+                    println!(
+                        "{name:<20} {stage:<14} error {e:.3e}{}",
+                        if ok { "" } else { "  FAIL" }
+                    );
                     if !ok {
                         failures.push(format!("{name} ({stage}): error {e:.3e}"));
                     }

@@ -232,7 +232,6 @@ impl CpuExecutor {
         for (step, &id) in order.iter().enumerate() {
             let node = g.node(id);
             if !absorbed.contains(&id) {
-                let t0 = std::time::Instant::now();
                 let fused = match fusions.get(&id) {
                     Some(&(act_node, act)) => {
                         run_fused(g, id, act, &env, &consts, &cx)?.map(|t| (act_node, t))
@@ -251,10 +250,6 @@ impl CpuExecutor {
                             env.insert(v, t);
                         }
                     }
-                }
-                if std::env::var("CC_PROF").is_ok() {
-                    eprintln!("PROF {} {:.3} {}", node.op.onnx_type().1, t0.elapsed().as_secs_f64() * 1e3, fusions.contains_key(&id));
-                    if std::env::var("CC_PROF").is_ok_and(|v| v == "2") { eprintln!("  {:?}", node.op); }
                 }
             }
             for v in node.inputs().iter().flatten() {
@@ -308,7 +303,11 @@ fn plan_fusions(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, (NodeId, Activat
             continue;
         }
         let rest = &user.inputs()[1..];
-        if rest.iter().flatten().any(|&c| g.const_data(c).is_none() || c == v) {
+        if rest
+            .iter()
+            .flatten()
+            .any(|&c| g.const_data(c).is_none() || c == v)
+        {
             continue;
         }
         let mut consts: Vec<Option<&Tensor>> = vec![None];

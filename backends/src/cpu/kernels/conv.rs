@@ -237,7 +237,11 @@ pub fn conv(
         && aw.pad == 0
         && ah.output == ah.input
         && aw.output == aw.input;
-    let mut col = if pointwise { Vec::new() } else { vec![0f32; kk * ohw] };
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![0f32; kk * ohw]
+    };
     for img in 0..n {
         for g in 0..group {
             let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
@@ -334,55 +338,65 @@ fn depthwise(
     let ph = ((oh - 1) * sh + (kh - 1) * ah.dilation + 1).max(ah.pad + ih);
     let pw = ((ow - 1) * sw + (kw - 1) * aw.dilation + 1).max(aw.pad + iw);
     let pwp = pw.div_ceil(sw);
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; sw * ph * pwp],
-            |phases, (plane, dst)| {
-                let ch = plane % c;
-                let src = &x[plane * ih * iw..][..ih * iw];
-                let wk = &w[ch * kh * kw..][..kh * kw];
-                phases.fill(0.0);
-                for y in 0..ih {
-                    let r = y + ah.pad;
-                    let line = &src[y * iw..][..iw];
-                    for p in 0..sw {
-                        // Padded columns p, p+sw, ...: input column j*sw + p - pad.
-                        let dst_row = &mut phases[(p * ph + r) * pwp..][..pwp];
-                        let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
-                        let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pwp);
-                        if j0 >= j1 {
-                            continue;
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || vec![0f32; sw * ph * pwp],
+        |phases, (plane, dst)| {
+            let ch = plane % c;
+            let src = &x[plane * ih * iw..][..ih * iw];
+            let wk = &w[ch * kh * kw..][..kh * kw];
+            phases.fill(0.0);
+            for y in 0..ih {
+                let r = y + ah.pad;
+                let line = &src[y * iw..][..iw];
+                for p in 0..sw {
+                    // Padded columns p, p+sw, ...: input column j*sw + p - pad.
+                    let dst_row = &mut phases[(p * ph + r) * pwp..][..pwp];
+                    let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
+                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pwp);
+                    if j0 >= j1 {
+                        continue;
+                    }
+                    let first = j0 * sw + p - aw.pad;
+                    let n = j1 - j0;
+                    if sw == 1 {
+                        dst_row[j0..j1].copy_from_slice(&line[first..first + n]);
+                    } else if sw == 2 {
+                        // Pairs vectorize where a generic stride does not.
+                        let src = &line[first..];
+                        let full = (src.len() / 2).min(n);
+                        for (o, pair) in dst_row[j0..j0 + full].iter_mut().zip(src.chunks_exact(2))
+                        {
+                            *o = pair[0];
                         }
-                        let first = j0 * sw + p - aw.pad;
-                        if sw == 1 {
-                            dst_row[j0..j1].copy_from_slice(&line[first..first + (j1 - j0)]);
-                        } else {
-                            for (o, &v) in dst_row[j0..j1]
-                                .iter_mut()
-                                .zip(line[first..].iter().step_by(sw))
-                            {
-                                *o = v;
-                            }
+                        if full < n {
+                            dst_row[j0 + full] = src[2 * full];
+                        }
+                    } else {
+                        for (o, &v) in dst_row[j0..j1]
+                            .iter_mut()
+                            .zip(line[first..].iter().step_by(sw))
+                        {
+                            *o = v;
                         }
                     }
                 }
-                for oy in 0..oh {
-                    let d = &mut dst[oy * ow..][..ow];
-                    for dy in 0..kh {
-                        let r = oy * sh + dy * ah.dilation;
-                        for dx in 0..kw {
-                            let off = dx * aw.dilation;
-                            let run = &phases[((off % sw) * ph + r) * pwp + off / sw..][..ow];
-                            super::simd::axpy(d, run, wk[dy * kw + dx]);
-                        }
+            }
+            for oy in 0..oh {
+                let d = &mut dst[oy * ow..][..ow];
+                for dy in 0..kh {
+                    let r = oy * sh + dy * ah.dilation;
+                    for dx in 0..kw {
+                        let off = dx * aw.dilation;
+                        let run = &phases[((off % sw) * ph + r) * pwp + off / sw..][..ow];
+                        super::simd::axpy(d, run, wk[dy * kw + dx]);
                     }
                 }
-                if let Some(act) = act {
-                    act.apply(dst);
-                }
-            },
-        );
+            }
+            if let Some(act) = act {
+                act.apply(dst);
+            }
+        },
+    );
 }
 
 /// ONNX ConvTranspose on f32 with 1 or 2 spatial axes and explicit (or no) pads;
@@ -423,7 +437,8 @@ pub fn conv_transpose(
     let opad = attr_list(&a.output_padding, ns, 0, "output_padding")?;
     let mut axes = Vec::with_capacity(ns);
     for i in 0..ns {
-        let full = strides[i] * (xs[2 + i].max(1) - 1) + opad[i] + dil[i] * (ws[2 + i].max(1) - 1) + 1;
+        let full =
+            strides[i] * (xs[2 + i].max(1) - 1) + opad[i] + dil[i] * (ws[2 + i].max(1) - 1) + 1;
         let out = full
             .checked_sub(pads[i] + pads[i + ns])
             .ok_or_else(|| Error::invalid("ConvTranspose: pads exceed the output"))?;
@@ -446,7 +461,9 @@ pub fn conv_transpose(
     let kk = mg * ah.kernel * aw.kernel;
     let (xv, wv) = (f32s(x)?, f32s(w)?);
     if xv.len() != n * c * hw || wv.len() != c * kk {
-        return Err(Error::invalid("ConvTranspose: data does not match the shapes"));
+        return Err(Error::invalid(
+            "ConvTranspose: data does not match the shapes",
+        ));
     }
     let mut out_shape = vec![n, m];
     out_shape.extend(axes.iter().map(|ax| ax.input));
@@ -454,7 +471,9 @@ pub fn conv_transpose(
     if let Some(b) = b {
         let bv = f32s(b)?;
         if bv.len() != m {
-            return Err(Error::invalid("ConvTranspose: bias does not match the channels"));
+            return Err(Error::invalid(
+                "ConvTranspose: bias does not match the channels",
+            ));
         }
         for (i, o) in out.chunks_mut(ohw.max(1)).enumerate() {
             o.fill(bv[i % m]);
@@ -501,22 +520,24 @@ fn col2im(col: &[f32], dst: &mut [f32], (ah, aw): (Axis, Axis)) {
     let (kh, kw) = (ah.kernel, aw.kernel);
     let (oh, ow) = (ah.input, aw.input); // image being written
     let (ih, iw) = (ah.output, aw.output); // column grid
-    dst.par_chunks_mut(oh * ow).enumerate().for_each(|(ch, plane)| {
-        for dy in 0..kh {
-            let (y0, y1) = ah.valid(dy * ah.dilation);
-            for dx in 0..kw {
-                let (x0, x1) = aw.valid(dx * aw.dilation);
-                let row = &col[((ch * kh + dy) * kw + dx) * ih * iw..][..ih * iw];
-                for y in y0..y1 {
-                    let py = y * ah.stride + dy * ah.dilation - ah.pad;
-                    for xx in x0..x1 {
-                        let px = xx * aw.stride + dx * aw.dilation - aw.pad;
-                        plane[py * ow + px] += row[y * iw + xx];
+    dst.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(ch, plane)| {
+            for dy in 0..kh {
+                let (y0, y1) = ah.valid(dy * ah.dilation);
+                for dx in 0..kw {
+                    let (x0, x1) = aw.valid(dx * aw.dilation);
+                    let row = &col[((ch * kh + dy) * kw + dx) * ih * iw..][..ih * iw];
+                    for y in y0..y1 {
+                        let py = y * ah.stride + dy * ah.dilation - ah.pad;
+                        for xx in x0..x1 {
+                            let px = xx * aw.stride + dx * aw.dilation - aw.pad;
+                            plane[py * ow + px] += row[y * iw + xx];
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 #[cfg(test)]
@@ -570,6 +591,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn conv_matches_naive_over_many_configurations() {
         let pool = cx_pool(2);
         let cx = KernelCx {
@@ -577,7 +599,19 @@ mod tests {
             threads: 2,
         };
         // (n, c, h, w, m, kh, kw, group, stride, dilation, pads)
-        let cases: &[(usize, usize, usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 4])] = &[
+        let cases: &[(
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+        )] = &[
             (1, 3, 7, 9, 5, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
             (2, 4, 8, 7, 6, 3, 2, 2, [2, 1], [1, 2], [0, 2, 1, 0]),
             (1, 6, 9, 9, 6, 3, 3, 6, [2, 2], [1, 1], [1, 1, 1, 1]),
@@ -614,6 +648,13 @@ mod tests {
                 .unwrap();
             assert_eq!(got.shape(), &[n, m, oh, ow], "case {i}");
             close(&got.to_f32().unwrap(), &want);
+            // The fused activation equals the activation applied afterwards.
+            let act = Activation::Clip(-0.5, 0.25);
+            let fused = conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], Some(act), &cx)
+                .unwrap()
+                .unwrap();
+            let clipped: Vec<f32> = want.iter().map(|v| v.clamp(-0.5, 0.25)).collect();
+            close(&fused.to_f32().unwrap(), &clipped);
         }
     }
 
@@ -631,7 +672,9 @@ mod tests {
             strides: Some(vec![2, 2]),
             ..Default::default()
         };
-        let got = conv(&attrs, &[Some(&x), Some(&w)], None, &cx).unwrap().unwrap();
+        let got = conv(&attrs, &[Some(&x), Some(&w)], None, &cx)
+            .unwrap()
+            .unwrap();
         assert_eq!(got.shape(), &[1, 3, 3, 3]);
         // SAME_UPPER with total padding 2 (rows) / 1 (cols): begin 1 / 0.
         let (want, _) = naive(
@@ -694,7 +737,9 @@ mod tests {
             pads: Some(vec![1, 0, 1, 1]),
             ..Default::default()
         };
-        let y = conv(&attrs, &[Some(&x), Some(&wt)], None, &cx).unwrap().unwrap();
+        let y = conv(&attrs, &[Some(&x), Some(&wt)], None, &cx)
+            .unwrap()
+            .unwrap();
         let r = t(y.shape(), 3);
         let mut tattrs = attrs.clone();
         // Output padding makes the transposed output match the input extent exactly.
@@ -708,6 +753,9 @@ mod tests {
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
         let lhs = dot(&y.to_f32().unwrap(), &r.to_f32().unwrap());
         let rhs = dot(&x.to_f32().unwrap(), &back.to_f32().unwrap());
-        assert!((lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
+            "{lhs} vs {rhs}"
+        );
     }
 }

@@ -73,9 +73,13 @@ pub fn leaky_relu(x: &Tensor, alpha: f32) -> Result<Option<Tensor>> {
 pub fn gelu(x: &Tensor, tanh: bool) -> Result<Option<Tensor>> {
     if tanh {
         let c = (2.0f32 / std::f32::consts::PI).sqrt();
-        map_tensor(x, move |v| 0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh()))
+        map_tensor(x, move |v| {
+            0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+        })
     } else {
-        map_tensor(x, |v| 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)))
+        map_tensor(x, |v| {
+            0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+        })
     }
 }
 
@@ -165,7 +169,8 @@ fn broadcast_apply(
     f: fn(f32, f32) -> f32,
 ) -> Result<Vec<f32>> {
     let total = cc_ir::tensor::shape_count(out)?;
-    if av.len() != cc_ir::tensor::shape_count(ash)? || bv.len() != cc_ir::tensor::shape_count(bsh)? {
+    if av.len() != cc_ir::tensor::shape_count(ash)? || bv.len() != cc_ir::tensor::shape_count(bsh)?
+    {
         return Err(Error::invalid("binary op: data does not match the shape"));
     }
     if ash == bsh {
@@ -227,7 +232,11 @@ fn broadcast_apply(
                 }
                 match (ia, ib) {
                     (true, true) => {
-                        for ((o, &x), &y) in row.iter_mut().zip(&av[oa..oa + inner]).zip(&bv[ob..ob + inner]) {
+                        for ((o, &x), &y) in row
+                            .iter_mut()
+                            .zip(&av[oa..oa + inner])
+                            .zip(&bv[ob..ob + inner])
+                        {
                             *o = f(x, y);
                         }
                     }
@@ -293,7 +302,12 @@ mod tests {
         let xv = x.to_f32().unwrap();
         let relu = unary(UnaryOp::Relu, &x).unwrap().unwrap().to_f32().unwrap();
         assert!(relu.iter().zip(&xv).all(|(r, v)| *r == v.max(0.0)));
-        for (v, want) in [(0.0f32, 0.0f32), (0.5, 0.520_499_9), (-1.5, -0.966_105_1), (3.0, 0.999_977_9)] {
+        for (v, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (-1.5, -0.966_105_1),
+            (3.0, 0.999_977_9),
+        ] {
             assert!((erf(v) - want).abs() < 1e-6, "erf({v})");
         }
         let lo = Tensor::scalar_f32(-0.2);

@@ -146,7 +146,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, cx: &KernelCx<'_>) -> Result<Tensor> {
     if av.len() < a_off.iter().max().map_or(0, |&o| o + m * k)
         || bv.len() < b_off.iter().max().map_or(0, |&o| o + k * n)
     {
-        return Err(Error::invalid("MatMul: operand data is shorter than its shape"));
+        return Err(Error::invalid(
+            "MatMul: operand data is shorter than its shape",
+        ));
     }
     let b_shared = b_off.iter().all(|&o| o == 0);
     let a_contig = a_off.iter().enumerate().all(|(i, &o)| o == i * m * k);
@@ -167,7 +169,13 @@ pub fn matmul(a: &Tensor, b: &Tensor, cx: &KernelCx<'_>) -> Result<Tensor> {
             })?;
     } else {
         for (i, c) in out.chunks_mut((m * n).max(1)).enumerate() {
-            matmul_slices(&av[a_off[i]..], &bv[b_off[i]..], c, (m, k, n), cx.gemm_par())?;
+            matmul_slices(
+                &av[a_off[i]..],
+                &bv[b_off[i]..],
+                c,
+                (m, k, n),
+                cx.gemm_par(),
+            )?;
         }
     }
     Tensor::from_f32_vec(out_shape, out)
@@ -231,9 +239,24 @@ pub fn gemm_op(
     }
     let (av, bv) = (f32s(a)?, f32s(b)?);
     if av.len() != m * k || bv.len() != k * n {
-        return Err(Error::invalid("Gemm: operand data does not match its shape"));
+        return Err(Error::invalid(
+            "Gemm: operand data does not match its shape",
+        ));
     }
     let mut out = super::zeros(&[m, n])?;
+    if m == 1 && trans_b {
+        // A vector times rows of B: dot products over contiguous rows.
+        if let Some(c) = c.filter(|_| beta != 0.0) {
+            fill_broadcast_c(&mut out, c, m, n, beta)?;
+        }
+        out.par_chunks_mut(64).enumerate().for_each(|(i, o)| {
+            for (j, o) in o.iter_mut().enumerate() {
+                let row = &bv[(i * 64 + j) * k..][..k];
+                *o += alpha * super::simd::dot(&av, row);
+            }
+        });
+        return Tensor::from_f32_vec(vec![m, n], out);
+    }
     let mut accumulate = false;
     if let Some(c) = c {
         if beta != 0.0 {
@@ -319,7 +342,11 @@ mod tests {
         let b = t(&[3, 5, 7], 2);
         let out = matmul(&a, &b, &cx).unwrap();
         assert_eq!(out.shape(), &[2, 3, 3, 7]);
-        let (av, bv, ov) = (a.to_f32().unwrap(), b.to_f32().unwrap(), out.to_f32().unwrap());
+        let (av, bv, ov) = (
+            a.to_f32().unwrap(),
+            b.to_f32().unwrap(),
+            out.to_f32().unwrap(),
+        );
         for i in 0..2 {
             for j in 0..3 {
                 let want = naive_mm(&av[i * 15..], &bv[j * 35..], 3, 5, 7);
@@ -356,7 +383,11 @@ mod tests {
         let b = t(&[n, k], 2); // transposed
         let c = t(&[n], 3);
         let out = gemm_op(&[Some(&a), Some(&b), Some(&c)], 0.5, 2.0, true, true, &cx).unwrap();
-        let (av, bv, cv) = (a.to_f32().unwrap(), b.to_f32().unwrap(), c.to_f32().unwrap());
+        let (av, bv, cv) = (
+            a.to_f32().unwrap(),
+            b.to_f32().unwrap(),
+            c.to_f32().unwrap(),
+        );
         let mut at = vec![0f32; m * k];
         let mut bt = vec![0f32; k * n];
         for i in 0..m {
@@ -375,6 +406,14 @@ mod tests {
             .collect();
         close(&out.to_f32().unwrap(), &want);
         let bad_c = t(&[2, 5], 4);
-        assert!(gemm_op(&[Some(&a), Some(&b), Some(&bad_c)], 1.0, 1.0, true, true, &cx).is_err());
+        assert!(gemm_op(
+            &[Some(&a), Some(&b), Some(&bad_c)],
+            1.0,
+            1.0,
+            true,
+            true,
+            &cx
+        )
+        .is_err());
     }
 }

@@ -106,7 +106,10 @@ pub fn run_node(
     cx: &KernelCx<'_>,
 ) -> Result<Option<Vec<Tensor>>> {
     // --- fast f32 kernels (begin) ---
-    if let Some(out) = cx.pool.install(|| fast_kernel(op, inputs, num_outputs, cx))? {
+    if let Some(out) = cx
+        .pool
+        .install(|| fast_kernel(op, inputs, num_outputs, cx))?
+    {
         return Ok(Some(out));
     }
     // --- fast f32 kernels (end) ---
@@ -154,9 +157,9 @@ fn fast_kernel(
             epsilon,
             training_mode,
             ..
-        } if training_mode.unwrap_or(0) == 0 && num_outputs == 1 && all_f32(inputs) => one(Some(
-            norm::batch_norm(inputs, epsilon.unwrap_or(1e-5))?,
-        )),
+        } if training_mode.unwrap_or(0) == 0 && num_outputs == 1 && all_f32(inputs) => {
+            one(Some(norm::batch_norm(inputs, epsilon.unwrap_or(1e-5))?))
+        }
         Op::LayerNormalization { axis, epsilon, .. } if num_outputs == 1 && all_f32(inputs) => {
             one(Some(norm::layer_norm(
                 inputs,
@@ -164,10 +167,9 @@ fn fast_kernel(
                 epsilon.unwrap_or(1e-5),
             )?))
         }
-        Op::Softmax { axis } if all_f32(inputs) => one(Some(norm::softmax(
-            input(inputs, 0)?,
-            axis.unwrap_or(-1),
-        )?)),
+        Op::Softmax { axis } if all_f32(inputs) => {
+            one(Some(norm::softmax(input(inputs, 0)?, axis.unwrap_or(-1))?))
+        }
         Op::Unary(u) => one(elementwise::unary(*u, input(inputs, 0)?)?),
         Op::LeakyRelu { alpha } => one(elementwise::leaky_relu(
             input(inputs, 0)?,
@@ -188,14 +190,10 @@ fn fast_kernel(
             input(inputs, 1)?,
             allowzero.unwrap_or(0) != 0,
         )?),
-        Op::Flatten { axis } => one(Some(shape::flatten(
-            input(inputs, 0)?,
-            axis.unwrap_or(1),
-        )?)),
-        Op::Transpose { perm } if all_f32(inputs) => one(Some(shape::transpose(
-            input(inputs, 0)?,
-            perm.as_deref(),
-        )?)),
+        Op::Flatten { axis } => one(Some(shape::flatten(input(inputs, 0)?, axis.unwrap_or(1))?)),
+        Op::Transpose { perm } if all_f32(inputs) => {
+            one(Some(shape::transpose(input(inputs, 0)?, perm.as_deref())?))
+        }
         Op::GatherND { batch_dims } => one(shape::gather_nd(
             input(inputs, 0)?,
             input(inputs, 1)?,
@@ -280,7 +278,10 @@ pub(crate) mod test_util {
     pub fn close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len());
         for (i, (x, y)) in got.iter().zip(want).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "at {i}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "at {i}: {x} vs {y}"
+            );
         }
     }
 }

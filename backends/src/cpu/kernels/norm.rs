@@ -10,7 +10,9 @@ pub fn batch_norm(inputs: &[Option<&Tensor>], epsilon: f32) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let xs = x.shape();
     if xs.len() < 2 {
-        return Err(Error::invalid(format!("BatchNormalization input {xs:?} has rank < 2")));
+        return Err(Error::invalid(format!(
+            "BatchNormalization input {xs:?} has rank < 2"
+        )));
     }
     let c = xs[1];
     let mut params = Vec::with_capacity(4);
@@ -33,7 +35,9 @@ pub fn batch_norm(inputs: &[Option<&Tensor>], epsilon: f32) -> Result<Tensor> {
     let xv = f32s(x)?;
     let size: usize = xs[2..].iter().product();
     if xv.len() != xs[0] * c * size {
-        return Err(Error::invalid("BatchNormalization: data does not match the shape"));
+        return Err(Error::invalid(
+            "BatchNormalization: data does not match the shape",
+        ));
     }
     let mut out = super::zeros(xs)?;
     if size > 0 {
@@ -73,7 +77,8 @@ pub fn layer_norm(inputs: &[Option<&Tensor>], axis: i64, epsilon: f32) -> Result
             ))),
         }
     };
-    let scale = block(1, "scale")?.ok_or_else(|| Error::invalid("LayerNormalization: scale is missing"))?;
+    let scale =
+        block(1, "scale")?.ok_or_else(|| Error::invalid("LayerNormalization: scale is missing"))?;
     let bias = block(2, "bias")?;
     let mut out = super::zeros(xs)?;
     if inner > 0 {
@@ -121,7 +126,9 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
                     o.iter_mut().for_each(|o| *o *= r);
                 } else {
                     for i in 0..inner {
-                        let m = (0..dim).map(|d| s[d * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+                        let m = (0..dim)
+                            .map(|d| s[d * inner + i])
+                            .fold(f32::NEG_INFINITY, f32::max);
                         let mut sum = 0f32;
                         for d in 0..dim {
                             let e = (s[d * inner + i] - m).exp();
@@ -147,8 +154,16 @@ mod tests {
     fn batch_norm_matches_formula() {
         let x = t(&[2, 3, 2, 2], 1);
         let p: Vec<Tensor> = (0..4).map(|i| t(&[3], 10 + i)).collect();
-        let var = Tensor::from_f32(vec![3], p[3].to_f32().unwrap().iter().map(|v| v.abs()).collect()).unwrap();
-        let out = batch_norm(&[Some(&x), Some(&p[0]), Some(&p[1]), Some(&p[2]), Some(&var)], 1e-3).unwrap();
+        let var = Tensor::from_f32(
+            vec![3],
+            p[3].to_f32().unwrap().iter().map(|v| v.abs()).collect(),
+        )
+        .unwrap();
+        let out = batch_norm(
+            &[Some(&x), Some(&p[0]), Some(&p[1]), Some(&p[2]), Some(&var)],
+            1e-3,
+        )
+        .unwrap();
         let (xv, s, b, m, v) = (
             x.to_f32().unwrap(),
             p[0].to_f32().unwrap(),
@@ -165,7 +180,11 @@ mod tests {
             })
             .collect();
         close(&out.to_f32().unwrap(), &want);
-        assert!(batch_norm(&[Some(&x), Some(&x), Some(&p[1]), Some(&p[2]), Some(&var)], 1e-3).is_err());
+        assert!(batch_norm(
+            &[Some(&x), Some(&x), Some(&p[1]), Some(&p[2]), Some(&var)],
+            1e-3
+        )
+        .is_err());
     }
 
     #[test]
@@ -174,7 +193,11 @@ mod tests {
         let scale = t(&[3, 4], 2);
         let bias = t(&[3, 4], 3);
         let out = layer_norm(&[Some(&x), Some(&scale), Some(&bias)], 1, 1e-5).unwrap();
-        let (xv, sv, bv) = (x.to_f32().unwrap(), scale.to_f32().unwrap(), bias.to_f32().unwrap());
+        let (xv, sv, bv) = (
+            x.to_f32().unwrap(),
+            scale.to_f32().unwrap(),
+            bias.to_f32().unwrap(),
+        );
         let mut want = vec![];
         for r in xv.chunks(12) {
             let mean = r.iter().sum::<f32>() / 12.0;

@@ -6,9 +6,11 @@ use cc_ir::op::{GlobalPoolOp, PoolAttrs};
 use cc_ir::{Error, Result, Tensor};
 use rayon::prelude::*;
 
-/// Geometry of a 1-D/2-D pool: (N*C planes, H axis, W axis, output shape), or `None` for
-/// other ranks.
-fn geometry(a: &PoolAttrs, x: &Tensor) -> Result<Option<(usize, Axis, Axis, Vec<usize>)>> {
+/// Geometry of a 1-D/2-D pool: N*C planes, the H and W axes, the output shape.
+type Geometry = (usize, Axis, Axis, Vec<usize>);
+
+/// The geometry of a 1-D/2-D pool, or `None` for other ranks.
+fn geometry(a: &PoolAttrs, x: &Tensor) -> Result<Option<Geometry>> {
     let xs = x.shape();
     if xs.len() < 3 {
         return Err(Error::invalid(format!("pool input {xs:?} has rank < 3")));
@@ -58,7 +60,7 @@ fn geometry(a: &PoolAttrs, x: &Tensor) -> Result<Option<(usize, Axis, Axis, Vec<
 /// Applies `window` to every output position of every plane.
 fn pool_planes(
     x: &Tensor,
-    (planes, ah, aw, shape): (usize, Axis, Axis, Vec<usize>),
+    (planes, ah, aw, shape): Geometry,
     window: impl Fn(&[f32], Axis, Axis, usize, usize) -> f32 + Sync,
 ) -> Result<Tensor> {
     let xv = f32s(x)?;
@@ -86,7 +88,11 @@ fn taps(ax: Axis, o: usize) -> (usize, usize) {
     let d = ax.dilation as i64;
     let lo = if start >= 0 { 0 } else { (-start + d - 1) / d };
     let top = ax.input as i64 - 1 - start;
-    let hi = if top < 0 { 0 } else { (top / d + 1).min(ax.kernel as i64) };
+    let hi = if top < 0 {
+        0
+    } else {
+        (top / d + 1).min(ax.kernel as i64)
+    };
     (lo as usize, (hi.max(lo)) as usize)
 }
 
@@ -129,7 +135,11 @@ pub fn average_pool(a: &PoolAttrs, x: &Tensor) -> Result<Option<Tensor>> {
             .and_then(|p| p.get(i + n))
             .map_or(0, |&v| v.max(0) as usize)
     };
-    let (pe_h, pe_w) = if n == 1 { (0, end_pad(0)) } else { (end_pad(0), end_pad(1)) };
+    let (pe_h, pe_w) = if n == 1 {
+        (0, end_pad(0))
+    } else {
+        (end_pad(0), end_pad(1))
+    };
     pool_planes(x, geo, |src, ah, aw, oy, ox| {
         let (ky0, ky1) = taps(ah, oy);
         let (kx0, kx1) = taps(aw, ox);
@@ -168,7 +178,9 @@ pub fn average_pool(a: &PoolAttrs, x: &Tensor) -> Result<Option<Tensor>> {
 pub fn global_pool(kind: GlobalPoolOp, x: &Tensor) -> Result<Tensor> {
     let xs = x.shape();
     if xs.len() < 2 {
-        return Err(Error::invalid(format!("global pool input {xs:?} has rank < 2")));
+        return Err(Error::invalid(format!(
+            "global pool input {xs:?} has rank < 2"
+        )));
     }
     let planes = xs[0] * xs[1];
     let size: usize = xs[2..].iter().product();
@@ -282,7 +294,8 @@ mod tests {
 
     #[test]
     fn global_pools() {
-        let x = Tensor::from_f32(vec![1, 2, 2, 2], vec![1., 2., 3., 4., -1., -2., -3., -8.]).unwrap();
+        let x =
+            Tensor::from_f32(vec![1, 2, 2, 2], vec![1., 2., 3., 4., -1., -2., -3., -8.]).unwrap();
         let avg = global_pool(GlobalPoolOp::Average, &x).unwrap();
         assert_eq!(avg.shape(), &[1, 2, 1, 1]);
         assert_eq!(avg.to_f32().unwrap(), vec![2.5, -3.5]);

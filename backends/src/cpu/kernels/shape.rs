@@ -29,7 +29,7 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Option<Ten
     }
     if let Some(i) = infer {
         let rest = cc_ir::tensor::shape_count(&out)?;
-        if rest == 0 || x.len() % rest != 0 {
+        if rest == 0 || !x.len().is_multiple_of(rest) {
             return Err(Error::invalid(format!(
                 "Reshape: cannot infer -1 for {} elements into {spec:?}",
                 x.len()
@@ -58,7 +58,10 @@ pub fn transpose(x: &Tensor, perm: Option<&[i64]>) -> Result<Tensor> {
     let xs = x.shape();
     let r = xs.len();
     let perm: Vec<usize> = match perm {
-        Some(p) => p.iter().map(|&a| usize::try_from(a).unwrap_or(usize::MAX)).collect(),
+        Some(p) => p
+            .iter()
+            .map(|&a| usize::try_from(a).unwrap_or(usize::MAX))
+            .collect(),
         None => (0..r).rev().collect(),
     };
     let mut seen = vec![false; r];
@@ -115,13 +118,16 @@ pub fn transpose(x: &Tensor, perm: Option<&[i64]>) -> Result<Tensor> {
 
 /// GatherND on any fixed-width element type; `Ok(None)` for sub-byte and string types.
 pub fn gather_nd(x: &Tensor, idx: &Tensor, batch_dims: i64) -> Result<Option<Tensor>> {
-    let Some(width) = x.dtype().raw_len(1).filter(|&w| {
-        w > 0 && x.dtype().raw_len(2) == Some(2 * w) && x.dtype() != DType::String
-    }) else {
+    let Some(width) = x
+        .dtype()
+        .raw_len(1)
+        .filter(|&w| w > 0 && x.dtype().raw_len(2) == Some(2 * w) && x.dtype() != DType::String)
+    else {
         return Ok(None);
     };
     let (xs, is) = (x.shape(), idx.shape());
-    let b = usize::try_from(batch_dims).map_err(|_| Error::invalid("GatherND: negative batch_dims"))?;
+    let b =
+        usize::try_from(batch_dims).map_err(|_| Error::invalid("GatherND: negative batch_dims"))?;
     let q = *is
         .last()
         .ok_or_else(|| Error::invalid("GatherND: indices must have rank >= 1"))?;
@@ -135,7 +141,7 @@ pub fn gather_nd(x: &Tensor, idx: &Tensor, batch_dims: i64) -> Result<Option<Ten
     let batch: usize = xs[..b].iter().product();
     let per_batch_data: usize = xs[b..].iter().product();
     let lookups = indices.len() / q.max(1);
-    let per_batch_lookups = if batch == 0 { 0 } else { lookups / batch };
+    let per_batch_lookups = lookups.checked_div(batch).unwrap_or(0);
     let raw = x.raw()?;
     let mut out = Vec::with_capacity(lookups * slice * width);
     for l in 0..lookups {
@@ -172,7 +178,12 @@ mod tests {
     #[test]
     fn transpose_matches_the_evaluator() {
         let x = t(&[2, 3, 4, 5], 1);
-        for perm in [vec![0, 2, 3, 1], vec![3, 2, 1, 0], vec![1, 0, 2, 3], vec![0, 1, 2, 3]] {
+        for perm in [
+            vec![0, 2, 3, 1],
+            vec![3, 2, 1, 0],
+            vec![1, 0, 2, 3],
+            vec![0, 1, 2, 3],
+        ] {
             let got = transpose(&x, Some(&perm)).unwrap();
             let op = Op::Transpose { perm: Some(perm) };
             let want = eval_op(&op, &[Some(&x)]).unwrap().unwrap().remove(0);
