@@ -1,30 +1,117 @@
 //! The CPU executor: runs a graph node by node in topological order, freeing each
 //! intermediate value after its last use.
 
-use crate::cpu::kernels::{self, KernelCx};
+use crate::cpu::kernels::{self, Activation, KernelCx};
 use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// Runs graphs on the CPU with a fixed number of threads.
 pub struct CpuExecutor {
     pool: rayon::ThreadPool,
     threads: usize,
+    aligned: Mutex<AlignedConsts>,
+}
+
+/// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
+/// protobuf), made once and reused across runs so kernels borrow instead of copying.
+/// Keyed by the original's data address and length; the original is kept alive beside
+/// its copy, so an address cannot be reused by other data while it is a key.
+#[derive(Default)]
+struct AlignedConsts {
+    map: HashMap<(usize, usize), (Tensor, Tensor)>,
+    bytes: usize,
+}
+
+/// Above this many cached bytes the cache starts over.
+const ALIGNED_CACHE_LIMIT: usize = 1 << 31;
+
+impl AlignedConsts {
+    /// The aligned copy of `t`, if `t` is an unaligned f32 tensor.
+    fn get(&mut self, t: &Tensor) -> Result<Option<Tensor>> {
+        if t.dtype() != cc_ir::DType::F32 {
+            return Ok(None);
+        }
+        let raw = t.raw()?;
+        if bytemuck::try_cast_slice::<u8, f32>(raw).is_ok() {
+            return Ok(None);
+        }
+        let key = (raw.as_ptr() as usize, raw.len());
+        if let Some((_, copy)) = self.map.get(&key) {
+            return Ok(Some(copy.reshaped(t.shape().to_vec())?));
+        }
+        if self.bytes + raw.len() > ALIGNED_CACHE_LIMIT {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        let copy = Tensor::from_f32_vec(t.shape().to_vec(), t.to_f32()?)?;
+        self.bytes += raw.len();
+        self.map.insert(key, (t.clone(), copy.clone()));
+        Ok(Some(copy))
+    }
 }
 
 impl CpuExecutor {
     /// An executor using `threads` threads (at least 1).
     pub fn new(threads: usize) -> Result<CpuExecutor> {
         let threads = threads.max(1);
+        keep_freed_memory();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
+            .start_handler(|_| flush_denormals())
             .build()
             .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
-        Ok(CpuExecutor { pool, threads })
+        Ok(CpuExecutor {
+            pool,
+            threads,
+            aligned: Mutex::new(AlignedConsts::default()),
+        })
     }
 
     /// Number of threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+}
+
+/// Asks glibc's allocator to serve large buffers from its heap and to keep freed memory
+/// instead of returning it to the system at once: without this every large activation
+/// is a fresh `mmap` whose pages fault in one by one, which costs more than the
+/// arithmetic on it. Process-wide; the executor is the process's main consumer of memory
+/// when it runs.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only adjusts allocator tuning parameters; both values are in
+            // the documented ranges (the mmap threshold may be at most 32 MiB on 64-bit).
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 512 << 20);
+            }
+        });
+    }
+}
+
+/// Sets the calling thread to flush denormal floats to zero (FTZ and DAZ on x86-64):
+/// trained weights and activations hold denormals whose arithmetic is tens of times
+/// slower; flushing them changes results by less than 1e-38 per value.
+fn flush_denormals() {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    {
+        #[allow(deprecated)]
+        // SAFETY: only the FTZ (bit 15) and DAZ (bit 6) flags of this thread's MXCSR
+        // register change; SSE is always present on x86-64.
+        unsafe {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            _mm_setcsr(_mm_getcsr() | 0x8040);
+        }
     }
 }
 
@@ -90,6 +177,14 @@ fn check_input(
 
 impl Executor for CpuExecutor {
     fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        // The whole run happens on a pool thread, so kernels start their parallel loops
+        // without handing work across threads for every node.
+        self.pool.install(|| self.run_on_pool(g, inputs))
+    }
+}
+
+impl CpuExecutor {
+    fn run_on_pool(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let order = g.topo_order()?;
         let wanted = runtime_inputs(g);
         if inputs.len() != wanted.len() {
@@ -108,16 +203,53 @@ impl Executor for CpuExecutor {
             env.insert(v, t.clone());
         }
         let last_use = last_uses(g, &order);
+        // Constants read by nodes, realigned where their bytes are not f32-aligned.
+        let mut consts: HashMap<ValueId, Tensor> = HashMap::new();
+        {
+            let mut cache = self
+                .aligned
+                .lock()
+                .map_err(|_| Error::invalid("CPU executor: constant cache poisoned"))?;
+            for &id in &order {
+                for &v in g.node(id).inputs().iter().flatten() {
+                    if env.contains_key(&v) || consts.contains_key(&v) {
+                        continue;
+                    }
+                    if let Some(t) = g.const_data(v) {
+                        if let Some(copy) = cache.get(t)? {
+                            consts.insert(v, copy);
+                        }
+                    }
+                }
+            }
+        }
         let cx = KernelCx {
             pool: &self.pool,
             threads: self.threads,
         };
+        let fusions = plan_fusions(g, &order);
+        let mut absorbed: HashSet<NodeId> = HashSet::new();
         for (step, &id) in order.iter().enumerate() {
-            let outs = run_one(g, id, &env, &cx)?;
             let node = g.node(id);
-            for (slot, t) in outs.into_iter().enumerate() {
-                if let Some(v) = node.output(slot) {
-                    env.insert(v, t);
+            if !absorbed.contains(&id) {
+                let fused = match fusions.get(&id) {
+                    Some(&(act_node, act)) => {
+                        run_fused(g, id, act, &env, &consts, &cx)?.map(|t| (act_node, t))
+                    }
+                    None => None,
+                };
+                if let Some((act_node, t)) = fused {
+                    absorbed.insert(act_node);
+                    if let Some(v) = g.node(act_node).output(0) {
+                        env.insert(v, t);
+                    }
+                } else {
+                    let outs = run_one(g, id, &env, &consts, &cx)?;
+                    for (slot, t) in outs.into_iter().enumerate() {
+                        if let Some(v) = node.output(slot) {
+                            env.insert(v, t);
+                        }
+                    }
                 }
             }
             for v in node.inputs().iter().flatten() {
@@ -151,26 +283,94 @@ fn last_uses(g: &Graph, order: &[NodeId]) -> HashMap<ValueId, usize> {
     last
 }
 
-fn run_one(
+/// Producer nodes (Conv) whose single output is read only by an activation node (Relu,
+/// or Clip with constant bounds) and is not a graph output: the producer's kernel can
+/// apply the activation itself. Maps producer -> (activation node, activation).
+fn plan_fusions(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, (NodeId, Activation)> {
+    let mut plan = HashMap::new();
+    for &id in order {
+        let node = g.node(id);
+        if !matches!(node.op, cc_ir::Op::Conv(_)) || node.outputs().len() != 1 {
+            continue;
+        }
+        let Some(v) = node.output(0) else { continue };
+        if g.is_output(v) {
+            continue;
+        }
+        let [u] = g.value(v).uses() else { continue };
+        let user = g.node(u.node());
+        if user.input(0) != Some(v) || user.outputs().len() != 1 || user.output(0).is_none() {
+            continue;
+        }
+        let rest = &user.inputs()[1..];
+        if rest
+            .iter()
+            .flatten()
+            .any(|&c| g.const_data(c).is_none() || c == v)
+        {
+            continue;
+        }
+        let mut consts: Vec<Option<&Tensor>> = vec![None];
+        consts.extend(rest.iter().map(|c| c.and_then(|c| g.const_data(c))));
+        if let Some(act) = Activation::of(&user.op, &consts) {
+            plan.insert(id, (u.node(), act));
+        }
+    }
+    plan
+}
+
+/// Runs a producer with its activation fused; `Ok(None)` when its kernel cannot.
+fn run_fused(
     g: &Graph,
     id: NodeId,
+    act: Activation,
     env: &HashMap<ValueId, Tensor>,
+    consts: &HashMap<ValueId, Tensor>,
     cx: &KernelCx<'_>,
-) -> Result<Vec<Tensor>> {
+) -> Result<Option<Tensor>> {
+    let inputs = gather_inputs(g, id, env, consts)?;
+    let at = |e: Error| Error::invalid(format!("node {}: {e}", g.node_label(id)));
+    kernels::run_fused(&g.node(id).op, act, &inputs, cx).map_err(at)
+}
+
+/// The tensors a node reads, from the environment or the graph's constants.
+fn gather_inputs<'a>(
+    g: &'a Graph,
+    id: NodeId,
+    env: &'a HashMap<ValueId, Tensor>,
+    consts: &'a HashMap<ValueId, Tensor>,
+) -> Result<Vec<Option<&'a Tensor>>> {
     let node = g.node(id);
     let mut inputs: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs().len());
     for slot in node.inputs() {
         inputs.push(match slot {
             None => None,
-            Some(v) => Some(env.get(v).or_else(|| g.const_data(*v)).ok_or_else(|| {
-                Error::invalid(format!(
-                    "node {}: input {:?} has no value",
-                    g.node_label(id),
-                    g.value(*v).name()
-                ))
-            })?),
+            Some(v) => Some(
+                env.get(v)
+                    .or_else(|| consts.get(v))
+                    .or_else(|| g.const_data(*v))
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "node {}: input {:?} has no value",
+                            g.node_label(id),
+                            g.value(*v).name()
+                        ))
+                    })?,
+            ),
         });
     }
+    Ok(inputs)
+}
+
+fn run_one(
+    g: &Graph,
+    id: NodeId,
+    env: &HashMap<ValueId, Tensor>,
+    consts: &HashMap<ValueId, Tensor>,
+    cx: &KernelCx<'_>,
+) -> Result<Vec<Tensor>> {
+    let node = g.node(id);
+    let inputs = gather_inputs(g, id, env, consts)?;
     let at = |e: Error| Error::invalid(format!("node {}: {e}", g.node_label(id)));
     match kernels::run_node(&node.op, &inputs, node.outputs().len(), cx).map_err(at)? {
         Some(outs) => Ok(outs),

@@ -2,7 +2,7 @@
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
 use super::matmul::{sgemm, Mat};
-use super::{f32s, input, KernelCx};
+use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
 use rayon::prelude::*;
@@ -144,10 +144,12 @@ fn unit_axis(input: usize) -> Axis {
     }
 }
 
-/// ONNX Conv on f32 with 1 or 2 spatial axes; `Ok(None)` for other ranks.
+/// ONNX Conv on f32 with 1 or 2 spatial axes, followed by `act` if given; `Ok(None)`
+/// for other ranks.
 pub fn conv(
     a: &ConvAttrs,
     inputs: &[Option<&Tensor>],
+    act: Option<Activation>,
     cx: &KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
     let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
@@ -224,7 +226,7 @@ pub fn conv(
             .for_each(|(i, o)| o.fill(bv[i % m]));
     }
     if cg == 1 && mg == 1 {
-        depthwise(&xv, &wv, &mut out, (ah, aw), c);
+        depthwise(&xv, &wv, &mut out, (ah, aw), c, act);
         return Tensor::from_f32_vec(out_shape, out).map(Some);
     }
     let pointwise = ah.kernel == 1
@@ -274,6 +276,9 @@ pub fn conv(
                     cx.gemm_par(),
                 );
             }
+            if let Some(act) = act {
+                act.apply(dst);
+            }
         }
     }
     Tensor::from_f32_vec(out_shape, out).map(Some)
@@ -314,39 +319,84 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
 
 /// Direct convolution with one input channel per output channel (depthwise),
 /// accumulating into `out` (already holding the bias or zeros).
-fn depthwise(x: &[f32], w: &[f32], out: &mut [f32], (ah, aw): (Axis, Axis), c: usize) {
+///
+/// Each input plane is copied once into a zero-bordered buffer split into `stride`
+/// column phases, so every kernel tap reads a unit-stride run without bounds logic.
+fn depthwise(
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    (ah, aw): (Axis, Axis),
+    c: usize,
+    act: Option<Activation>,
+) {
     let (kh, kw) = (ah.kernel, aw.kernel);
     let (ih, iw) = (ah.input, aw.input);
     let (oh, ow) = (ah.output, aw.output);
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, dst)| {
+    let (sh, sw) = (ah.stride, aw.stride);
+    // Padded extents covering every tap of every output.
+    let ph = ((oh - 1) * sh + (kh - 1) * ah.dilation + 1).max(ah.pad + ih);
+    let pw = ((ow - 1) * sw + (kw - 1) * aw.dilation + 1).max(aw.pad + iw);
+    let pwp = pw.div_ceil(sw);
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || vec![0f32; sw * ph * pwp],
+        |phases, (plane, dst)| {
             let ch = plane % c;
             let src = &x[plane * ih * iw..][..ih * iw];
             let wk = &w[ch * kh * kw..][..kh * kw];
-            for dy in 0..kh {
-                let (oy0, oy1) = ah.valid(dy * ah.dilation);
-                for dx in 0..kw {
-                    let (ox0, ox1) = aw.valid(dx * aw.dilation);
-                    let wv = wk[dy * kw + dx];
-                    let x0 = ox0 * aw.stride + dx * aw.dilation - aw.pad;
-                    for oy in oy0..oy1 {
-                        let y = oy * ah.stride + dy * ah.dilation - ah.pad;
-                        let line = &src[y * iw..][..iw];
-                        let d = &mut dst[oy * ow + ox0..oy * ow + ox1];
-                        if aw.stride == 1 {
-                            for (o, &v) in d.iter_mut().zip(&line[x0..]) {
-                                *o += wv * v;
-                            }
-                        } else {
-                            for (o, &v) in d.iter_mut().zip(line[x0..].iter().step_by(aw.stride)) {
-                                *o += wv * v;
-                            }
+            phases.fill(0.0);
+            for y in 0..ih {
+                let r = y + ah.pad;
+                let line = &src[y * iw..][..iw];
+                for p in 0..sw {
+                    // Padded columns p, p+sw, ...: input column j*sw + p - pad.
+                    let dst_row = &mut phases[(p * ph + r) * pwp..][..pwp];
+                    let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
+                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pwp);
+                    if j0 >= j1 {
+                        continue;
+                    }
+                    let first = j0 * sw + p - aw.pad;
+                    let n = j1 - j0;
+                    if sw == 1 {
+                        dst_row[j0..j1].copy_from_slice(&line[first..first + n]);
+                    } else if sw == 2 {
+                        // Pairs vectorize where a generic stride does not.
+                        let src = &line[first..];
+                        let full = (src.len() / 2).min(n);
+                        for (o, pair) in dst_row[j0..j0 + full].iter_mut().zip(src.chunks_exact(2))
+                        {
+                            *o = pair[0];
+                        }
+                        if full < n {
+                            dst_row[j0 + full] = src[2 * full];
+                        }
+                    } else {
+                        for (o, &v) in dst_row[j0..j1]
+                            .iter_mut()
+                            .zip(line[first..].iter().step_by(sw))
+                        {
+                            *o = v;
                         }
                     }
                 }
             }
-        });
+            for oy in 0..oh {
+                let d = &mut dst[oy * ow..][..ow];
+                for dy in 0..kh {
+                    let r = oy * sh + dy * ah.dilation;
+                    for dx in 0..kw {
+                        let off = dx * aw.dilation;
+                        let run = &phases[((off % sw) * ph + r) * pwp + off / sw..][..ow];
+                        super::simd::axpy(d, run, wk[dy * kw + dx]);
+                    }
+                }
+            }
+            if let Some(act) = act {
+                act.apply(dst);
+            }
+        },
+    );
 }
 
 /// ONNX ConvTranspose on f32 with 1 or 2 spatial axes and explicit (or no) pads;
@@ -541,6 +591,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn conv_matches_naive_over_many_configurations() {
         let pool = cx_pool(2);
         let cx = KernelCx {
@@ -592,11 +643,18 @@ mod tests {
                 d,
                 [p[0], p[1], p[2], p[3]],
             );
-            let got = conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], &cx)
+            let got = conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], None, &cx)
                 .unwrap()
                 .unwrap();
             assert_eq!(got.shape(), &[n, m, oh, ow], "case {i}");
             close(&got.to_f32().unwrap(), &want);
+            // The fused activation equals the activation applied afterwards.
+            let act = Activation::Clip(-0.5, 0.25);
+            let fused = conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], Some(act), &cx)
+                .unwrap()
+                .unwrap();
+            let clipped: Vec<f32> = want.iter().map(|v| v.clamp(-0.5, 0.25)).collect();
+            close(&fused.to_f32().unwrap(), &clipped);
         }
     }
 
@@ -614,7 +672,9 @@ mod tests {
             strides: Some(vec![2, 2]),
             ..Default::default()
         };
-        let got = conv(&attrs, &[Some(&x), Some(&w)], &cx).unwrap().unwrap();
+        let got = conv(&attrs, &[Some(&x), Some(&w)], None, &cx)
+            .unwrap()
+            .unwrap();
         assert_eq!(got.shape(), &[1, 3, 3, 3]);
         // SAME_UPPER with total padding 2 (rows) / 1 (cols): begin 1 / 0.
         let (want, _) = naive(
@@ -637,6 +697,7 @@ mod tests {
                 ..Default::default()
             },
             &[Some(&x1), Some(&w1)],
+            None,
             &cx,
         )
         .unwrap()
@@ -655,7 +716,7 @@ mod tests {
         assert_eq!(got.shape(), &[2, 4, 10]);
         close(&got.to_f32().unwrap(), &want);
         let bad = t(&[3, 5, 3, 3], 5);
-        assert!(conv(&ConvAttrs::default(), &[Some(&x), Some(&bad)], &cx).is_err());
+        assert!(conv(&ConvAttrs::default(), &[Some(&x), Some(&bad)], None, &cx).is_err());
     }
 
     #[test]
@@ -676,7 +737,9 @@ mod tests {
             pads: Some(vec![1, 0, 1, 1]),
             ..Default::default()
         };
-        let y = conv(&attrs, &[Some(&x), Some(&wt)], &cx).unwrap().unwrap();
+        let y = conv(&attrs, &[Some(&x), Some(&wt)], None, &cx)
+            .unwrap()
+            .unwrap();
         let r = t(y.shape(), 3);
         let mut tattrs = attrs.clone();
         // Output padding makes the transposed output match the input extent exactly.

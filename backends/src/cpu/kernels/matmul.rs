@@ -244,6 +244,19 @@ pub fn gemm_op(
         ));
     }
     let mut out = super::zeros(&[m, n])?;
+    if m == 1 && trans_b {
+        // A vector times rows of B: dot products over contiguous rows.
+        if let Some(c) = c.filter(|_| beta != 0.0) {
+            fill_broadcast_c(&mut out, c, m, n, beta)?;
+        }
+        out.par_chunks_mut(64).enumerate().for_each(|(i, o)| {
+            for (j, o) in o.iter_mut().enumerate() {
+                let row = &bv[(i * 64 + j) * k..][..k];
+                *o += alpha * super::simd::dot(&av, row);
+            }
+        });
+        return Tensor::from_f32_vec(vec![m, n], out);
+    }
     let mut accumulate = false;
     if let Some(c) = c {
         if beta != 0.0 {

@@ -10,6 +10,7 @@ pub mod pool;
 pub mod quant;
 mod quant_conv;
 pub mod shape;
+mod simd;
 
 use crate::cpu::eval;
 use cc_ir::{DType, Error, Op, Result, Tensor};
@@ -31,6 +32,71 @@ impl KernelCx<'_> {
         } else {
             gemm::Parallelism::None
         }
+    }
+}
+
+/// An activation applied to a kernel's output while it is still in cache (a Relu or
+/// Clip node that only reads that output, absorbed by the executor).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// max(x, 0)
+    Relu,
+    /// clamp to [lo, hi] (NaN passes through)
+    Clip(f32, f32),
+}
+
+impl Activation {
+    /// The activation computed by `op` when its only runtime input is the value to
+    /// transform and its other inputs are these constants; `None` if it is no such op.
+    pub fn of(op: &Op, consts: &[Option<&Tensor>]) -> Option<Activation> {
+        match op {
+            Op::Unary(cc_ir::op::UnaryOp::Relu) => Some(Activation::Relu),
+            Op::Clip => {
+                let bound = |i: usize, default: f32| -> Option<f32> {
+                    match consts.get(i).copied().flatten() {
+                        None => Some(default),
+                        Some(t) if t.dtype() == DType::F32 && t.len() == 1 => {
+                            t.f32_view().ok().map(|v| v[0])
+                        }
+                        Some(_) => None,
+                    }
+                };
+                Some(Activation::Clip(
+                    bound(1, f32::NEG_INFINITY)?,
+                    bound(2, f32::INFINITY)?,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies the activation in place (branch-free, so it vectorizes).
+    pub fn apply(self, xs: &mut [f32]) {
+        match self {
+            Activation::Relu => xs.iter_mut().for_each(|x| {
+                let v = *x;
+                *x = if v < 0.0 { 0.0 } else { v };
+            }),
+            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| {
+                let v = *x;
+                let v = if v < lo { lo } else { v };
+                *x = if v > hi { hi } else { v };
+            }),
+        }
+    }
+}
+
+/// Runs `op` with `act` applied to its single output, for ops whose kernels can fuse it
+/// (f32 Conv); `Ok(None)` when they cannot, and the caller runs the two nodes apart.
+pub fn run_fused(
+    op: &Op,
+    act: Activation,
+    inputs: &[Option<&Tensor>],
+    cx: &KernelCx<'_>,
+) -> Result<Option<Tensor>> {
+    match op {
+        Op::Conv(a) if all_f32(inputs) => cx.pool.install(|| conv::conv(a, inputs, Some(act), cx)),
+        _ => Ok(None),
     }
 }
 
@@ -68,7 +134,7 @@ fn fast_kernel(
 ) -> Result<Option<Vec<Tensor>>> {
     let one = |t: Option<Tensor>| Ok(t.map(|t| vec![t]));
     match op {
-        Op::Conv(a) if all_f32(inputs) => one(conv::conv(a, inputs, cx)?),
+        Op::Conv(a) if all_f32(inputs) => one(conv::conv(a, inputs, None, cx)?),
         Op::ConvTranspose(a) if all_f32(inputs) => one(conv::conv_transpose(a, inputs, cx)?),
         Op::MatMul if all_f32(inputs) => one(Some(matmul::matmul(
             input(inputs, 0)?,

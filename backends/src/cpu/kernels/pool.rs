@@ -6,9 +6,11 @@ use cc_ir::op::{GlobalPoolOp, PoolAttrs};
 use cc_ir::{Error, Result, Tensor};
 use rayon::prelude::*;
 
-/// Geometry of a 1-D/2-D pool: (N*C planes, H axis, W axis, output shape), or `None` for
-/// other ranks.
-fn geometry(a: &PoolAttrs, x: &Tensor) -> Result<Option<(usize, Axis, Axis, Vec<usize>)>> {
+/// Geometry of a 1-D/2-D pool: N*C planes, the H and W axes, the output shape.
+type Geometry = (usize, Axis, Axis, Vec<usize>);
+
+/// The geometry of a 1-D/2-D pool, or `None` for other ranks.
+fn geometry(a: &PoolAttrs, x: &Tensor) -> Result<Option<Geometry>> {
     let xs = x.shape();
     if xs.len() < 3 {
         return Err(Error::invalid(format!("pool input {xs:?} has rank < 3")));
@@ -58,7 +60,7 @@ fn geometry(a: &PoolAttrs, x: &Tensor) -> Result<Option<(usize, Axis, Axis, Vec<
 /// Applies `window` to every output position of every plane.
 fn pool_planes(
     x: &Tensor,
-    (planes, ah, aw, shape): (usize, Axis, Axis, Vec<usize>),
+    (planes, ah, aw, shape): Geometry,
     window: impl Fn(&[f32], Axis, Axis, usize, usize) -> f32 + Sync,
 ) -> Result<Tensor> {
     let xv = f32s(x)?;

@@ -29,7 +29,7 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Option<Ten
     }
     if let Some(i) = infer {
         let rest = cc_ir::tensor::shape_count(&out)?;
-        if rest == 0 || x.len() % rest != 0 {
+        if rest == 0 || !x.len().is_multiple_of(rest) {
             return Err(Error::invalid(format!(
                 "Reshape: cannot infer -1 for {} elements into {spec:?}",
                 x.len()
@@ -141,7 +141,7 @@ pub fn gather_nd(x: &Tensor, idx: &Tensor, batch_dims: i64) -> Result<Option<Ten
     let batch: usize = xs[..b].iter().product();
     let per_batch_data: usize = xs[b..].iter().product();
     let lookups = indices.len() / q.max(1);
-    let per_batch_lookups = if batch == 0 { 0 } else { lookups / batch };
+    let per_batch_lookups = lookups.checked_div(batch).unwrap_or(0);
     let raw = x.raw()?;
     let mut out = Vec::with_capacity(lookups * slice * width);
     for l in 0..lookups {
