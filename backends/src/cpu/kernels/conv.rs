@@ -320,8 +320,11 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
 /// Direct convolution with one input channel per output channel (depthwise),
 /// accumulating into `out` (already holding the bias or zeros).
 ///
-/// Each input plane is copied once into a zero-bordered buffer split into `stride`
-/// column phases, so every kernel tap reads a unit-stride run without bounds logic.
+/// Each input plane is copied once into a zero-bordered buffer split into
+/// `stride_h x stride_w` phases (rows and columns by their remainder modulo the stride).
+/// In that layout every kernel tap reads, for all outputs at once, one contiguous run
+/// (rows `pitch` apart, a few unused columns between them), so a tap is a single long
+/// multiply-add.
 fn depthwise(
     x: &[f32],
     w: &[f32],
@@ -334,13 +337,15 @@ fn depthwise(
     let (ih, iw) = (ah.input, aw.input);
     let (oh, ow) = (ah.output, aw.output);
     let (sh, sw) = (ah.stride, aw.stride);
-    // Padded extents covering every tap of every output.
+    // Padded extents covering every tap of every output, then per phase.
     let ph = ((oh - 1) * sh + (kh - 1) * ah.dilation + 1).max(ah.pad + ih);
     let pw = ((ow - 1) * sw + (kw - 1) * aw.dilation + 1).max(aw.pad + iw);
-    let pwp = pw.div_ceil(sw);
+    let (php, pitch) = (ph.div_ceil(sh), pw.div_ceil(sw));
+    let phase_len = php * pitch;
+    let run = (oh - 1) * pitch + ow;
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || vec![0f32; sw * ph * pwp],
-        |phases, (plane, dst)| {
+        || (vec![0f32; sh * sw * phase_len], vec![0f32; oh * pitch]),
+        |(phases, acc), (plane, dst)| {
             let ch = plane % c;
             let src = &x[plane * ih * iw..][..ih * iw];
             let wk = &w[ch * kh * kw..][..kh * kw];
@@ -350,9 +355,10 @@ fn depthwise(
                 let line = &src[y * iw..][..iw];
                 for p in 0..sw {
                     // Padded columns p, p+sw, ...: input column j*sw + p - pad.
-                    let dst_row = &mut phases[(p * ph + r) * pwp..][..pwp];
+                    let at = ((r % sh) * sw + p) * phase_len + (r / sh) * pitch;
+                    let dst_row = &mut phases[at..][..pitch];
                     let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
-                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pwp);
+                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pitch);
                     if j0 >= j1 {
                         continue;
                     }
@@ -381,15 +387,20 @@ fn depthwise(
                     }
                 }
             }
-            for oy in 0..oh {
-                let d = &mut dst[oy * ow..][..ow];
-                for dy in 0..kh {
-                    let r = oy * sh + dy * ah.dilation;
-                    for dx in 0..kw {
-                        let off = dx * aw.dilation;
-                        let run = &phases[((off % sw) * ph + r) * pwp + off / sw..][..ow];
-                        super::simd::axpy(d, run, wk[dy * kw + dx]);
-                    }
+            acc.fill(0.0);
+            for dy in 0..kh {
+                let offy = dy * ah.dilation;
+                for dx in 0..kw {
+                    let offx = dx * aw.dilation;
+                    let at = ((offy % sh) * sw + offx % sw) * phase_len
+                        + (offy / sh) * pitch
+                        + offx / sw;
+                    super::simd::axpy(&mut acc[..run], &phases[at..][..run], wk[dy * kw + dx]);
+                }
+            }
+            for (d, a) in dst.chunks_mut(ow).zip(acc.chunks(pitch)) {
+                for (o, &v) in d.iter_mut().zip(a) {
+                    *o += v;
                 }
             }
             if let Some(act) = act {
@@ -619,6 +630,9 @@ mod tests {
             (2, 5, 4, 6, 3, 1, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
             (1, 5, 7, 7, 4, 1, 1, 1, [2, 2], [1, 1], [0, 0, 0, 0]),
             (1, 2, 11, 10, 3, 5, 5, 1, [3, 2], [1, 1], [2, 2, 2, 2]),
+            (1, 5, 9, 8, 5, 3, 3, 5, [2, 1], [2, 2], [2, 1, 1, 2]),
+            (2, 3, 10, 11, 3, 3, 2, 3, [3, 3], [1, 2], [0, 1, 2, 0]),
+            (1, 4, 1, 7, 4, 1, 3, 4, [1, 1], [1, 1], [0, 1, 0, 1]),
         ];
         for (i, &(n, c, h, w, m, kh, kw, group, s, d, p)) in cases.iter().enumerate() {
             let x = t(&[n, c, h, w], i as u64);
