@@ -216,15 +216,21 @@ pub fn conv(
     };
     let mut out_shape = vec![n, m];
     out_shape.extend(axes.iter().map(|ax| ax.output));
-    let mut out = super::zeros(&out_shape)?;
+    let total = cc_ir::tensor::shape_count(&out_shape)?;
     if ohw == 0 || n == 0 || m == 0 {
-        return Tensor::from_f32_vec(out_shape, out).map(Some);
+        return Tensor::from_f32_vec(out_shape, vec![0.0; total]).map(Some);
     }
-    if let Some(bv) = &bias {
-        out.par_chunks_mut(ohw)
-            .enumerate()
-            .for_each(|(i, o)| o.fill(bv[i % m]));
-    }
+    // Start from the bias (written once, no zeroing pass) or zeros.
+    let mut out = match &bias {
+        Some(bv) => {
+            let mut o = Vec::with_capacity(total);
+            for p in 0..n * m {
+                o.extend(std::iter::repeat_n(bv[p % m], ohw));
+            }
+            o
+        }
+        None => vec![0.0; total],
+    };
     if cg == 1 && mg == 1 {
         depthwise(&xv, &wv, &mut out, (ah, aw), c, act);
         return Tensor::from_f32_vec(out_shape, out).map(Some);
@@ -237,19 +243,55 @@ pub fn conv(
         && aw.pad == 0
         && ah.output == ah.input
         && aw.output == aw.input;
-    let mut col = if pointwise {
-        Vec::new()
-    } else {
-        vec![0f32; kk * ohw]
-    };
+    SCRATCH.with(|cell| {
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let col = match held.as_mut() {
+            Ok(v) => &mut **v,
+            Err(_) => &mut own,
+        };
+        if !pointwise && col.len() < kk * ohw {
+            col.resize(kk * ohw, 0.0);
+        }
+        gemm_groups(
+            (&xv, &wv, &mut out, col),
+            (pointwise, bias.is_some(), act),
+            cx,
+            (n, c, m, group, hw, ohw, kk),
+            (ah, aw),
+        );
+    });
+    Tensor::from_f32_vec(out_shape, out).map(Some)
+}
+
+thread_local! {
+    /// The im2col buffer, kept per thread between calls (every element is rewritten by
+    /// each use, so it never needs clearing).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers of [`gemm_groups`]: input, weight, output, im2col scratch.
+type ConvBuffers<'a> = (&'a [f32], &'a [f32], &'a mut [f32], &'a mut [f32]);
+
+/// The GEMM part of Conv: per image and group, `out = W_g * im2col(x_g)` (added to the
+/// bias already in `out` when `accumulate`), then the activation.
+fn gemm_groups(
+    (xv, wv, out, col): ConvBuffers<'_>,
+    (pointwise, accumulate, act): (bool, bool, Option<Activation>),
+    cx: &KernelCx<'_>,
+    (n, c, m, group, hw, ohw, kk): (usize, usize, usize, usize, usize, usize, usize),
+    (ah, aw): (Axis, Axis),
+) {
+    let (cg, mg) = (c / group, m / group);
     for img in 0..n {
         for g in 0..group {
             let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
             let rhs: &[f32] = if pointwise {
                 xg
             } else {
-                im2col(xg, &mut col, (ah, aw));
-                &col
+                let col = &mut col[..kk * ohw];
+                im2col(xg, col, (ah, aw));
+                col
             };
             let dst = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
             let wg = &wv[g * mg * kk..][..mg * kk];
@@ -261,7 +303,7 @@ pub fn conv(
                     kk,
                     dst.as_mut_ptr(),
                     ohw,
-                    bias.is_some(),
+                    accumulate,
                     Mat {
                         ptr: wg.as_ptr(),
                         cs: 1,
@@ -281,7 +323,6 @@ pub fn conv(
             }
         }
     }
-    Tensor::from_f32_vec(out_shape, out).map(Some)
 }
 
 /// Unfolds `cg` channels of one image into `col` (`cg*kh*kw` rows of `oh*ow`).
