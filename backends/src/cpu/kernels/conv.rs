@@ -220,21 +220,24 @@ pub fn conv(
     if ohw == 0 || n == 0 || m == 0 {
         return Tensor::from_f32_vec(out_shape, vec![0.0; total]).map(Some);
     }
-    // Start from the bias (written once, no zeroing pass) or zeros.
-    let mut out = match &bias {
-        Some(bv) => {
-            let mut o = Vec::with_capacity(total);
-            for p in 0..n * m {
-                o.extend(std::iter::repeat_n(bv[p % m], ohw));
-            }
-            o
-        }
-        None => vec![0.0; total],
-    };
     if cg == 1 && mg == 1 {
+        // Depthwise accumulates into the bias (written once, no zeroing pass) or zeros.
+        let mut out = match &bias {
+            Some(bv) => {
+                let mut o = Vec::with_capacity(total);
+                for p in 0..n * m {
+                    o.resize(o.len() + ohw, bv[p % m]);
+                }
+                o
+            }
+            None => vec![0.0; total],
+        };
         depthwise(&xv, &wv, &mut out, (ah, aw), c, act);
         return Tensor::from_f32_vec(out_shape, out).map(Some);
     }
+    // The GEMMs overwrite every element (they do not read the destination), so the
+    // output starts uninitialized and is filled block by block.
+    let mut out: Vec<f32> = Vec::with_capacity(total);
     let pointwise = ah.kernel == 1
         && aw.kernel == 1
         && ah.stride == 1
@@ -254,13 +257,16 @@ pub fn conv(
             col.resize(kk * ohw, 0.0);
         }
         gemm_groups(
-            (&xv, &wv, &mut out, col),
-            (pointwise, bias.is_some(), act),
+            (&xv, &wv, out.spare_capacity_mut(), col),
+            (pointwise, bias.as_deref(), act),
             cx,
             (n, c, m, group, hw, ohw, kk),
             (ah, aw),
         );
     });
+    // SAFETY: gemm_groups wrote all n * m * ohw = total elements (every image, group and
+    // output channel block, each fully written by a non-accumulating GEMM).
+    unsafe { out.set_len(total) };
     Tensor::from_f32_vec(out_shape, out).map(Some)
 }
 
@@ -271,13 +277,18 @@ thread_local! {
 }
 
 /// Buffers of [`gemm_groups`]: input, weight, output, im2col scratch.
-type ConvBuffers<'a> = (&'a [f32], &'a [f32], &'a mut [f32], &'a mut [f32]);
+type ConvBuffers<'a> = (
+    &'a [f32],
+    &'a [f32],
+    &'a mut [std::mem::MaybeUninit<f32>],
+    &'a mut [f32],
+);
 
-/// The GEMM part of Conv: per image and group, `out = W_g * im2col(x_g)` (added to the
-/// bias already in `out` when `accumulate`), then the activation.
+/// The GEMM part of Conv: per image and group, `out = W_g * im2col(x_g)`, then the bias
+/// and the activation; writes every element of `out` (`n * m * ohw`).
 fn gemm_groups(
     (xv, wv, out, col): ConvBuffers<'_>,
-    (pointwise, accumulate, act): (bool, bool, Option<Activation>),
+    (pointwise, bias, act): (bool, Option<&[f32]>, Option<Activation>),
     cx: &KernelCx<'_>,
     (n, c, m, group, hw, ohw, kk): (usize, usize, usize, usize, usize, usize, usize),
     (ah, aw): (Axis, Axis),
@@ -293,17 +304,19 @@ fn gemm_groups(
                 im2col(xg, col, (ah, aw));
                 col
             };
-            let dst = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
+            let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
             let wg = &wv[g * mg * kk..][..mg * kk];
-            // SAFETY: wg is mg x kk, rhs is kk x ohw, dst is mg x ohw (lengths above).
-            unsafe {
+            // SAFETY: wg is mg x kk, rhs is kk x ohw, block is mg x ohw (lengths above);
+            // a non-accumulating GEMM writes the whole block without reading it, after
+            // which it is initialized and may be viewed as f32.
+            let dst: &mut [f32] = unsafe {
                 sgemm(
                     mg,
                     ohw,
                     kk,
-                    dst.as_mut_ptr(),
+                    block.as_mut_ptr().cast::<f32>(),
                     ohw,
-                    accumulate,
+                    false,
                     Mat {
                         ptr: wg.as_ptr(),
                         cs: 1,
@@ -317,9 +330,19 @@ fn gemm_groups(
                     1.0,
                     cx.gemm_par(),
                 );
+                std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<f32>(), block.len())
+            };
+            if bias.is_none() && act.is_none() {
+                continue;
             }
-            if let Some(act) = act {
-                act.apply(dst);
+            for (j, row) in dst.chunks_mut(ohw).enumerate() {
+                if let Some(b) = bias {
+                    let b = b[g * mg + j];
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+                if let Some(act) = act {
+                    act.apply(row);
+                }
             }
         }
     }
