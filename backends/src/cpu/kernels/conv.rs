@@ -1,7 +1,7 @@
 //! Conv (im2col + GEMM; direct paths for 1x1 and depthwise) and ConvTranspose
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
-use super::matmul::{sgemm, Mat};
+use super::matmul::{par_sgemm, sgemm, Mat};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
@@ -310,7 +310,7 @@ fn gemm_groups(
             // a non-accumulating GEMM writes the whole block without reading it, after
             // which it is initialized and may be viewed as f32.
             let dst: &mut [f32] = unsafe {
-                sgemm(
+                par_sgemm(
                     mg,
                     ohw,
                     kk,
@@ -328,7 +328,7 @@ fn gemm_groups(
                         rs: ohw as isize,
                     },
                     1.0,
-                    cx.gemm_par(),
+                    cx.threads,
                 );
                 std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<f32>(), block.len())
             };

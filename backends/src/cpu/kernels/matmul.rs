@@ -68,6 +68,106 @@ pub(crate) unsafe fn sgemm(
     );
 }
 
+/// Raw pointers handed to parallel tasks that write disjoint blocks.
+#[derive(Clone, Copy)]
+struct Shared {
+    dst: *mut f32,
+    lhs: Mat,
+    rhs: Mat,
+}
+// SAFETY: tasks only read through lhs/rhs and write disjoint blocks of dst.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+/// [`sgemm`] split into one single-threaded product per task over the current rayon
+/// pool: along the columns of the output when it is wide, else along its rows. Small
+/// products run on the calling thread.
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn par_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    threads: usize,
+) {
+    let work = m.saturating_mul(n).saturating_mul(k.max(1));
+    if threads <= 1 || work < 1 << 16 || m == 0 || n == 0 {
+        sgemm(
+            m,
+            n,
+            k,
+            dst,
+            ldd,
+            accumulate,
+            lhs,
+            rhs,
+            scale,
+            gemm::Parallelism::None,
+        );
+        return;
+    }
+    let sh = Shared { dst, lhs, rhs };
+    let split_cols = n >= 4 * 16 * threads || n >= m;
+    let len = if split_cols { n } else { m };
+    // Blocks of whole micro-tiles (16 columns / 8 rows) where possible.
+    let align = if split_cols { 16 } else { 8 };
+    let per = len.div_ceil(threads).div_ceil(align) * align;
+    let tasks = len.div_ceil(per.max(1));
+    (0..tasks).into_par_iter().for_each(move |t| {
+        let sh = sh;
+        let start = t * per;
+        let count = per.min(len - start);
+        // SAFETY: each task covers its own rows or columns of dst; operands are offset
+        // within the bounds the caller guarantees.
+        unsafe {
+            if split_cols {
+                let rhs = Mat {
+                    ptr: sh.rhs.ptr.offset(start as isize * sh.rhs.cs),
+                    ..sh.rhs
+                };
+                sgemm(
+                    m,
+                    count,
+                    k,
+                    sh.dst.add(start),
+                    ldd,
+                    accumulate,
+                    sh.lhs,
+                    rhs,
+                    scale,
+                    gemm::Parallelism::None,
+                );
+            } else {
+                let lhs = Mat {
+                    ptr: sh.lhs.ptr.offset(start as isize * sh.lhs.rs),
+                    ..sh.lhs
+                };
+                sgemm(
+                    count,
+                    n,
+                    k,
+                    sh.dst.add(start * ldd),
+                    ldd,
+                    accumulate,
+                    lhs,
+                    sh.rhs,
+                    scale,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    });
+}
+
 /// Row-major matrix product `c (m x n) = a (m x k) * b (k x n)` on slices, checked.
 pub(crate) fn matmul_slices(
     a: &[f32],
