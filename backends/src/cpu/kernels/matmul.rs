@@ -432,6 +432,44 @@ mod tests {
     }
 
     #[test]
+    fn parallel_blocks_match_naive_products() {
+        let pool = cx_pool(2);
+        for &(m, k, n) in &[(37, 20, 300), (200, 33, 30), (9, 1000, 70)] {
+            let a = t(&[m, k], 1).to_f32().unwrap();
+            let b = t(&[k, n], 2).to_f32().unwrap();
+            let mut c = vec![1f32; m * n];
+            // SAFETY: buffers have the sizes the call describes.
+            pool.install(|| unsafe {
+                par_sgemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    n,
+                    true,
+                    Mat {
+                        ptr: a.as_ptr(),
+                        cs: 1,
+                        rs: k as isize,
+                    },
+                    Mat {
+                        ptr: b.as_ptr(),
+                        cs: 1,
+                        rs: n as isize,
+                    },
+                    0.5,
+                    2,
+                )
+            });
+            let want: Vec<f32> = naive_mm(&a, &b, m, k, n)
+                .into_iter()
+                .map(|v| 1.0 + 0.5 * v)
+                .collect();
+            close(&c, &want);
+        }
+    }
+
+    #[test]
     fn matmul_broadcasts_batches() {
         let pool = cx_pool(2);
         let cx = KernelCx {
