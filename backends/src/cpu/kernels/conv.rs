@@ -335,15 +335,13 @@ fn gemm_groups(
             if bias.is_none() && act.is_none() {
                 continue;
             }
-            for (j, row) in dst.chunks_mut(ohw).enumerate() {
-                if let Some(b) = bias {
-                    let b = b[g * mg + j];
-                    row.iter_mut().for_each(|v| *v += b);
-                }
-                if let Some(act) = act {
-                    act.apply(row);
-                }
-            }
+            dst.par_chunks_mut(ohw)
+                .with_min_len((4096 / ohw).max(1))
+                .enumerate()
+                .for_each(|(j, row)| {
+                    let b = bias.map_or(0.0, |b| b[g * mg + j]);
+                    Activation::apply_with_bias(act, row, b);
+                });
         }
     }
 }
