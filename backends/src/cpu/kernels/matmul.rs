@@ -516,11 +516,29 @@ mod tests {
             pool: &pool,
             threads: 2,
         };
-        let (m, k, n) = (3, 4, 5);
+        // m = 1 takes the dot-product path; n = 130 spans several of its blocks.
+        for (m, k, n) in [(3, 4, 5), (1, 37, 130)] {
+            check_gemm(m, k, n, &cx);
+        }
+        let (a, b) = (t(&[4, 3], 1), t(&[5, 4], 2));
+        let bad_c = t(&[2, 5], 4);
+        assert!(gemm_op(
+            &[Some(&a), Some(&b), Some(&bad_c)],
+            1.0,
+            1.0,
+            true,
+            true,
+            &cx
+        )
+        .is_err());
+    }
+
+    /// Gemm with both operands transposed and C broadcast over rows, against naive.
+    fn check_gemm(m: usize, k: usize, n: usize, cx: &KernelCx<'_>) {
         let a = t(&[k, m], 1); // transposed
         let b = t(&[n, k], 2); // transposed
         let c = t(&[n], 3);
-        let out = gemm_op(&[Some(&a), Some(&b), Some(&c)], 0.5, 2.0, true, true, &cx).unwrap();
+        let out = gemm_op(&[Some(&a), Some(&b), Some(&c)], 0.5, 2.0, true, true, cx).unwrap();
         let (av, bv, cv) = (
             a.to_f32().unwrap(),
             b.to_f32().unwrap(),
@@ -543,15 +561,5 @@ mod tests {
             .map(|i| 0.5 * prod[i] + 2.0 * cv[i % n])
             .collect();
         close(&out.to_f32().unwrap(), &want);
-        let bad_c = t(&[2, 5], 4);
-        assert!(gemm_op(
-            &[Some(&a), Some(&b), Some(&bad_c)],
-            1.0,
-            1.0,
-            true,
-            true,
-            &cx
-        )
-        .is_err());
     }
 }
