@@ -442,6 +442,68 @@ mod tests {
         assert_eq!(out[0].to_f32().unwrap(), vec![3.0, 0.0]);
     }
 
+    /// x -> Conv(1x1, weight 2) -> Clip[0, 1] -> y; with `share`, the Conv output is
+    /// also a graph output (so the Clip must not be fused).
+    fn conv_clip(share: bool) -> Graph {
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(DType::F32, known_shape(&[1, 1, 1, 3]))),
+            )
+            .unwrap();
+        // Unaligned constant data: one byte of offset inside a shared buffer.
+        let bytes = bytes::Bytes::from(vec![0u8, 0, 0, 0, 0x40, 0, 0, 0]).slice(1..5);
+        let w = g
+            .add_const(
+                "w",
+                Tensor::from_raw(DType::F32, vec![1, 1, 1, 1], bytes).unwrap(),
+            )
+            .unwrap();
+        let lo = g.add_const("lo", Tensor::scalar_f32(0.0)).unwrap();
+        let hi = g.add_const("hi", Tensor::scalar_f32(1.0)).unwrap();
+        let c = g.add_value("c", None).unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.set_inputs(vec![x]);
+        g.add_node(
+            "conv",
+            Op::Conv(Default::default()),
+            vec![Some(x), Some(w)],
+            vec![Some(c)],
+        )
+        .unwrap();
+        g.add_node(
+            "clip",
+            Op::Clip,
+            vec![Some(c), Some(lo), Some(hi)],
+            vec![Some(y)],
+        )
+        .unwrap();
+        g.set_outputs(if share { vec![y, c] } else { vec![y] });
+        g
+    }
+
+    #[test]
+    fn activations_fuse_into_conv_only_when_nothing_else_reads_the_conv() {
+        let x = Tensor::from_f32(vec![1, 1, 1, 3], vec![-1.0, 0.25, 3.0]).unwrap();
+        let ex = CpuExecutor::new(2).unwrap();
+        let g = conv_clip(false);
+        let order = g.topo_order().unwrap();
+        assert_eq!(plan_fusions(&g, &order).len(), 1);
+        // The weight is 2.0 stored unaligned: realigned, then applied.
+        let out = ex.run(&g, std::slice::from_ref(&x)).unwrap();
+        assert_eq!(out[0].to_f32().unwrap(), vec![0.0, 0.5, 1.0]);
+        // Second run reuses the cached aligned weight.
+        let again = ex.run(&g, std::slice::from_ref(&x)).unwrap();
+        assert_eq!(again[0], out[0]);
+        let g = conv_clip(true);
+        let order = g.topo_order().unwrap();
+        assert!(plan_fusions(&g, &order).is_empty());
+        let out = ex.run(&g, &[x]).unwrap();
+        assert_eq!(out[0].to_f32().unwrap(), vec![0.0, 0.5, 1.0]);
+        assert_eq!(out[1].to_f32().unwrap(), vec![-2.0, 0.5, 6.0]);
+    }
+
     #[test]
     fn bad_inputs_are_errors_naming_the_input() {
         let g = add_relu();

@@ -1,7 +1,7 @@
 //! Conv (im2col + GEMM; direct paths for 1x1 and depthwise) and ConvTranspose
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
-use super::matmul::{sgemm, Mat};
+use super::matmul::{par_sgemm, sgemm, Mat};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
@@ -216,19 +216,28 @@ pub fn conv(
     };
     let mut out_shape = vec![n, m];
     out_shape.extend(axes.iter().map(|ax| ax.output));
-    let mut out = super::zeros(&out_shape)?;
+    let total = cc_ir::tensor::shape_count(&out_shape)?;
     if ohw == 0 || n == 0 || m == 0 {
-        return Tensor::from_f32_vec(out_shape, out).map(Some);
-    }
-    if let Some(bv) = &bias {
-        out.par_chunks_mut(ohw)
-            .enumerate()
-            .for_each(|(i, o)| o.fill(bv[i % m]));
+        return Tensor::from_f32_vec(out_shape, vec![0.0; total]).map(Some);
     }
     if cg == 1 && mg == 1 {
+        // Depthwise accumulates into the bias (written once, no zeroing pass) or zeros.
+        let mut out = match &bias {
+            Some(bv) => {
+                let mut o = Vec::with_capacity(total);
+                for p in 0..n * m {
+                    o.resize(o.len() + ohw, bv[p % m]);
+                }
+                o
+            }
+            None => vec![0.0; total],
+        };
         depthwise(&xv, &wv, &mut out, (ah, aw), c, act);
         return Tensor::from_f32_vec(out_shape, out).map(Some);
     }
+    // The GEMMs overwrite every element (they do not read the destination), so the
+    // output starts uninitialized and is filled block by block.
+    let mut out: Vec<f32> = Vec::with_capacity(total);
     let pointwise = ah.kernel == 1
         && aw.kernel == 1
         && ah.stride == 1
@@ -237,31 +246,77 @@ pub fn conv(
         && aw.pad == 0
         && ah.output == ah.input
         && aw.output == aw.input;
-    let mut col = if pointwise {
-        Vec::new()
-    } else {
-        vec![0f32; kk * ohw]
-    };
+    SCRATCH.with(|cell| {
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let col = match held.as_mut() {
+            Ok(v) => &mut **v,
+            Err(_) => &mut own,
+        };
+        if !pointwise && col.len() < kk * ohw {
+            col.resize(kk * ohw, 0.0);
+        }
+        gemm_groups(
+            (&xv, &wv, out.spare_capacity_mut(), col),
+            (pointwise, bias.as_deref(), act),
+            cx,
+            (n, c, m, group, hw, ohw, kk),
+            (ah, aw),
+        );
+    });
+    // SAFETY: gemm_groups wrote all n * m * ohw = total elements (every image, group and
+    // output channel block, each fully written by a non-accumulating GEMM).
+    unsafe { out.set_len(total) };
+    Tensor::from_f32_vec(out_shape, out).map(Some)
+}
+
+thread_local! {
+    /// The im2col buffer, kept per thread between calls (every element is rewritten by
+    /// each use, so it never needs clearing).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers of [`gemm_groups`]: input, weight, output, im2col scratch.
+type ConvBuffers<'a> = (
+    &'a [f32],
+    &'a [f32],
+    &'a mut [std::mem::MaybeUninit<f32>],
+    &'a mut [f32],
+);
+
+/// The GEMM part of Conv: per image and group, `out = W_g * im2col(x_g)`, then the bias
+/// and the activation; writes every element of `out` (`n * m * ohw`).
+fn gemm_groups(
+    (xv, wv, out, col): ConvBuffers<'_>,
+    (pointwise, bias, act): (bool, Option<&[f32]>, Option<Activation>),
+    cx: &KernelCx<'_>,
+    (n, c, m, group, hw, ohw, kk): (usize, usize, usize, usize, usize, usize, usize),
+    (ah, aw): (Axis, Axis),
+) {
+    let (cg, mg) = (c / group, m / group);
     for img in 0..n {
         for g in 0..group {
             let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
             let rhs: &[f32] = if pointwise {
                 xg
             } else {
-                im2col(xg, &mut col, (ah, aw));
-                &col
+                let col = &mut col[..kk * ohw];
+                im2col(xg, col, (ah, aw));
+                col
             };
-            let dst = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
+            let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
             let wg = &wv[g * mg * kk..][..mg * kk];
-            // SAFETY: wg is mg x kk, rhs is kk x ohw, dst is mg x ohw (lengths above).
-            unsafe {
-                sgemm(
+            // SAFETY: wg is mg x kk, rhs is kk x ohw, block is mg x ohw (lengths above);
+            // a non-accumulating GEMM writes the whole block without reading it, after
+            // which it is initialized and may be viewed as f32.
+            let dst: &mut [f32] = unsafe {
+                par_sgemm(
                     mg,
                     ohw,
                     kk,
-                    dst.as_mut_ptr(),
+                    block.as_mut_ptr().cast::<f32>(),
                     ohw,
-                    bias.is_some(),
+                    false,
                     Mat {
                         ptr: wg.as_ptr(),
                         cs: 1,
@@ -273,15 +328,22 @@ pub fn conv(
                         rs: ohw as isize,
                     },
                     1.0,
-                    cx.gemm_par(),
+                    cx.threads,
                 );
+                std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<f32>(), block.len())
+            };
+            if bias.is_none() && act.is_none() {
+                continue;
             }
-            if let Some(act) = act {
-                act.apply(dst);
-            }
+            dst.par_chunks_mut(ohw)
+                .with_min_len((4096 / ohw).max(1))
+                .enumerate()
+                .for_each(|(j, row)| {
+                    let b = bias.map_or(0.0, |b| b[g * mg + j]);
+                    Activation::apply_with_bias(act, row, b);
+                });
         }
     }
-    Tensor::from_f32_vec(out_shape, out).map(Some)
 }
 
 /// Unfolds `cg` channels of one image into `col` (`cg*kh*kw` rows of `oh*ow`).
@@ -320,8 +382,11 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
 /// Direct convolution with one input channel per output channel (depthwise),
 /// accumulating into `out` (already holding the bias or zeros).
 ///
-/// Each input plane is copied once into a zero-bordered buffer split into `stride`
-/// column phases, so every kernel tap reads a unit-stride run without bounds logic.
+/// Each input plane is copied once into a zero-bordered buffer split into
+/// `stride_h x stride_w` phases (rows and columns by their remainder modulo the stride).
+/// In that layout every kernel tap reads, for all outputs at once, one contiguous run
+/// (rows `pitch` apart, a few unused columns between them), so a tap is a single long
+/// multiply-add.
 fn depthwise(
     x: &[f32],
     w: &[f32],
@@ -334,13 +399,15 @@ fn depthwise(
     let (ih, iw) = (ah.input, aw.input);
     let (oh, ow) = (ah.output, aw.output);
     let (sh, sw) = (ah.stride, aw.stride);
-    // Padded extents covering every tap of every output.
+    // Padded extents covering every tap of every output, then per phase.
     let ph = ((oh - 1) * sh + (kh - 1) * ah.dilation + 1).max(ah.pad + ih);
     let pw = ((ow - 1) * sw + (kw - 1) * aw.dilation + 1).max(aw.pad + iw);
-    let pwp = pw.div_ceil(sw);
+    let (php, pitch) = (ph.div_ceil(sh), pw.div_ceil(sw));
+    let phase_len = php * pitch;
+    let run = (oh - 1) * pitch + ow;
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || vec![0f32; sw * ph * pwp],
-        |phases, (plane, dst)| {
+        || (vec![0f32; sh * sw * phase_len], vec![0f32; oh * pitch]),
+        |(phases, acc), (plane, dst)| {
             let ch = plane % c;
             let src = &x[plane * ih * iw..][..ih * iw];
             let wk = &w[ch * kh * kw..][..kh * kw];
@@ -350,9 +417,10 @@ fn depthwise(
                 let line = &src[y * iw..][..iw];
                 for p in 0..sw {
                     // Padded columns p, p+sw, ...: input column j*sw + p - pad.
-                    let dst_row = &mut phases[(p * ph + r) * pwp..][..pwp];
+                    let at = ((r % sh) * sw + p) * phase_len + (r / sh) * pitch;
+                    let dst_row = &mut phases[at..][..pitch];
                     let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
-                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pwp);
+                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pitch);
                     if j0 >= j1 {
                         continue;
                     }
@@ -381,15 +449,20 @@ fn depthwise(
                     }
                 }
             }
-            for oy in 0..oh {
-                let d = &mut dst[oy * ow..][..ow];
-                for dy in 0..kh {
-                    let r = oy * sh + dy * ah.dilation;
-                    for dx in 0..kw {
-                        let off = dx * aw.dilation;
-                        let run = &phases[((off % sw) * ph + r) * pwp + off / sw..][..ow];
-                        super::simd::axpy(d, run, wk[dy * kw + dx]);
-                    }
+            acc.fill(0.0);
+            for dy in 0..kh {
+                let offy = dy * ah.dilation;
+                for dx in 0..kw {
+                    let offx = dx * aw.dilation;
+                    let at = ((offy % sh) * sw + offx % sw) * phase_len
+                        + (offy / sh) * pitch
+                        + offx / sw;
+                    super::simd::axpy(&mut acc[..run], &phases[at..][..run], wk[dy * kw + dx]);
+                }
+            }
+            for (d, a) in dst.chunks_mut(ow).zip(acc.chunks(pitch)) {
+                for (o, &v) in d.iter_mut().zip(a) {
+                    *o += v;
                 }
             }
             if let Some(act) = act {
@@ -619,6 +692,9 @@ mod tests {
             (2, 5, 4, 6, 3, 1, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
             (1, 5, 7, 7, 4, 1, 1, 1, [2, 2], [1, 1], [0, 0, 0, 0]),
             (1, 2, 11, 10, 3, 5, 5, 1, [3, 2], [1, 1], [2, 2, 2, 2]),
+            (1, 5, 9, 8, 5, 3, 3, 5, [2, 1], [2, 2], [2, 1, 1, 2]),
+            (2, 3, 10, 11, 3, 3, 2, 3, [3, 3], [1, 2], [0, 1, 2, 0]),
+            (1, 4, 1, 7, 4, 1, 3, 4, [1, 1], [1, 1], [0, 1, 0, 1]),
         ];
         for (i, &(n, c, h, w, m, kh, kw, group, s, d, p)) in cases.iter().enumerate() {
             let x = t(&[n, c, h, w], i as u64);

@@ -102,10 +102,11 @@ pub fn clip(inputs: &[Option<&Tensor>]) -> Result<Option<Tensor>> {
     let (Some(lo), Some(hi)) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?) else {
         return Ok(None);
     };
+    // ONNX defines Clip as min(max(x, lo), hi): when lo > hi every value becomes hi.
+    // NaN compares false both times and stays NaN.
     map_tensor(x, move |v| {
-        if v < lo {
-            lo
-        } else if v > hi {
+        let v = if v < lo { lo } else { v };
+        if v > hi {
             hi
         } else {
             v
@@ -317,5 +318,15 @@ mod tests {
         close(&c.to_f32().unwrap(), &want);
         let i = Tensor::from_i64(vec![2], vec![1, -1]).unwrap();
         assert!(unary(UnaryOp::Relu, &i).unwrap().is_none());
+    }
+
+    #[test]
+    fn clip_with_min_above_max_gives_max_and_keeps_nan() {
+        let x = Tensor::from_f32(vec![4], vec![-3.0, 0.5, 9.0, f32::NAN]).unwrap();
+        let (lo, hi) = (Tensor::scalar_f32(2.0), Tensor::scalar_f32(1.0));
+        let c = clip(&[Some(&x), Some(&lo), Some(&hi)]).unwrap().unwrap();
+        let v = c.to_f32().unwrap();
+        assert_eq!(&v[..3], &[1.0, 1.0, 1.0]);
+        assert!(v[3].is_nan());
     }
 }

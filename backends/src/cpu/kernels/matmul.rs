@@ -68,6 +68,106 @@ pub(crate) unsafe fn sgemm(
     );
 }
 
+/// Raw pointers handed to parallel tasks that write disjoint blocks.
+#[derive(Clone, Copy)]
+struct Shared {
+    dst: *mut f32,
+    lhs: Mat,
+    rhs: Mat,
+}
+// SAFETY: tasks only read through lhs/rhs and write disjoint blocks of dst.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+/// [`sgemm`] split into one single-threaded product per task over the current rayon
+/// pool: along the columns of the output when it is wide, else along its rows. Small
+/// products run on the calling thread.
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn par_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    threads: usize,
+) {
+    let work = m.saturating_mul(n).saturating_mul(k.max(1));
+    if threads <= 1 || work < 1 << 16 || m == 0 || n == 0 {
+        sgemm(
+            m,
+            n,
+            k,
+            dst,
+            ldd,
+            accumulate,
+            lhs,
+            rhs,
+            scale,
+            gemm::Parallelism::None,
+        );
+        return;
+    }
+    let sh = Shared { dst, lhs, rhs };
+    let split_cols = n >= 4 * 16 * threads || n >= m;
+    let len = if split_cols { n } else { m };
+    // Blocks of whole micro-tiles (16 columns / 8 rows) where possible.
+    let align = if split_cols { 16 } else { 8 };
+    let per = len.div_ceil(threads).div_ceil(align) * align;
+    let tasks = len.div_ceil(per.max(1));
+    (0..tasks).into_par_iter().for_each(move |t| {
+        let sh = sh;
+        let start = t * per;
+        let count = per.min(len - start);
+        // SAFETY: each task covers its own rows or columns of dst; operands are offset
+        // within the bounds the caller guarantees.
+        unsafe {
+            if split_cols {
+                let rhs = Mat {
+                    ptr: sh.rhs.ptr.offset(start as isize * sh.rhs.cs),
+                    ..sh.rhs
+                };
+                sgemm(
+                    m,
+                    count,
+                    k,
+                    sh.dst.add(start),
+                    ldd,
+                    accumulate,
+                    sh.lhs,
+                    rhs,
+                    scale,
+                    gemm::Parallelism::None,
+                );
+            } else {
+                let lhs = Mat {
+                    ptr: sh.lhs.ptr.offset(start as isize * sh.lhs.rs),
+                    ..sh.lhs
+                };
+                sgemm(
+                    count,
+                    n,
+                    k,
+                    sh.dst.add(start * ldd),
+                    ldd,
+                    accumulate,
+                    lhs,
+                    sh.rhs,
+                    scale,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    });
+}
+
 /// Row-major matrix product `c (m x n) = a (m x k) * b (k x n)` on slices, checked.
 pub(crate) fn matmul_slices(
     a: &[f32],
@@ -332,6 +432,44 @@ mod tests {
     }
 
     #[test]
+    fn parallel_blocks_match_naive_products() {
+        let pool = cx_pool(2);
+        for &(m, k, n) in &[(37, 20, 300), (200, 33, 30), (9, 1000, 70)] {
+            let a = t(&[m, k], 1).to_f32().unwrap();
+            let b = t(&[k, n], 2).to_f32().unwrap();
+            let mut c = vec![1f32; m * n];
+            // SAFETY: buffers have the sizes the call describes.
+            pool.install(|| unsafe {
+                par_sgemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    n,
+                    true,
+                    Mat {
+                        ptr: a.as_ptr(),
+                        cs: 1,
+                        rs: k as isize,
+                    },
+                    Mat {
+                        ptr: b.as_ptr(),
+                        cs: 1,
+                        rs: n as isize,
+                    },
+                    0.5,
+                    2,
+                )
+            });
+            let want: Vec<f32> = naive_mm(&a, &b, m, k, n)
+                .into_iter()
+                .map(|v| 1.0 + 0.5 * v)
+                .collect();
+            close(&c, &want);
+        }
+    }
+
+    #[test]
     fn matmul_broadcasts_batches() {
         let pool = cx_pool(2);
         let cx = KernelCx {
@@ -378,11 +516,29 @@ mod tests {
             pool: &pool,
             threads: 2,
         };
-        let (m, k, n) = (3, 4, 5);
+        // m = 1 takes the dot-product path; n = 130 spans several of its blocks.
+        for (m, k, n) in [(3, 4, 5), (1, 37, 130)] {
+            check_gemm(m, k, n, &cx);
+        }
+        let (a, b) = (t(&[4, 3], 1), t(&[5, 4], 2));
+        let bad_c = t(&[2, 5], 4);
+        assert!(gemm_op(
+            &[Some(&a), Some(&b), Some(&bad_c)],
+            1.0,
+            1.0,
+            true,
+            true,
+            &cx
+        )
+        .is_err());
+    }
+
+    /// Gemm with both operands transposed and C broadcast over rows, against naive.
+    fn check_gemm(m: usize, k: usize, n: usize, cx: &KernelCx<'_>) {
         let a = t(&[k, m], 1); // transposed
         let b = t(&[n, k], 2); // transposed
         let c = t(&[n], 3);
-        let out = gemm_op(&[Some(&a), Some(&b), Some(&c)], 0.5, 2.0, true, true, &cx).unwrap();
+        let out = gemm_op(&[Some(&a), Some(&b), Some(&c)], 0.5, 2.0, true, true, cx).unwrap();
         let (av, bv, cv) = (
             a.to_f32().unwrap(),
             b.to_f32().unwrap(),
@@ -405,15 +561,5 @@ mod tests {
             .map(|i| 0.5 * prod[i] + 2.0 * cv[i % n])
             .collect();
         close(&out.to_f32().unwrap(), &want);
-        let bad_c = t(&[2, 5], 4);
-        assert!(gemm_op(
-            &[Some(&a), Some(&b), Some(&bad_c)],
-            1.0,
-            1.0,
-            true,
-            true,
-            &cx
-        )
-        .is_err());
     }
 }

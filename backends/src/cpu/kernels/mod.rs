@@ -70,6 +70,20 @@ impl Activation {
         }
     }
 
+    /// Adds `bias` to every element, then applies `act` if given, in one pass.
+    pub fn apply_with_bias(act: Option<Activation>, xs: &mut [f32], bias: f32) {
+        let (lo, hi) = match act {
+            None => (f32::NEG_INFINITY, f32::INFINITY),
+            Some(Activation::Relu) => (0.0, f32::INFINITY),
+            Some(Activation::Clip(lo, hi)) => (lo, hi),
+        };
+        xs.iter_mut().for_each(|x| {
+            let v = *x + bias;
+            let v = if v < lo { lo } else { v };
+            *x = if v > hi { hi } else { v };
+        });
+    }
+
     /// Applies the activation in place (branch-free, so it vectorizes).
     pub fn apply(self, xs: &mut [f32]) {
         match self {
