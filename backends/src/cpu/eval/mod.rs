@@ -2,7 +2,8 @@
 //!
 //! [`eval_op`] computes the outputs of one op from constant input tensors. It covers what
 //! constant and shape subgraphs use (shape arithmetic, indexing, casts, elementwise math,
-//! reductions) on f32, f64, i64, i32, u8, i8 and bool. It returns `Ok(None)` whenever the
+//! reductions) on f32, f64, f16, signed and unsigned integers of 8 to 64 bits and bool;
+//! string tensors are moved, gathered and compared for equality. It returns `Ok(None)` whenever the
 //! op, the element type or the situation is not supported, or the result would be
 //! undefined by ONNX (integer division by zero, out-of-range float-to-int casts): callers
 //! then leave the node alone. Malformed inputs (shape clashes, out-of-range indices) are
@@ -124,6 +125,8 @@ pub fn eval_node(
         }
         Op::Where => binary::where_(arg(0)?, arg(1)?, arg(2)?)?,
         Op::Cast { to, .. } => unary::cast(arg(0)?, *to)?,
+        // `saturate` only concerns float8 targets, which the evaluator does not decode.
+        Op::CastLike { .. } => unary::cast(arg(0)?, arg(1)?.dtype())?,
         Op::Reshape { allowzero } => Some(shape_ops::reshape(
             arg(0)?,
             arg(1)?,
@@ -252,6 +255,7 @@ fn variadic(op: VariadicOp, args: &[Option<Arr>]) -> Result<Option<Arr>> {
         let div = match acc.data {
             array::Data::F32(_) => array::Data::F32(vec![n as f32]),
             array::Data::F64(_) => array::Data::F64(vec![n]),
+            array::Data::F16(_) => array::Data::F16(vec![half::f16::from_f64(n)]),
             _ => return Ok(None),
         };
         return binary::arith(Arith::Div, &acc, &Arr::new(vec![], div)?);
@@ -284,10 +288,13 @@ mod tests {
         assert_eq!(s[0].to_i64().unwrap(), vec![2, 3]);
         let n = eval_op(&Op::Size, &[Some(&h)]).unwrap().unwrap();
         assert_eq!((n[0].shape().len(), n[0].to_i64().unwrap()), (0, vec![6]));
-        // Other ops on f16 are not supported: no guess.
-        assert!(eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&h)])
+        // Other ops on bf16 are not supported: no guess.
+        let b = Tensor::from_raw(DType::BF16, vec![2], vec![0u8; 4].into()).unwrap();
+        assert!(eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&b)])
             .unwrap()
             .is_none());
+        let n = eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&h)]).unwrap().unwrap();
+        assert_eq!(n[0].dtype(), DType::F16);
     }
 
     #[test]
@@ -366,5 +373,12 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(f[0].to_f32().unwrap(), vec![1.0, 9.0]);
+        let like = Tensor::from_raw(DType::U16, vec![0], Vec::new().into()).unwrap();
+        let u = eval_op(&Op::CastLike { saturate: None }, &[Some(&f[0]), Some(&like)])
+            .unwrap()
+            .unwrap();
+        assert_eq!((u[0].dtype(), u[0].shape()), (DType::U16, &[2][..]));
+        assert_eq!(u[0].to_i64_lossless().unwrap(), vec![1, 9]);
+        assert!(eval_op(&Op::CastLike { saturate: None }, &[Some(&f[0])]).is_err());
     }
 }
