@@ -354,15 +354,15 @@ mod tests {
         let a = Arr::from_tensor(&h).unwrap().unwrap();
         assert_eq!(a.data.as_f64(), Some(vec![1.5, -2.0]));
         assert_eq!(a.into_tensor().unwrap(), h);
-        let u = Tensor::from_raw(DType::U64, vec![1], u64::MAX.to_le_bytes().to_vec().into())
-            .unwrap();
+        let u =
+            Tensor::from_raw(DType::U64, vec![1], u64::MAX.to_le_bytes().to_vec().into()).unwrap();
         let a = Arr::from_tensor(&u).unwrap().unwrap();
         assert_eq!(a.data, Data::U64(vec![u64::MAX]));
         assert_eq!(a.data.as_i128(), Some(vec![i128::from(u64::MAX)]));
         assert!(a.data.as_i64().is_none());
         assert_eq!(a.into_tensor().unwrap(), u);
-        let i = Tensor::from_raw(DType::I16, vec![1], (-5i16).to_le_bytes().to_vec().into())
-            .unwrap();
+        let i =
+            Tensor::from_raw(DType::I16, vec![1], (-5i16).to_le_bytes().to_vec().into()).unwrap();
         let a = Arr::from_tensor(&i).unwrap().unwrap();
         assert_eq!(a.data.as_i64(), Some(vec![-5]));
         let s = Tensor::from_strings(vec![2], vec![b"a".to_vec(), b"bc".to_vec()]).unwrap();

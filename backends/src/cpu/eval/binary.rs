@@ -357,7 +357,9 @@ mod tests {
         let p = arith(Arith::Pow, &base, &e).unwrap().unwrap();
         assert_eq!(p.data, Data::I64(vec![1, 32, 1]));
         let u = Arr::new(vec![1], Data::U32(vec![3])).unwrap();
-        let p = arith(Arith::Pow, &f(vec![1], vec![2.0]), &u).unwrap().unwrap();
+        let p = arith(Arith::Pow, &f(vec![1], vec![2.0]), &u)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.data, Data::F32(vec![8.0]));
     }
 

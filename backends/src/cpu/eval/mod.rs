@@ -13,6 +13,7 @@ pub mod array;
 mod binary;
 mod broadcast;
 mod movement;
+mod pool;
 mod reduce;
 mod shape_ops;
 mod unary;
@@ -166,6 +167,39 @@ pub fn eval_node(
                 steps.as_deref(),
             )?)
         }
+        Op::MaxPool(a) | Op::AveragePool(a) => {
+            let average = matches!(op, Op::AveragePool(_));
+            let want_indices = !average && num_outputs.unwrap_or(1) > 1;
+            return match pool::pool(a, arg(0)?, average, want_indices)? {
+                Some(outs) => outs
+                    .into_iter()
+                    .map(Arr::into_tensor)
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                None => Ok(None),
+            };
+        }
+        Op::Dropout { .. } => {
+            let training = match opt(2) {
+                Some(t) => t.scalar_int("Dropout training_mode")? != 0,
+                None => false,
+            };
+            let ratio = match opt(1).map(|r| r.data.as_f64()) {
+                Some(Some(r)) => r,
+                Some(None) => return Err(Error::invalid("Dropout: ratio must be a float")),
+                None => vec![0.5],
+            };
+            // Training with a nonzero ratio draws random numbers: not reproducible.
+            if training && ratio.iter().any(|&r| r != 0.0) {
+                return Ok(None);
+            }
+            let x = arg(0)?;
+            let mut outs = vec![x.clone().into_tensor()?];
+            if num_outputs.unwrap_or(1) > 1 {
+                outs.push(Tensor::from_bool(x.shape.clone(), vec![true; x.data.len()])?);
+            }
+            return Ok(Some(outs));
+        }
         Op::Split {
             axis,
             split,
@@ -293,7 +327,9 @@ mod tests {
         assert!(eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&b)])
             .unwrap()
             .is_none());
-        let n = eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&h)]).unwrap().unwrap();
+        let n = eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&h)])
+            .unwrap()
+            .unwrap();
         assert_eq!(n[0].dtype(), DType::F16);
     }
 
@@ -355,6 +391,25 @@ mod tests {
     }
 
     #[test]
+    fn dropout_is_identity_outside_training() {
+        let x = Tensor::from_f32(vec![2], vec![1.0, -2.0]).unwrap();
+        let op = Op::Dropout { seed: None };
+        let outs = eval_node(&op, &[Some(&x)], Some(2)).unwrap().unwrap();
+        assert_eq!(outs[0], x);
+        assert_eq!(outs[1].to_bool().unwrap(), vec![true, true]);
+        let zero = Tensor::scalar_f32(0.0);
+        let half = Tensor::scalar_f32(0.5);
+        let on = Tensor::from_bool(vec![], vec![true]).unwrap();
+        let outs = eval_node(&op, &[Some(&x), Some(&zero), Some(&on)], Some(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(outs, vec![x.clone()]);
+        assert!(eval_node(&op, &[Some(&x), Some(&half), Some(&on)], Some(2))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn cast_and_where_through_ops() {
         let c = Tensor::from_bool(vec![2], vec![true, false]).unwrap();
         let a = i64s(vec![2], vec![1, 2]);
@@ -374,9 +429,12 @@ mod tests {
         .unwrap();
         assert_eq!(f[0].to_f32().unwrap(), vec![1.0, 9.0]);
         let like = Tensor::from_raw(DType::U16, vec![0], Vec::new().into()).unwrap();
-        let u = eval_op(&Op::CastLike { saturate: None }, &[Some(&f[0]), Some(&like)])
-            .unwrap()
-            .unwrap();
+        let u = eval_op(
+            &Op::CastLike { saturate: None },
+            &[Some(&f[0]), Some(&like)],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((u[0].dtype(), u[0].shape()), (DType::U16, &[2][..]));
         assert_eq!(u[0].to_i64_lossless().unwrap(), vec![1, 9]);
         assert!(eval_op(&Op::CastLike { saturate: None }, &[Some(&f[0])]).is_err());

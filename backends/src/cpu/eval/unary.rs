@@ -262,11 +262,7 @@ mod tests {
     fn half_and_unsigned_unary() {
         let h = Arr::new(
             vec![3],
-            Data::F16(vec![
-                f16::from_f32(-2.0),
-                f16::NAN,
-                f16::from_f32(0.25),
-            ]),
+            Data::F16(vec![f16::from_f32(-2.0), f16::NAN, f16::from_f32(0.25)]),
         )
         .unwrap();
         assert_eq!(
