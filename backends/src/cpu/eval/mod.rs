@@ -12,6 +12,7 @@
 pub mod array;
 mod binary;
 mod broadcast;
+mod conv_transpose;
 mod movement;
 mod pool;
 mod reduce;
@@ -167,6 +168,7 @@ pub fn eval_node(
                 steps.as_deref(),
             )?)
         }
+        Op::ConvTranspose(a) => conv_transpose::conv_transpose(a, arg(0)?, arg(1)?, opt(2))?,
         Op::MaxPool(a) | Op::AveragePool(a) => {
             let average = matches!(op, Op::AveragePool(_));
             let want_indices = !average && num_outputs.unwrap_or(1) > 1;
@@ -196,7 +198,10 @@ pub fn eval_node(
             let x = arg(0)?;
             let mut outs = vec![x.clone().into_tensor()?];
             if num_outputs.unwrap_or(1) > 1 {
-                outs.push(Tensor::from_bool(x.shape.clone(), vec![true; x.data.len()])?);
+                outs.push(Tensor::from_bool(
+                    x.shape.clone(),
+                    vec![true; x.data.len()],
+                )?);
             }
             return Ok(Some(outs));
         }

@@ -48,7 +48,9 @@ fn axes(a: &PoolAttrs, shape: &[usize]) -> Result<Vec<Axis>> {
     for i in 0..n {
         let (size, k, s, d) = (shape[i + 2] as i64, kernel[i], strides[i], dil[i]);
         if k < 1 || s < 1 || d < 1 {
-            return Err(Error::invalid("pool kernel, strides and dilations must be positive"));
+            return Err(Error::invalid(
+                "pool kernel, strides and dilations must be positive",
+            ));
         }
         let span = (k - 1) * d + 1;
         let (pb, pe, o) = match auto {
@@ -118,22 +120,19 @@ fn for_each_index(dims: &[i64], mut f: impl FnMut(&[i64])) {
     }
 }
 
-/// MaxPool (`average` false; with `want_indices`, also the flat row-major index of each
-/// maximum) or AveragePool. `Ok(None)` for unsupported element types and for a
-/// column-major `storage_order`.
-pub fn pool(
-    a: &PoolAttrs,
-    x: &Arr,
-    average: bool,
-    want_indices: bool,
-) -> Result<Option<Vec<Arr>>> {
-    if x.rank() < 3 || a.storage_order.unwrap_or(0) != 0 {
+/// MaxPool (`average` false; with `want_indices`, also the flat index of each maximum:
+/// batch and channel row-major, the spatial position row-major, or column-major with
+/// `storage_order` 1) or AveragePool. `Ok(None)` for unsupported element types.
+pub fn pool(a: &PoolAttrs, x: &Arr, average: bool, want_indices: bool) -> Result<Option<Vec<Arr>>> {
+    if x.rank() < 3 {
         return Ok(None);
     }
+    let column_major = a.storage_order.unwrap_or(0) != 0;
     let Some(v) = x.data.as_f64().or_else(|| match x.data {
-        Data::U8(_) | Data::I8(_) if !average => x.data.as_i64().map(|v| {
-            v.into_iter().map(|i| i as f64).collect()
-        }),
+        Data::U8(_) | Data::I8(_) if !average => x
+            .data
+            .as_i64()
+            .map(|v| v.into_iter().map(|i| i as f64).collect()),
         _ => None,
     }) else {
         return Ok(None);
@@ -153,7 +152,7 @@ pub fn pool(
             let (mut best, mut best_at) = (f64::NEG_INFINITY, -1i64);
             let (mut sum, mut count) = (0.0f64, 0i64);
             for_each_index(&kernel, |k| {
-                let mut flat = 0i64;
+                let (mut flat, mut col) = (0i64, 0i64);
                 let mut inside = true;
                 let mut in_pads = true;
                 for (i, a) in ax.iter().enumerate() {
@@ -162,11 +161,14 @@ pub fn pool(
                     in_pads &= (-a.pad_begin..a.size + a.pad_end).contains(&p);
                     flat = flat * a.size + p;
                 }
+                for (i, a) in ax.iter().enumerate().rev() {
+                    col = col * a.size + (o[i] * a.stride - a.pad_begin + k[i] * a.dilation);
+                }
                 if inside {
                     let val = v[(base + flat) as usize];
                     if val > best || best_at < 0 {
                         best = val;
-                        best_at = base + flat;
+                        best_at = base + if column_major { col } else { flat };
                     }
                     sum += val;
                     count += 1;
@@ -175,7 +177,11 @@ pub fn pool(
                 }
             });
             if average {
-                vals.push(if count > 0 { sum / count as f64 } else { f64::NAN });
+                vals.push(if count > 0 {
+                    sum / count as f64
+                } else {
+                    f64::NAN
+                });
             } else {
                 vals.push(best);
                 idxs.push(best_at);
@@ -246,9 +252,12 @@ mod tests {
         let y = pool(&attrs(&[2, 2]), &x, false, false).unwrap().unwrap();
         assert_eq!(y[0].data, Data::U8(vec![200]));
         assert!(pool(&attrs(&[2, 2]), &x, true, false).unwrap().is_none());
-        let mut a = attrs(&[2, 2]);
+        let mut a = attrs(&[2, 1]);
         a.storage_order = Some(1);
-        assert!(pool(&a, &x, false, false).unwrap().is_none());
+        let y = pool(&a, &x, false, true).unwrap().unwrap();
+        // Maxima 3 at (1, 0) and 200 at (0, 1): column-major positions 1 and 2.
+        assert_eq!(y[0].data, Data::U8(vec![3, 200]));
+        assert_eq!(y[1].data, Data::I64(vec![1, 2]));
         assert!(pool(&attrs(&[3, 3]), &x, false, false).is_err());
         assert!(pool(&PoolAttrs::default(), &x, false, false).is_err());
     }
