@@ -14,6 +14,7 @@ mod binary;
 mod broadcast;
 mod conv_transpose;
 mod movement;
+mod norm;
 mod pool;
 mod reduce;
 mod shape_ops;
@@ -167,6 +168,25 @@ pub fn eval_node(
                 axes.as_deref(),
                 steps.as_deref(),
             )?)
+        }
+        Op::BatchNormalization {
+            epsilon,
+            momentum,
+            training_mode,
+        } => {
+            let ins = [arg(0)?, arg(1)?, arg(2)?, arg(3)?, arg(4)?];
+            let eps = f64::from(epsilon.unwrap_or(1e-5));
+            let mom = f64::from(momentum.unwrap_or(0.9));
+            let training = training_mode.unwrap_or(0) != 0;
+            return match norm::batch_norm(ins, eps, mom, training)? {
+                Some(outs) => outs
+                    .into_iter()
+                    .take(num_outputs.unwrap_or(1).max(1))
+                    .map(Arr::into_tensor)
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                None => Ok(None),
+            };
         }
         Op::ConvTranspose(a) => conv_transpose::conv_transpose(a, arg(0)?, arg(1)?, opt(2))?,
         Op::MaxPool(a) | Op::AveragePool(a) => {
