@@ -416,6 +416,32 @@ mod tests {
     }
 
     #[test]
+    fn movement_ops_carry_strings_and_narrow_types() {
+        let s = Tensor::from_strings(vec![2], vec![b"a".to_vec(), b"b".to_vec()]).unwrap();
+        let c = eval_op(&Op::Concat { axis: 0 }, &[Some(&s), Some(&s)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c[0].shape(), &[4]);
+        let idx = i64s(vec![1], vec![1]);
+        let g = eval_op(&Op::Gather { axis: None }, &[Some(&c[0]), Some(&idx)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            g[0],
+            Tensor::from_strings(vec![1], vec![b"b".to_vec()]).unwrap()
+        );
+        let u = Tensor::from_raw(DType::U16, vec![2], vec![1u8, 0, 2, 0].into()).unwrap();
+        let t = eval_op(
+            &Op::Transpose { perm: None },
+            &[Some(&u.reshaped(vec![1, 2]).unwrap())],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((t[0].dtype(), t[0].shape()), (DType::U16, &[2, 1][..]));
+        assert_eq!(t[0].to_i64_lossless().unwrap(), vec![1, 2]);
+    }
+
+    #[test]
     fn dropout_is_identity_outside_training() {
         let x = Tensor::from_f32(vec![2], vec![1.0, -2.0]).unwrap();
         let op = Op::Dropout { seed: None };
