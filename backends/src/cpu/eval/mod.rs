@@ -3,11 +3,13 @@
 //! [`eval_op`] computes the outputs of one op from constant input tensors. It covers what
 //! constant and shape subgraphs use (shape arithmetic, indexing, casts, elementwise math,
 //! reductions) on f32, f64, f16, signed and unsigned integers of 8 to 64 bits and bool;
-//! string tensors are moved, gathered and compared for equality. It returns `Ok(None)` whenever the
-//! op, the element type or the situation is not supported, or the result would be
-//! undefined by ONNX (integer division by zero, out-of-range float-to-int casts): callers
-//! then leave the node alone. Malformed inputs (shape clashes, out-of-range indices) are
-//! errors.
+//! string tensors are moved, gathered and compared for equality. It also has simple
+//! N-d references for the cases the CPU executor's fast kernels leave to it (MaxPool,
+//! AveragePool, ConvTranspose, BatchNormalization, Dropout outside training). It returns
+//! `Ok(None)` whenever the op, the element type or the situation is not supported, or the
+//! result would be undefined by ONNX (integer division by zero, out-of-range
+//! float-to-int casts, random dropout): callers then leave the node alone. Malformed
+//! inputs (shape clashes, out-of-range indices) are errors.
 
 pub mod array;
 mod binary;
