@@ -35,11 +35,14 @@ pub const CHECKED_OPSET: i64 = 28;
 /// are not modelled, so a node that sets them stays [`Op::Other`]; absent, their
 /// defaults give the opset-21 behaviour. Exceptions, kept below [`CHECKED_OPSET`]:
 /// Cast (24 changes the saturating float8 casts of infinities and adds `round_mode`)
-/// and Range (27 computes float16/bfloat16 ranges in f32 by default).
+/// and Range (27 computes float16/bfloat16 ranges in f32 by default). CastLike exists
+/// from opset 15 and follows Cast: 19 adds `saturate` (float8 only), 21 and 23 only add
+/// element types, 24 takes Cast-24's float8 changes, so it is typed 15..=23.
 /// The integer quantization ops keep one definition since opset 10 (QLinearMatMul 21
 /// only adds float8 types), so they are typed from 10.
 const TYPED_OPSETS: &[(&str, i64, i64)] = &[
     ("Cast", MIN_TYPED_OPSET, 23),
+    ("CastLike", 15, 23),
     ("Range", MIN_TYPED_OPSET, 26),
     ("MatMulInteger", 10, CHECKED_OPSET),
     ("ConvInteger", 10, CHECKED_OPSET),
@@ -450,6 +453,11 @@ pub enum Op {
         /// saturate (opset 19; default 1)
         saturate: Option<i64>,
     },
+    /// CastLike(X, target): Cast of X to the element type of `target`.
+    CastLike {
+        /// saturate (opset 19; default 1)
+        saturate: Option<i64>,
+    },
     /// ConstantOfShape(shape)
     ConstantOfShape {
         /// fill value (default f32 0)
@@ -765,6 +773,9 @@ impl Op {
                 },
                 None => return Ok(None),
             },
+            "CastLike" => Op::CastLike {
+                saturate: b.int("saturate")?,
+            },
             "ConstantOfShape" => Op::ConstantOfShape {
                 value: b.tensor("value")?,
             },
@@ -844,6 +855,7 @@ impl Op {
             Op::Shape { .. } => "Shape",
             Op::Size => "Size",
             Op::Cast { .. } => "Cast",
+            Op::CastLike { .. } => "CastLike",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
             Op::Range => "Range",
             Op::Reduce { op, .. } => name_of(REDUCE, op),
@@ -960,6 +972,9 @@ impl Op {
                 o.int("saturate", *saturate)
                     .int("to", Some(i64::from(to.to_onnx())));
             }
+            Op::CastLike { saturate } => {
+                o.int("saturate", *saturate);
+            }
             Op::ConstantOfShape { value } => {
                 o.tensor("value", value);
             }
@@ -1065,6 +1080,14 @@ mod tests {
         assert!(!Op::from_onnx("", "Cast", to.clone(), 23).is_other());
         assert!(Op::from_onnx("", "Cast", to, 24).is_other());
         assert!(!Op::from_onnx("", "Range", vec![], 26).is_other());
+        // CastLike: from its first opset (15) to 23.
+        assert!(Op::from_onnx("", "CastLike", vec![], 14).is_other());
+        let sat = vec![Attribute::int("saturate", 0)];
+        let op = Op::from_onnx("", "CastLike", sat.clone(), 19);
+        assert_eq!(op, Op::CastLike { saturate: Some(0) });
+        assert_eq!(op.onnx_type(), ("", "CastLike"));
+        assert_eq!(op.attributes(), sat);
+        assert!(Op::from_onnx("", "CastLike", vec![], 24).is_other());
         assert!(Op::from_onnx("", "Range", vec![], 27).is_other());
         // Integer quantization ops from opset 10; others not before 11.
         assert!(matches!(

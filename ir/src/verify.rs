@@ -33,6 +33,7 @@ pub fn arity(op: &Op) -> Option<(usize, usize, usize, usize)> {
         | Op::GatherElements { .. }
         | Op::GatherND { .. }
         | Op::Expand
+        | Op::CastLike { .. }
         | Op::CumSum { .. } => (2, 2, 1, 1),
         Op::BatchNormalization { .. } => (5, 5, 1, 5),
         Op::Unary(_)

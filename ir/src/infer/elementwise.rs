@@ -1,5 +1,6 @@
 //! Elementwise ops: unary, broadcasting binary/variadic, Where, Clip, and the ops whose
-//! output has the shape of their first input (Identity, Softmax, CumSum, Cast, Dropout).
+//! output has the shape of their first input (Identity, Softmax, CumSum, Cast, CastLike,
+//! Dropout).
 
 use super::{dims::broadcast, tensor, Ctx};
 use crate::dtype::DType;
@@ -28,6 +29,7 @@ pub(super) fn infer(c: &Ctx) -> Result<Vec<Option<ValueType>>> {
         | Op::Softmax { .. }
         | Op::CumSum { .. } => vec![tensor(c.elem(0), shape0(c))],
         Op::Cast { to, .. } => vec![tensor(Some(*to), shape0(c))],
+        Op::CastLike { .. } => vec![tensor(c.elem(1), shape0(c))],
         Op::Dropout { .. } => vec![
             tensor(c.elem(0), shape0(c)),
             tensor(Some(DType::Bool), shape0(c)),
@@ -149,6 +151,14 @@ mod tests {
                 1
             ),
             ["i8[4]"]
+        );
+        assert_eq!(
+            run(
+                Op::CastLike { saturate: None },
+                &[t(F32, "N,4"), t(F16, "")],
+                1
+            ),
+            ["f16[N,4]"]
         );
     }
 }

@@ -141,6 +141,7 @@ pub fn infer_node(g: &Graph, node: NodeId) -> Result<Vec<Option<ValueType>>> {
         | Op::Softmax { .. }
         | Op::CumSum { .. }
         | Op::Cast { .. }
+        | Op::CastLike { .. }
         | Op::Dropout { .. } => elementwise::infer(&c)?,
         Op::Conv(_)
         | Op::ConvTranspose(_)

@@ -1,6 +1,8 @@
 //! Decoded arrays: the evaluator's working form of a [`Tensor`].
 
+use cc_ir::tensor::TensorData;
 use cc_ir::{DType, Error, Result, Tensor};
+use half::f16;
 
 /// Elements of a decoded array, one variant per supported element type.
 #[derive(Clone, Debug, PartialEq)]
@@ -9,16 +11,28 @@ pub enum Data {
     F32(Vec<f32>),
     /// f64 elements.
     F64(Vec<f64>),
+    /// f16 elements (arithmetic computes in f32 and rounds once).
+    F16(Vec<f16>),
     /// i64 elements.
     I64(Vec<i64>),
     /// i32 elements.
     I32(Vec<i32>),
-    /// bool elements.
-    Bool(Vec<bool>),
-    /// u8 elements.
-    U8(Vec<u8>),
+    /// i16 elements.
+    I16(Vec<i16>),
     /// i8 elements.
     I8(Vec<i8>),
+    /// u64 elements.
+    U64(Vec<u64>),
+    /// u32 elements.
+    U32(Vec<u32>),
+    /// u16 elements.
+    U16(Vec<u16>),
+    /// u8 elements.
+    U8(Vec<u8>),
+    /// bool elements.
+    Bool(Vec<bool>),
+    /// Byte strings (only moved, compared for equality and cast).
+    Str(Vec<Vec<u8>>),
 }
 
 /// Applies `$body` to the vector inside any [`Data`] variant, rebuilding the same variant.
@@ -27,13 +41,40 @@ macro_rules! map_data {
         match $d {
             Data::F32($v) => Data::F32($body),
             Data::F64($v) => Data::F64($body),
+            Data::F16($v) => Data::F16($body),
             Data::I64($v) => Data::I64($body),
             Data::I32($v) => Data::I32($body),
-            Data::Bool($v) => Data::Bool($body),
-            Data::U8($v) => Data::U8($body),
+            Data::I16($v) => Data::I16($body),
             Data::I8($v) => Data::I8($body),
+            Data::U64($v) => Data::U64($body),
+            Data::U32($v) => Data::U32($body),
+            Data::U16($v) => Data::U16($body),
+            Data::U8($v) => Data::U8($body),
+            Data::Bool($v) => Data::Bool($body),
+            Data::Str($v) => Data::Str($body),
         }
     };
+}
+
+/// Decodes little-endian elements of `$n` bytes each.
+macro_rules! decode_le {
+    ($raw:expr, $t:ty, $n:expr) => {
+        $raw.chunks_exact($n)
+            .map(|c| {
+                let mut a = [0u8; $n];
+                a.copy_from_slice(c);
+                <$t>::from_le_bytes(a)
+            })
+            .collect::<Vec<$t>>()
+    };
+}
+
+/// Encodes elements little-endian into a tensor of `$dt`.
+macro_rules! encode_le {
+    ($dt:expr, $shape:expr, $v:expr) => {{
+        let bytes: Vec<u8> = $v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Tensor::from_raw($dt, $shape, bytes.into())
+    }};
 }
 
 impl Data {
@@ -42,11 +83,17 @@ impl Data {
         match self {
             Data::F32(_) => DType::F32,
             Data::F64(_) => DType::F64,
+            Data::F16(_) => DType::F16,
             Data::I64(_) => DType::I64,
             Data::I32(_) => DType::I32,
-            Data::Bool(_) => DType::Bool,
-            Data::U8(_) => DType::U8,
+            Data::I16(_) => DType::I16,
             Data::I8(_) => DType::I8,
+            Data::U64(_) => DType::U64,
+            Data::U32(_) => DType::U32,
+            Data::U16(_) => DType::U16,
+            Data::U8(_) => DType::U8,
+            Data::Bool(_) => DType::Bool,
+            Data::Str(_) => DType::String,
         }
     }
 
@@ -55,11 +102,17 @@ impl Data {
         match self {
             Data::F32(v) => v.len(),
             Data::F64(v) => v.len(),
+            Data::F16(v) => v.len(),
             Data::I64(v) => v.len(),
             Data::I32(v) => v.len(),
-            Data::Bool(v) => v.len(),
-            Data::U8(v) => v.len(),
+            Data::I16(v) => v.len(),
             Data::I8(v) => v.len(),
+            Data::U64(v) => v.len(),
+            Data::U32(v) => v.len(),
+            Data::U16(v) => v.len(),
+            Data::U8(v) => v.len(),
+            Data::Bool(v) => v.len(),
+            Data::Str(v) => v.len(),
         }
     }
 
@@ -71,7 +124,7 @@ impl Data {
     /// The elements at `idx`, in that order (indices must be in range: the callers
     /// compute them from validated shapes).
     pub fn take(&self, idx: &[usize]) -> Data {
-        map_data!(self, v => idx.iter().map(|&i| v[i]).collect())
+        map_data!(self, v => idx.iter().map(|&i| Clone::clone(&v[i])).collect())
     }
 
     /// An empty vector of the same type.
@@ -84,11 +137,17 @@ impl Data {
         match (self, other) {
             (Data::F32(a), Data::F32(b)) => a.extend_from_slice(b),
             (Data::F64(a), Data::F64(b)) => a.extend_from_slice(b),
+            (Data::F16(a), Data::F16(b)) => a.extend_from_slice(b),
             (Data::I64(a), Data::I64(b)) => a.extend_from_slice(b),
             (Data::I32(a), Data::I32(b)) => a.extend_from_slice(b),
-            (Data::Bool(a), Data::Bool(b)) => a.extend_from_slice(b),
-            (Data::U8(a), Data::U8(b)) => a.extend_from_slice(b),
+            (Data::I16(a), Data::I16(b)) => a.extend_from_slice(b),
             (Data::I8(a), Data::I8(b)) => a.extend_from_slice(b),
+            (Data::U64(a), Data::U64(b)) => a.extend_from_slice(b),
+            (Data::U32(a), Data::U32(b)) => a.extend_from_slice(b),
+            (Data::U16(a), Data::U16(b)) => a.extend_from_slice(b),
+            (Data::U8(a), Data::U8(b)) => a.extend_from_slice(b),
+            (Data::Bool(a), Data::Bool(b)) => a.extend_from_slice(b),
+            (Data::Str(a), Data::Str(b)) => a.extend_from_slice(b),
             (a, b) => {
                 return Err(Error::invalid(format!(
                     "cannot join {} and {} elements",
@@ -100,16 +159,52 @@ impl Data {
         Ok(())
     }
 
-    /// Integer elements widened to i64 (None for float types).
-    pub fn as_i64(&self) -> Option<Vec<i64>> {
+    /// Integer elements widened to i128, which holds every integer type exactly (None
+    /// for float and string types).
+    pub fn as_i128(&self) -> Option<Vec<i128>> {
+        fn w<T: Copy + Into<i128>>(v: &[T]) -> Vec<i128> {
+            v.iter().map(|&x| x.into()).collect()
+        }
         Some(match self {
-            Data::I64(v) => v.clone(),
-            Data::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
-            Data::U8(v) => v.iter().map(|&x| i64::from(x)).collect(),
-            Data::I8(v) => v.iter().map(|&x| i64::from(x)).collect(),
-            Data::Bool(v) => v.iter().map(|&x| i64::from(x)).collect(),
-            Data::F32(_) | Data::F64(_) => return None,
+            Data::I64(v) => w(v),
+            Data::I32(v) => w(v),
+            Data::I16(v) => w(v),
+            Data::I8(v) => w(v),
+            Data::U64(v) => w(v),
+            Data::U32(v) => w(v),
+            Data::U16(v) => w(v),
+            Data::U8(v) => w(v),
+            Data::Bool(v) => v.iter().map(|&x| i128::from(x)).collect(),
+            Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::Str(_) => return None,
         })
+    }
+
+    /// Integer elements as i64 (None for float and string types, and for u64 values
+    /// above `i64::MAX`).
+    pub fn as_i64(&self) -> Option<Vec<i64>> {
+        match self {
+            Data::I64(v) => Some(v.clone()),
+            other => other
+                .as_i128()?
+                .into_iter()
+                .map(|x| i64::try_from(x).ok())
+                .collect(),
+        }
+    }
+
+    /// Float elements widened to f64 (None for other types).
+    pub fn as_f64(&self) -> Option<Vec<f64>> {
+        Some(match self {
+            Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::F64(v) => v.clone(),
+            Data::F16(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            _ => return None,
+        })
+    }
+
+    /// True for the float element types.
+    pub fn is_float(&self) -> bool {
+        matches!(self, Data::F32(_) | Data::F64(_) | Data::F16(_))
     }
 }
 
@@ -137,14 +232,20 @@ impl Arr {
 
     /// Decodes a tensor; `None` for element types the evaluator does not handle.
     pub fn from_tensor(t: &Tensor) -> Result<Option<Arr>> {
-        let data = match t.dtype() {
-            DType::F32 => Data::F32(t.to_f32()?),
-            DType::F64 => Data::F64(t.to_f64()?),
-            DType::I64 => Data::I64(t.to_i64()?),
-            DType::I32 => Data::I32(t.to_i32()?),
-            DType::Bool => Data::Bool(t.to_bool()?),
-            DType::U8 => Data::U8(t.to_u8()?),
-            DType::I8 => Data::I8(t.to_i8()?),
+        let data = match (t.dtype(), t.data()) {
+            (DType::String, TensorData::Strings(s)) => Data::Str(s.to_vec()),
+            (DType::F32, _) => Data::F32(t.to_f32()?),
+            (DType::F64, _) => Data::F64(t.to_f64()?),
+            (DType::I64, _) => Data::I64(t.to_i64()?),
+            (DType::I32, _) => Data::I32(t.to_i32()?),
+            (DType::Bool, _) => Data::Bool(t.to_bool()?),
+            (DType::U8, _) => Data::U8(t.to_u8()?),
+            (DType::I8, _) => Data::I8(t.to_i8()?),
+            (DType::F16, TensorData::Raw(b)) => Data::F16(decode_le!(b, f16, 2)),
+            (DType::I16, TensorData::Raw(b)) => Data::I16(decode_le!(b, i16, 2)),
+            (DType::U16, TensorData::Raw(b)) => Data::U16(decode_le!(b, u16, 2)),
+            (DType::U32, TensorData::Raw(b)) => Data::U32(decode_le!(b, u32, 4)),
+            (DType::U64, TensorData::Raw(b)) => Data::U64(decode_le!(b, u64, 8)),
             _ => return Ok(None),
         };
         Ok(Some(Arr {
@@ -164,6 +265,12 @@ impl Arr {
             Data::Bool(v) => Tensor::from_bool(s, v),
             Data::U8(v) => Tensor::from_u8(s, v),
             Data::I8(v) => Tensor::from_i8(s, v),
+            Data::F16(v) => encode_le!(DType::F16, s, v),
+            Data::I16(v) => encode_le!(DType::I16, s, v),
+            Data::U16(v) => encode_le!(DType::U16, s, v),
+            Data::U32(v) => encode_le!(DType::U32, s, v),
+            Data::U64(v) => encode_le!(DType::U64, s, v),
+            Data::Str(v) => Tensor::from_strings(s, v),
         }
     }
 
@@ -236,8 +343,32 @@ mod tests {
         let a = Arr::from_tensor(&t).unwrap().unwrap();
         assert_eq!(a.data.take(&[3, 0]), Data::I64(vec![4, 1]));
         assert_eq!(a.clone().into_tensor().unwrap(), t);
-        let h = Tensor::from_raw(DType::F16, vec![1], vec![0u8, 0].into()).unwrap();
-        assert!(Arr::from_tensor(&h).unwrap().is_none());
+        let b = Tensor::from_raw(DType::BF16, vec![1], vec![0u8, 0].into()).unwrap();
+        assert!(Arr::from_tensor(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn narrow_and_unsigned_types_round_trip() {
+        // f16 1.5 = 0x3E00, -2.0 = 0xC000.
+        let h = Tensor::from_raw(DType::F16, vec![2], vec![0x00, 0x3E, 0x00, 0xC0].into()).unwrap();
+        let a = Arr::from_tensor(&h).unwrap().unwrap();
+        assert_eq!(a.data.as_f64(), Some(vec![1.5, -2.0]));
+        assert_eq!(a.into_tensor().unwrap(), h);
+        let u =
+            Tensor::from_raw(DType::U64, vec![1], u64::MAX.to_le_bytes().to_vec().into()).unwrap();
+        let a = Arr::from_tensor(&u).unwrap().unwrap();
+        assert_eq!(a.data, Data::U64(vec![u64::MAX]));
+        assert_eq!(a.data.as_i128(), Some(vec![i128::from(u64::MAX)]));
+        assert!(a.data.as_i64().is_none());
+        assert_eq!(a.into_tensor().unwrap(), u);
+        let i =
+            Tensor::from_raw(DType::I16, vec![1], (-5i16).to_le_bytes().to_vec().into()).unwrap();
+        let a = Arr::from_tensor(&i).unwrap().unwrap();
+        assert_eq!(a.data.as_i64(), Some(vec![-5]));
+        let s = Tensor::from_strings(vec![2], vec![b"a".to_vec(), b"bc".to_vec()]).unwrap();
+        let a = Arr::from_tensor(&s).unwrap().unwrap();
+        assert_eq!(a.data.take(&[1, 1, 0]).len(), 3);
+        assert_eq!(a.into_tensor().unwrap(), s);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use super::array::{Arr, Data};
 use super::broadcast::{broadcast_index, broadcast_shapes};
+use super::unary;
 use cc_ir::{Error, Result};
+use half::f16;
 
 /// Arithmetic ops on two numbers of the same type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +90,18 @@ macro_rules! float_arith {
                     }
                 }
                 Arith::Mod { fmod: true } => x % y,
-                // ONNX requires fmod=1 for floating-point Mod.
-                Arith::Mod { fmod: false } => return None,
+                // Python/numpy `%`: the sign follows the divisor, a zero result takes
+                // the divisor's sign.
+                Arith::Mod { fmod: false } => {
+                    let r = x % y;
+                    if r == 0.0 {
+                        (0.0 as $t).copysign(y)
+                    } else if (r < 0.0) != (y < 0.0) {
+                        r + y
+                    } else {
+                        r
+                    }
+                }
             })
         }
     };
@@ -139,28 +151,59 @@ fn type_clash(a: &Arr, b: &Arr) -> Error {
 
 /// Elementwise arithmetic with broadcasting. `Ok(None)` for unsupported types and for
 /// results that are undefined (integer division by zero, negative integer exponents).
+/// f16 computes in f32 and rounds once.
 pub fn arith(op: Arith, a: &Arr, b: &Arr) -> Result<Option<Arr>> {
-    // Pow allows an exponent of another type: float base with integer exponent.
+    // Pow allows an exponent of another type; the result has the base's type.
     if op == Arith::Pow && a.dtype() != b.dtype() {
-        let b2 = match (&a.data, b.data.as_i64()) {
-            (Data::F32(_), Some(e)) => Data::F32(e.iter().map(|&v| v as f32).collect()),
-            (Data::F64(_), Some(e)) => Data::F64(e.iter().map(|&v| v as f64).collect()),
-            _ => return Ok(None),
-        };
-        return arith(op, a, &Arr::new(b.shape.clone(), b2)?);
+        return pow_mixed(a, b);
     }
     let (shape, ia, ib) = prepare(a, b)?;
     let data = match (&a.data, &b.data) {
         (Data::F32(x), Data::F32(y)) => zip(x, y, &ia, &ib, float_arith!(f32, op)).map(Data::F32),
         (Data::F64(x), Data::F64(y)) => zip(x, y, &ia, &ib, float_arith!(f64, op)).map(Data::F64),
+        (Data::F16(x), Data::F16(y)) => {
+            let f = float_arith!(f32, op);
+            zip(x, y, &ia, &ib, |p: f16, q: f16| {
+                f(p.to_f32(), q.to_f32()).map(f16::from_f32)
+            })
+            .map(Data::F16)
+        }
         (Data::I64(x), Data::I64(y)) => zip(x, y, &ia, &ib, int_arith!(i64, op)).map(Data::I64),
         (Data::I32(x), Data::I32(y)) => zip(x, y, &ia, &ib, int_arith!(i32, op)).map(Data::I32),
-        (Data::U8(x), Data::U8(y)) => zip(x, y, &ia, &ib, int_arith!(u8, op)).map(Data::U8),
+        (Data::I16(x), Data::I16(y)) => zip(x, y, &ia, &ib, int_arith!(i16, op)).map(Data::I16),
         (Data::I8(x), Data::I8(y)) => zip(x, y, &ia, &ib, int_arith!(i8, op)).map(Data::I8),
-        (Data::Bool(_), Data::Bool(_)) => None,
+        (Data::U64(x), Data::U64(y)) => zip(x, y, &ia, &ib, int_arith!(u64, op)).map(Data::U64),
+        (Data::U32(x), Data::U32(y)) => zip(x, y, &ia, &ib, int_arith!(u32, op)).map(Data::U32),
+        (Data::U16(x), Data::U16(y)) => zip(x, y, &ia, &ib, int_arith!(u16, op)).map(Data::U16),
+        (Data::U8(x), Data::U8(y)) => zip(x, y, &ia, &ib, int_arith!(u8, op)).map(Data::U8),
+        (Data::Bool(_), Data::Bool(_)) | (Data::Str(_), Data::Str(_)) => None,
         _ => return Err(type_clash(a, b)),
     };
     data.map(|d| Arr::new(shape, d)).transpose()
+}
+
+/// Pow with an exponent of another type. A float base takes the exponent converted to
+/// its type; an integer base with a float exponent computes in f64 and truncates toward
+/// zero (as ONNX Runtime does); an integer base with an integer exponent takes the
+/// exponent converted to its type.
+fn pow_mixed(a: &Arr, b: &Arr) -> Result<Option<Arr>> {
+    if a.data.is_float() || !b.data.is_float() {
+        return match unary::cast(b, a.dtype())? {
+            Some(e) => arith(Arith::Pow, a, &e),
+            None => Ok(None),
+        };
+    }
+    let (Some(x), Some(y)) = (a.data.as_i128(), b.data.as_f64()) else {
+        return Ok(None);
+    };
+    let (shape, ia, ib) = prepare(a, b)?;
+    let v: Vec<f64> = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| (x[i] as f64).powf(y[j]))
+        .collect();
+    let wide = Arr::new(shape, Data::F64(v))?;
+    unary::cast(&wide, a.dtype())
 }
 
 fn cmp_fn<T: PartialOrd + Copy>(op: Cmp) -> impl Fn(T, T) -> Option<bool> {
@@ -175,17 +218,27 @@ fn cmp_fn<T: PartialOrd + Copy>(op: Cmp) -> impl Fn(T, T) -> Option<bool> {
     }
 }
 
-/// Elementwise comparison with broadcasting; the result is bool.
+/// Elementwise comparison with broadcasting; the result is bool. Strings support only
+/// equality; f16 compares exactly (as its f32 value).
 pub fn compare(op: Cmp, a: &Arr, b: &Arr) -> Result<Option<Arr>> {
     let (shape, ia, ib) = prepare(a, b)?;
     let v = match (&a.data, &b.data) {
         (Data::F32(x), Data::F32(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
         (Data::F64(x), Data::F64(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::F16(x), Data::F16(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
         (Data::I64(x), Data::I64(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
         (Data::I32(x), Data::I32(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
-        (Data::U8(x), Data::U8(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::I16(x), Data::I16(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
         (Data::I8(x), Data::I8(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::U64(x), Data::U64(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::U32(x), Data::U32(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::U16(x), Data::U16(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::U8(x), Data::U8(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
         (Data::Bool(x), Data::Bool(y)) => zip(x, y, &ia, &ib, cmp_fn(op)),
+        (Data::Str(x), Data::Str(y)) if op == Cmp::Eq => {
+            Some(ia.iter().zip(&ib).map(|(&i, &j)| x[i] == y[j]).collect())
+        }
+        (Data::Str(_), Data::Str(_)) => None,
         _ => return Err(type_clash(a, b)),
     };
     v.map(|v| Arr::new(shape, Data::Bool(v))).transpose()
@@ -282,7 +335,57 @@ mod tests {
             .unwrap();
         assert_eq!(m.data, Data::F32(vec![2.5, 3.0]));
         assert!(arith(Arith::Add, &a, &e).is_err());
-        assert!(arith(Arith::Mod { fmod: false }, &a, &a).unwrap().is_none());
+        assert!(arith(Arith::Add, &a, &i(vec![], vec![1])).is_err());
+    }
+
+    #[test]
+    fn float_mod_sign_follows_divisor() {
+        let a = f(vec![4], vec![7.5, -7.5, 7.5, 4.0]);
+        let b = f(vec![4], vec![2.0, 2.0, -2.0, -2.0]);
+        let m = arith(Arith::Mod { fmod: false }, &a, &b).unwrap().unwrap();
+        assert_eq!(m.data, Data::F32(vec![1.5, 0.5, -0.5, -0.0]));
+        let Data::F32(v) = m.data else { panic!() };
+        assert!(v[3].is_sign_negative());
+        let m = arith(Arith::Mod { fmod: true }, &a, &b).unwrap().unwrap();
+        assert_eq!(m.data, Data::F32(vec![1.5, -1.5, 1.5, 0.0]));
+    }
+
+    #[test]
+    fn pow_with_mixed_types_keeps_the_base_type() {
+        let base = i(vec![3], vec![1, 2, 3]);
+        let e = f(vec![3], vec![4.0, 5.0, 0.5]);
+        let p = arith(Arith::Pow, &base, &e).unwrap().unwrap();
+        assert_eq!(p.data, Data::I64(vec![1, 32, 1]));
+        let u = Arr::new(vec![1], Data::U32(vec![3])).unwrap();
+        let p = arith(Arith::Pow, &f(vec![1], vec![2.0]), &u)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.data, Data::F32(vec![8.0]));
+    }
+
+    #[test]
+    fn narrow_unsigned_and_half_types() {
+        let a = Arr::new(vec![2], Data::U16(vec![65535, 3])).unwrap();
+        let b = Arr::new(vec![], Data::U16(vec![2])).unwrap();
+        let s = arith(Arith::Add, &a, &b).unwrap().unwrap();
+        assert_eq!(s.data, Data::U16(vec![1, 5]));
+        let m = arith(Arith::Mod { fmod: false }, &a, &b).unwrap().unwrap();
+        assert_eq!(m.data, Data::U16(vec![1, 1]));
+        let h = |v: &[f32]| Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect());
+        let x = Arr::new(vec![2], h(&[1.0, 3.0])).unwrap();
+        let d = arith(Arith::Div, &x, &Arr::new(vec![], h(&[3.0])).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.data, h(&[1.0 / 3.0, 1.0]));
+        let lt = compare(Cmp::Lt, &x, &Arr::new(vec![], h(&[2.0])).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(lt.data, Data::Bool(vec![true, false]));
+        let s1 = Arr::new(vec![2], Data::Str(vec![b"a".to_vec(), b"b".to_vec()])).unwrap();
+        let s2 = Arr::new(vec![], Data::Str(vec![b"b".to_vec()])).unwrap();
+        let eq = compare(Cmp::Eq, &s1, &s2).unwrap().unwrap();
+        assert_eq!(eq.data, Data::Bool(vec![false, true]));
+        assert!(compare(Cmp::Lt, &s1, &s2).unwrap().is_none());
     }
 
     #[test]

@@ -2,16 +2,22 @@
 //!
 //! [`eval_op`] computes the outputs of one op from constant input tensors. It covers what
 //! constant and shape subgraphs use (shape arithmetic, indexing, casts, elementwise math,
-//! reductions) on f32, f64, i64, i32, u8, i8 and bool. It returns `Ok(None)` whenever the
-//! op, the element type or the situation is not supported, or the result would be
-//! undefined by ONNX (integer division by zero, out-of-range float-to-int casts): callers
-//! then leave the node alone. Malformed inputs (shape clashes, out-of-range indices) are
-//! errors.
+//! reductions) on f32, f64, f16, signed and unsigned integers of 8 to 64 bits and bool;
+//! string tensors are moved, gathered and compared for equality. It also has simple
+//! N-d references for the cases the CPU executor's fast kernels leave to it (MaxPool,
+//! AveragePool, ConvTranspose, BatchNormalization, Dropout outside training). It returns
+//! `Ok(None)` whenever the op, the element type or the situation is not supported, or the
+//! result would be undefined by ONNX (integer division by zero, out-of-range
+//! float-to-int casts, random dropout): callers then leave the node alone. Malformed
+//! inputs (shape clashes, out-of-range indices) are errors.
 
 pub mod array;
 mod binary;
 mod broadcast;
+mod conv_transpose;
 mod movement;
+mod norm;
+mod pool;
 mod reduce;
 mod shape_ops;
 mod unary;
@@ -124,6 +130,8 @@ pub fn eval_node(
         }
         Op::Where => binary::where_(arg(0)?, arg(1)?, arg(2)?)?,
         Op::Cast { to, .. } => unary::cast(arg(0)?, *to)?,
+        // `saturate` only concerns float8 targets, which the evaluator does not decode.
+        Op::CastLike { .. } => unary::cast(arg(0)?, arg(1)?.dtype())?,
         Op::Reshape { allowzero } => Some(shape_ops::reshape(
             arg(0)?,
             arg(1)?,
@@ -162,6 +170,62 @@ pub fn eval_node(
                 axes.as_deref(),
                 steps.as_deref(),
             )?)
+        }
+        Op::BatchNormalization {
+            epsilon,
+            momentum,
+            training_mode,
+        } => {
+            let ins = [arg(0)?, arg(1)?, arg(2)?, arg(3)?, arg(4)?];
+            let eps = f64::from(epsilon.unwrap_or(1e-5));
+            let mom = f64::from(momentum.unwrap_or(0.9));
+            let training = training_mode.unwrap_or(0) != 0;
+            return match norm::batch_norm(ins, eps, mom, training)? {
+                Some(outs) => outs
+                    .into_iter()
+                    .take(num_outputs.unwrap_or(1).max(1))
+                    .map(Arr::into_tensor)
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                None => Ok(None),
+            };
+        }
+        Op::ConvTranspose(a) => conv_transpose::conv_transpose(a, arg(0)?, arg(1)?, opt(2))?,
+        Op::MaxPool(a) | Op::AveragePool(a) => {
+            let average = matches!(op, Op::AveragePool(_));
+            let want_indices = !average && num_outputs.unwrap_or(1) > 1;
+            return match pool::pool(a, arg(0)?, average, want_indices)? {
+                Some(outs) => outs
+                    .into_iter()
+                    .map(Arr::into_tensor)
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                None => Ok(None),
+            };
+        }
+        Op::Dropout { .. } => {
+            let training = match opt(2) {
+                Some(t) => t.scalar_int("Dropout training_mode")? != 0,
+                None => false,
+            };
+            let ratio = match opt(1).map(|r| r.data.as_f64()) {
+                Some(Some(r)) => r,
+                Some(None) => return Err(Error::invalid("Dropout: ratio must be a float")),
+                None => vec![0.5],
+            };
+            // Training with a nonzero ratio draws random numbers: not reproducible.
+            if training && ratio.iter().any(|&r| r != 0.0) {
+                return Ok(None);
+            }
+            let x = arg(0)?;
+            let mut outs = vec![x.clone().into_tensor()?];
+            if num_outputs.unwrap_or(1) > 1 {
+                outs.push(Tensor::from_bool(
+                    x.shape.clone(),
+                    vec![true; x.data.len()],
+                )?);
+            }
+            return Ok(Some(outs));
         }
         Op::Split {
             axis,
@@ -252,6 +316,7 @@ fn variadic(op: VariadicOp, args: &[Option<Arr>]) -> Result<Option<Arr>> {
         let div = match acc.data {
             array::Data::F32(_) => array::Data::F32(vec![n as f32]),
             array::Data::F64(_) => array::Data::F64(vec![n]),
+            array::Data::F16(_) => array::Data::F16(vec![half::f16::from_f64(n)]),
             _ => return Ok(None),
         };
         return binary::arith(Arith::Div, &acc, &Arr::new(vec![], div)?);
@@ -284,10 +349,15 @@ mod tests {
         assert_eq!(s[0].to_i64().unwrap(), vec![2, 3]);
         let n = eval_op(&Op::Size, &[Some(&h)]).unwrap().unwrap();
         assert_eq!((n[0].shape().len(), n[0].to_i64().unwrap()), (0, vec![6]));
-        // Other ops on f16 are not supported: no guess.
-        assert!(eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&h)])
+        // Other ops on bf16 are not supported: no guess.
+        let b = Tensor::from_raw(DType::BF16, vec![2], vec![0u8; 4].into()).unwrap();
+        assert!(eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&b)])
             .unwrap()
             .is_none());
+        let n = eval_op(&Op::Unary(UnaryOp::Neg), &[Some(&h)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(n[0].dtype(), DType::F16);
     }
 
     #[test]
@@ -348,6 +418,51 @@ mod tests {
     }
 
     #[test]
+    fn movement_ops_carry_strings_and_narrow_types() {
+        let s = Tensor::from_strings(vec![2], vec![b"a".to_vec(), b"b".to_vec()]).unwrap();
+        let c = eval_op(&Op::Concat { axis: 0 }, &[Some(&s), Some(&s)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c[0].shape(), &[4]);
+        let idx = i64s(vec![1], vec![1]);
+        let g = eval_op(&Op::Gather { axis: None }, &[Some(&c[0]), Some(&idx)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            g[0],
+            Tensor::from_strings(vec![1], vec![b"b".to_vec()]).unwrap()
+        );
+        let u = Tensor::from_raw(DType::U16, vec![2], vec![1u8, 0, 2, 0].into()).unwrap();
+        let t = eval_op(
+            &Op::Transpose { perm: None },
+            &[Some(&u.reshaped(vec![1, 2]).unwrap())],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((t[0].dtype(), t[0].shape()), (DType::U16, &[2, 1][..]));
+        assert_eq!(t[0].to_i64_lossless().unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn dropout_is_identity_outside_training() {
+        let x = Tensor::from_f32(vec![2], vec![1.0, -2.0]).unwrap();
+        let op = Op::Dropout { seed: None };
+        let outs = eval_node(&op, &[Some(&x)], Some(2)).unwrap().unwrap();
+        assert_eq!(outs[0], x);
+        assert_eq!(outs[1].to_bool().unwrap(), vec![true, true]);
+        let zero = Tensor::scalar_f32(0.0);
+        let half = Tensor::scalar_f32(0.5);
+        let on = Tensor::from_bool(vec![], vec![true]).unwrap();
+        let outs = eval_node(&op, &[Some(&x), Some(&zero), Some(&on)], Some(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(outs, vec![x.clone()]);
+        assert!(eval_node(&op, &[Some(&x), Some(&half), Some(&on)], Some(2))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn cast_and_where_through_ops() {
         let c = Tensor::from_bool(vec![2], vec![true, false]).unwrap();
         let a = i64s(vec![2], vec![1, 2]);
@@ -366,5 +481,15 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(f[0].to_f32().unwrap(), vec![1.0, 9.0]);
+        let like = Tensor::from_raw(DType::U16, vec![0], Vec::new().into()).unwrap();
+        let u = eval_op(
+            &Op::CastLike { saturate: None },
+            &[Some(&f[0]), Some(&like)],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((u[0].dtype(), u[0].shape()), (DType::U16, &[2][..]));
+        assert_eq!(u[0].to_i64_lossless().unwrap(), vec![1, 9]);
+        assert!(eval_op(&Op::CastLike { saturate: None }, &[Some(&f[0])]).is_err());
     }
 }

@@ -4,37 +4,61 @@ use super::array::{norm_axis, strides, Arr, Data};
 use super::broadcast::broadcast_index;
 use cc_ir::op::ReduceOp;
 use cc_ir::Result;
+use half::f16;
 
 /// Numbers widened for accumulation.
 enum Wide {
     F(Vec<f64>),
-    I(Vec<i64>),
+    I(Vec<i128>),
 }
 
+/// Floats widen to f64, integers (and bools, for Max/Min) to i128; strings do not.
 fn widen(d: &Data) -> Option<Wide> {
-    match d {
-        Data::F32(v) => Some(Wide::F(v.iter().map(|&x| f64::from(x)).collect())),
-        Data::F64(v) => Some(Wide::F(v.clone())),
-        Data::I64(_) | Data::I32(_) | Data::U8(_) | Data::I8(_) => d.as_i64().map(Wide::I),
-        Data::Bool(_) => None,
+    match d.as_f64() {
+        Some(v) => Some(Wide::F(v)),
+        None => d.as_i128().map(Wide::I),
     }
 }
 
-/// Narrows accumulated numbers back to the element type of `like`.
+/// The smallest and largest values of an integer (or bool) element type.
+fn int_bounds(d: &Data) -> (i128, i128) {
+    match d {
+        Data::I64(_) => (i64::MIN.into(), i64::MAX.into()),
+        Data::I32(_) => (i32::MIN.into(), i32::MAX.into()),
+        Data::I16(_) => (i16::MIN.into(), i16::MAX.into()),
+        Data::I8(_) => (i8::MIN.into(), i8::MAX.into()),
+        Data::U64(_) => (0, u64::MAX.into()),
+        Data::U32(_) => (0, u32::MAX.into()),
+        Data::U16(_) => (0, u16::MAX.into()),
+        Data::U8(_) => (0, u8::MAX.into()),
+        _ => (0, 1),
+    }
+}
+
+/// Narrows accumulated numbers back to the element type of `like` (floats round once,
+/// integers wrap).
 fn narrow(w: Wide, like: &Data) -> Data {
     match (w, like) {
         (Wide::F(v), Data::F32(_)) => Data::F32(v.into_iter().map(|x| x as f32).collect()),
+        (Wide::F(v), Data::F16(_)) => Data::F16(v.into_iter().map(f16::from_f64).collect()),
         (Wide::F(v), _) => Data::F64(v),
         (Wide::I(v), Data::I32(_)) => Data::I32(v.into_iter().map(|x| x as i32).collect()),
-        (Wide::I(v), Data::U8(_)) => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+        (Wide::I(v), Data::I16(_)) => Data::I16(v.into_iter().map(|x| x as i16).collect()),
         (Wide::I(v), Data::I8(_)) => Data::I8(v.into_iter().map(|x| x as i8).collect()),
-        (Wide::I(v), _) => Data::I64(v),
+        (Wide::I(v), Data::U64(_)) => Data::U64(v.into_iter().map(|x| x as u64).collect()),
+        (Wide::I(v), Data::U32(_)) => Data::U32(v.into_iter().map(|x| x as u32).collect()),
+        (Wide::I(v), Data::U16(_)) => Data::U16(v.into_iter().map(|x| x as u16).collect()),
+        (Wide::I(v), Data::U8(_)) => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+        (Wide::I(v), Data::Bool(_)) => Data::Bool(v.into_iter().map(|x| x != 0).collect()),
+        (Wide::I(v), _) => Data::I64(v.into_iter().map(|x| x as i64).collect()),
     }
 }
 
 /// Reduce over `axes` (all axes when `axes` is empty and `noop_with_empty_axes` is false;
 /// the input unchanged when it is true). `Ok(None)` for unsupported type/op pairs and for
-/// Max/Min/Mean over empty groups.
+/// Mean over empty groups. Empty groups give the identity of the op: Max the lowest
+/// value of the type (-inf, false), Min the highest, Sum/L2/SumSquare 0, Prod 1. Bools
+/// reduce with Max/Min only.
 pub fn reduce(
     op: ReduceOp,
     x: &Arr,
@@ -61,7 +85,10 @@ pub fn reduce(
     let Some(w) = widen(&x.data) else {
         return Ok(None);
     };
-    if group == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::Mean) {
+    if matches!(x.data, Data::Bool(_)) && !matches!(op, ReduceOp::Max | ReduceOp::Min) {
+        return Ok(None);
+    }
+    if group == 0 && op == ReduceOp::Mean {
         return Ok(None);
     }
     let out = match w {
@@ -93,10 +120,11 @@ pub fn reduce(
             Wide::F(acc)
         }
         Wide::I(v) => {
+            let (lo, hi) = int_bounds(&x.data);
             let init = match op {
                 ReduceOp::Prod => 1,
-                ReduceOp::Max => i64::MIN,
-                ReduceOp::Min => i64::MAX,
+                ReduceOp::Max => lo,
+                ReduceOp::Min => hi,
                 ReduceOp::Sum => 0,
                 ReduceOp::Mean | ReduceOp::L2 | ReduceOp::SumSquare => return Ok(None),
             };
@@ -127,6 +155,9 @@ pub fn reduce(
 /// CumSum along `axis`, optionally exclusive and/or reversed.
 pub fn cumsum(x: &Arr, axis: i64, exclusive: bool, reverse: bool) -> Result<Option<Arr>> {
     let a = norm_axis(axis, x.rank(), "CumSum")?;
+    if matches!(x.data, Data::Bool(_)) {
+        return Ok(None);
+    }
     let Some(w) = widen(&x.data) else {
         return Ok(None);
     };
@@ -160,7 +191,7 @@ pub fn cumsum(x: &Arr, axis: i64, exclusive: bool, reverse: bool) -> Result<Opti
     }
     let out = match w {
         Wide::F(v) => Wide::F(scan!(v, 0.0f64, |p: f64, q: f64| p + q)),
-        Wide::I(v) => Wide::I(scan!(v, 0i64, |p: i64, q: i64| p.wrapping_add(q))),
+        Wide::I(v) => Wide::I(scan!(v, 0i128, |p: i128, q: i128| p.wrapping_add(q))),
     };
     Arr::new(x.shape.clone(), narrow(out, &x.data)).map(Some)
 }
@@ -206,6 +237,50 @@ mod tests {
         assert!(reduce(ReduceOp::Mean, &i, &[0], false, false)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn empty_sets_bools_and_narrow_types() {
+        let e = Arr::new(vec![2, 0], Data::F32(vec![])).unwrap();
+        let mx = reduce(ReduceOp::Max, &e, &[1], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(mx.data, Data::F32(vec![f32::NEG_INFINITY; 2]));
+        let p = reduce(ReduceOp::Prod, &e, &[1], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.data, Data::F32(vec![1.0; 2]));
+        assert!(reduce(ReduceOp::Mean, &e, &[1], false, false)
+            .unwrap()
+            .is_none());
+        let ei = Arr::new(vec![0], Data::U16(vec![])).unwrap();
+        let mn = reduce(ReduceOp::Min, &ei, &[0], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(mn.data, Data::U16(vec![u16::MAX]));
+        let b = Arr::new(vec![2, 2], Data::Bool(vec![true, false, true, true])).unwrap();
+        let mn = reduce(ReduceOp::Min, &b, &[1], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(mn.data, Data::Bool(vec![false, true]));
+        let eb = Arr::new(vec![0], Data::Bool(vec![])).unwrap();
+        let mx = reduce(ReduceOp::Max, &eb, &[0], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(mx.data, Data::Bool(vec![false]));
+        assert!(reduce(ReduceOp::Sum, &b, &[0], false, false)
+            .unwrap()
+            .is_none());
+        let u = Arr::new(vec![2], Data::U64(vec![u64::MAX, 2])).unwrap();
+        let s = reduce(ReduceOp::Sum, &u, &[0], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.data, Data::U64(vec![1]));
+        let h = Arr::new(vec![2], Data::F16(vec![f16::ONE, f16::from_f32(2.0)])).unwrap();
+        let m = reduce(ReduceOp::Mean, &h, &[0], false, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.data, Data::F16(vec![f16::from_f32(1.5)]));
     }
 
     #[test]

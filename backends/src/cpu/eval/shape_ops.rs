@@ -182,6 +182,7 @@ pub fn range(start: &Arr, limit: &Arr, delta: &Arr) -> Result<Option<Arr>> {
         (Data::F64(s), Data::F64(l), Data::F64(d)) => go!(s, l, d, F64, f64),
         (Data::I64(s), Data::I64(l), Data::I64(d)) => go!(s, l, d, I64, i64),
         (Data::I32(s), Data::I32(l), Data::I32(d)) => go!(s, l, d, I32, i32),
+        (Data::I16(s), Data::I16(l), Data::I16(d)) => go!(s, l, d, I16, i16),
         _ => return Ok(None),
     };
     let n = data.len();

@@ -3,6 +3,7 @@
 use super::array::{Arr, Data};
 use cc_ir::op::UnaryOp;
 use cc_ir::{DType, Result};
+use half::f16;
 
 macro_rules! float_unary {
     ($t:ty, $op:expr) => {
@@ -43,6 +44,18 @@ macro_rules! float_unary {
     };
 }
 
+macro_rules! uint_unary {
+    ($t:ty, $op:expr) => {
+        |x: $t| -> Option<$t> {
+            Some(match $op {
+                UnaryOp::Abs | UnaryOp::Relu => x,
+                UnaryOp::Sign => x.min(1),
+                _ => return None,
+            })
+        }
+    };
+}
+
 macro_rules! int_unary {
     ($t:ty, $op:expr) => {
         |x: $t| -> Option<$t> {
@@ -61,20 +74,29 @@ fn map<T: Copy, U>(v: &[T], f: impl Fn(T) -> Option<U>) -> Option<Vec<U>> {
     v.iter().map(|&x| f(x)).collect()
 }
 
-/// An elementwise unary op; `Ok(None)` when the op/type pair is not supported.
+/// An elementwise unary op; `Ok(None)` when the op/type pair is not supported. f16
+/// computes in f32 and rounds once.
 pub fn unary(op: UnaryOp, a: &Arr) -> Result<Option<Arr>> {
+    if op == UnaryOp::IsNaN {
+        let v = a.data.as_f64().filter(|_| a.data.is_float());
+        let d = v.map(|v| Data::Bool(v.iter().map(|x| x.is_nan()).collect()));
+        return d.map(|d| Arr::new(a.shape.clone(), d)).transpose();
+    }
     let data = match &a.data {
-        Data::F32(v) if op == UnaryOp::IsNaN => {
-            Some(Data::Bool(v.iter().map(|x| x.is_nan()).collect()))
-        }
-        Data::F64(v) if op == UnaryOp::IsNaN => {
-            Some(Data::Bool(v.iter().map(|x| x.is_nan()).collect()))
-        }
         Data::F32(v) => map(v, float_unary!(f32, op)).map(Data::F32),
         Data::F64(v) => map(v, float_unary!(f64, op)).map(Data::F64),
+        Data::F16(v) => {
+            let f = float_unary!(f32, op);
+            map(v, |x: f16| f(x.to_f32()).map(f16::from_f32)).map(Data::F16)
+        }
         Data::I64(v) => map(v, int_unary!(i64, op)).map(Data::I64),
         Data::I32(v) => map(v, int_unary!(i32, op)).map(Data::I32),
+        Data::I16(v) => map(v, int_unary!(i16, op)).map(Data::I16),
         Data::I8(v) => map(v, int_unary!(i8, op)).map(Data::I8),
+        Data::U64(v) => map(v, uint_unary!(u64, op)).map(Data::U64),
+        Data::U32(v) => map(v, uint_unary!(u32, op)).map(Data::U32),
+        Data::U16(v) => map(v, uint_unary!(u16, op)).map(Data::U16),
+        Data::U8(v) => map(v, uint_unary!(u8, op)).map(Data::U8),
         Data::Bool(v) if op == UnaryOp::Not => Some(Data::Bool(v.iter().map(|x| !x).collect())),
         _ => None,
     };
@@ -85,32 +107,27 @@ pub fn unary(op: UnaryOp, a: &Arr) -> Result<Option<Arr>> {
 #[derive(Clone, Copy)]
 enum Num {
     F(f64),
-    I(i64),
+    I(i128),
 }
 
-fn to_nums(d: &Data) -> Vec<Num> {
-    match d {
-        Data::F32(v) => v.iter().map(|&x| Num::F(f64::from(x))).collect(),
-        Data::F64(v) => v.iter().map(|&x| Num::F(x)).collect(),
-        other => other
-            .as_i64()
-            .unwrap_or_default()
-            .into_iter()
-            .map(Num::I)
-            .collect(),
+fn to_nums(d: &Data) -> Option<Vec<Num>> {
+    match d.as_f64() {
+        Some(v) => Some(v.into_iter().map(Num::F).collect()),
+        None => Some(d.as_i128()?.into_iter().map(Num::I).collect()),
     }
 }
 
 /// A float converted to an integer range by truncation; `None` when NaN or out of range
 /// (ONNX leaves those undefined, so the evaluator does not guess).
-fn trunc_in(x: f64, lo: f64, hi: f64) -> Option<i64> {
+fn trunc_in(x: f64, lo: f64, hi: f64) -> Option<i128> {
     let t = x.trunc();
-    (t >= lo && t <= hi).then_some(t as i64)
+    (t >= lo && t <= hi).then_some(t as i128)
 }
 
-/// Cast between f32, f64, i64, i32, u8, i8 and bool. Integer narrowing wraps (as numpy
-/// and ONNX Runtime do); float to integer truncates toward zero and is refused
-/// (`Ok(None)`) for NaN or out-of-range values.
+/// Cast between the numeric types and bool. Integer narrowing wraps (as numpy and ONNX
+/// Runtime do); float to integer truncates toward zero and is refused (`Ok(None)`) for
+/// NaN or out-of-range values; every conversion to a float type rounds once. Strings
+/// are not converted (`Ok(None)`).
 pub fn cast(a: &Arr, to: DType) -> Result<Option<Arr>> {
     if a.dtype() == to {
         return Ok(Some(a.clone()));
@@ -120,19 +137,35 @@ pub fn cast(a: &Arr, to: DType) -> Result<Option<Arr>> {
         let d = Data::F32(v.iter().map(|&x| x as f32).collect());
         return Arr::new(a.shape.clone(), d).map(Some);
     }
-    let nums = to_nums(&a.data);
+    let Some(nums) = to_nums(&a.data) else {
+        return Ok(None);
+    };
+    // Integers wrap; floats must fit (64-bit bounds are not exact in f64: keep strictly
+    // inside them).
     macro_rules! ints {
-        ($t:ty, $var:ident) => {
+        ($t:ty, $var:ident, $lo:expr, $hi:expr) => {
             nums.iter()
                 .map(|n| match *n {
                     Num::I(i) => Some(i as $t),
-                    Num::F(f) => trunc_in(f, <$t>::MIN as f64, <$t>::MAX as f64).map(|i| i as $t),
+                    Num::F(f) => trunc_in(f, $lo, $hi).map(|i| i as $t),
                 })
                 .collect::<Option<Vec<$t>>>()
                 .map(Data::$var)
         };
+        ($t:ty, $var:ident) => {
+            ints!($t, $var, <$t>::MIN as f64, <$t>::MAX as f64)
+        };
     }
+    let floats = || -> Vec<f64> {
+        nums.iter()
+            .map(|n| match *n {
+                Num::F(f) => f,
+                Num::I(i) => i as f64,
+            })
+            .collect()
+    };
     let data = match to {
+        // i128 -> f32 directly rounds once; f64 -> f32 too.
         DType::F32 => Some(Data::F32(
             nums.iter()
                 .map(|n| match *n {
@@ -141,14 +174,8 @@ pub fn cast(a: &Arr, to: DType) -> Result<Option<Arr>> {
                 })
                 .collect(),
         )),
-        DType::F64 => Some(Data::F64(
-            nums.iter()
-                .map(|n| match *n {
-                    Num::F(f) => f,
-                    Num::I(i) => i as f64,
-                })
-                .collect(),
-        )),
+        DType::F64 => Some(Data::F64(floats())),
+        DType::F16 => Some(Data::F16(floats().into_iter().map(f16::from_f64).collect())),
         DType::Bool => Some(Data::Bool(
             nums.iter()
                 .map(|n| match *n {
@@ -157,18 +184,14 @@ pub fn cast(a: &Arr, to: DType) -> Result<Option<Arr>> {
                 })
                 .collect(),
         )),
-        // i64 bounds are not exactly representable in f64; keep strictly inside.
-        DType::I64 => nums
-            .iter()
-            .map(|n| match *n {
-                Num::I(i) => Some(i),
-                Num::F(f) => trunc_in(f, -9.2e18, 9.2e18),
-            })
-            .collect::<Option<Vec<i64>>>()
-            .map(Data::I64),
+        DType::I64 => ints!(i64, I64, -9.2e18, 9.2e18),
         DType::I32 => ints!(i32, I32),
-        DType::U8 => ints!(u8, U8),
+        DType::I16 => ints!(i16, I16),
         DType::I8 => ints!(i8, I8),
+        DType::U64 => ints!(u64, U64, 0.0, 1.8e19),
+        DType::U32 => ints!(u32, U32),
+        DType::U16 => ints!(u16, U16),
+        DType::U8 => ints!(u8, U8),
         _ => None,
     };
     data.map(|d| Arr::new(a.shape.clone(), d)).transpose()
@@ -218,6 +241,44 @@ mod tests {
             cast(&i, DType::I32).unwrap().unwrap().data,
             Data::I32(vec![3, -1])
         );
-        assert!(cast(&i, DType::F16).unwrap().is_none());
+        assert_eq!(
+            cast(&i, DType::F16).unwrap().unwrap().data,
+            Data::F16(vec![f16::from_f32(3.0), f16::from_f32(-1.0)])
+        );
+        assert_eq!(
+            cast(&i, DType::U16).unwrap().unwrap().data,
+            Data::U16(vec![3, 65535])
+        );
+        let u = Arr::new(vec![1], Data::U64(vec![u64::MAX])).unwrap();
+        assert_eq!(
+            cast(&u, DType::I64).unwrap().unwrap().data,
+            Data::I64(vec![-1])
+        );
+        let s = Arr::new(vec![1], Data::Str(vec![b"1".to_vec()])).unwrap();
+        assert!(cast(&s, DType::F32).unwrap().is_none());
+    }
+
+    #[test]
+    fn half_and_unsigned_unary() {
+        let h = Arr::new(
+            vec![3],
+            Data::F16(vec![f16::from_f32(-2.0), f16::NAN, f16::from_f32(0.25)]),
+        )
+        .unwrap();
+        assert_eq!(
+            unary(UnaryOp::IsNaN, &h).unwrap().unwrap().data,
+            Data::Bool(vec![false, true, false])
+        );
+        let r = unary(UnaryOp::Sqrt, &h).unwrap().unwrap();
+        let Data::F16(v) = r.data else { panic!() };
+        assert!(v[0].is_nan() && v[2] == f16::from_f32(0.5));
+        let u = Arr::new(vec![2], Data::U32(vec![0, 7])).unwrap();
+        assert_eq!(
+            unary(UnaryOp::Sign, &u).unwrap().unwrap().data,
+            Data::U32(vec![0, 1])
+        );
+        assert!(unary(UnaryOp::Neg, &u).unwrap().is_none());
+        let i = Arr::new(vec![1], Data::I64(vec![1])).unwrap();
+        assert!(unary(UnaryOp::IsNaN, &i).unwrap().is_none());
     }
 }
