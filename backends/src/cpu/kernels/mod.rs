@@ -221,8 +221,20 @@ fn fast_kernel(
             input(inputs, 1)?,
             batch_dims.unwrap_or(0),
         )?),
-        Op::Dropout { .. } if num_outputs == 1 => one(Some(input(inputs, 0)?.clone())),
+        // Inference-mode Dropout is the identity; training mode (a true `training_mode`
+        // input) is left to the evaluator.
+        Op::Dropout { .. } if num_outputs == 1 && !dropout_training(inputs)? => {
+            one(Some(input(inputs, 0)?.clone()))
+        }
         _ => Ok(None),
+    }
+}
+
+/// True when a Dropout's optional `training_mode` input (slot 2) is given and true.
+fn dropout_training(inputs: &[Option<&Tensor>]) -> Result<bool> {
+    match inputs.get(2).copied().flatten() {
+        None => Ok(false),
+        Some(t) => Ok(t.to_bool()?.first().copied().unwrap_or(false)),
     }
 }
 
