@@ -1,9 +1,11 @@
 //! The CPU executor: runs a graph node by node in topological order, freeing each
 //! intermediate value after its last use.
 
+use crate::cpu::fusion;
 use crate::cpu::kernels::{self, Activation, KernelCx};
 use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Runs graphs on the CPU with a fixed number of threads.
@@ -11,6 +13,8 @@ pub struct CpuExecutor {
     pool: rayon::ThreadPool,
     threads: usize,
     aligned: Mutex<AlignedConsts>,
+    /// Number of DequantizeLinear + MatMul/Gemm pairs run fused (see [`fusion`]).
+    dq_fused: AtomicU64,
 }
 
 /// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
@@ -65,12 +69,19 @@ impl CpuExecutor {
             pool,
             threads,
             aligned: Mutex::new(AlignedConsts::default()),
+            dq_fused: AtomicU64::new(0),
         })
     }
 
     /// Number of threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// How many DequantizeLinear + MatMul/Gemm pairs this executor has run as one fused
+    /// dequantize-GEMM so far, over all runs (see [`crate::cpu::fusion`]).
+    pub fn fused_dq_gemms(&self) -> u64 {
+        self.dq_fused.load(Ordering::Relaxed)
     }
 }
 
@@ -229,9 +240,21 @@ impl CpuExecutor {
         };
         let fusions = plan_fusions(g, &order);
         let mut absorbed: HashSet<NodeId> = HashSet::new();
+        // --- dequantize-GEMM fusion (fusion.rs) ---
+        let dq_plan = if fusion::enabled() {
+            fusion::plan(g, &order)
+        } else {
+            HashMap::new()
+        };
+        absorbed.extend(dq_plan.values().copied());
+        // --- end dequantize-GEMM fusion ---
         for (step, &id) in order.iter().enumerate() {
             let node = g.node(id);
-            if !absorbed.contains(&id) {
+            let dq_done = match dq_plan.get(&id) {
+                Some(&dq) => self.run_dq_fused(g, id, dq, &mut env, &consts, &cx)?,
+                None => false,
+            };
+            if !absorbed.contains(&id) && !dq_done {
                 let fused = match fusions.get(&id) {
                     Some(&(act_node, act)) => {
                         run_fused(g, id, act, &env, &consts, &cx)?.map(|t| (act_node, t))
@@ -269,6 +292,42 @@ impl CpuExecutor {
                     })
             })
             .collect()
+    }
+}
+
+impl CpuExecutor {
+    /// Runs reader `id` fused with its DequantizeLinear `dq` (planned by
+    /// [`fusion::plan`]) and stores its output: `Ok(true)`. When the fused kernel cannot
+    /// take the inputs, runs `dq` alone, stores its output and returns `Ok(false)` so the
+    /// caller runs the reader as usual.
+    fn run_dq_fused(
+        &self,
+        g: &Graph,
+        id: NodeId,
+        dq: NodeId,
+        env: &mut HashMap<ValueId, Tensor>,
+        consts: &HashMap<ValueId, Tensor>,
+        cx: &KernelCx<'_>,
+    ) -> Result<bool> {
+        let lookup = |v: ValueId| {
+            env.get(&v)
+                .or_else(|| consts.get(&v))
+                .or_else(|| g.const_data(v))
+        };
+        if let Some(t) = fusion::run(g, id, dq, lookup, cx)? {
+            if let Some(v) = g.node(id).output(0) {
+                env.insert(v, t);
+            }
+            self.dq_fused.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        let outs = run_one(g, dq, env, consts, cx)?;
+        for (slot, t) in outs.into_iter().enumerate() {
+            if let Some(v) = g.node(dq).output(slot) {
+                env.insert(v, t);
+            }
+        }
+        Ok(false)
     }
 }
 

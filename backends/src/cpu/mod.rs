@@ -4,6 +4,7 @@
 
 pub mod eval;
 pub mod exec;
+pub mod fusion;
 pub mod kernels;
 
 pub use exec::CpuExecutor;

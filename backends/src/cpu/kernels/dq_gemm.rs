@@ -1,0 +1,498 @@
+//! Fused dequantize-GEMM: `Y = X · dequant(Wq)` for a constant int8/uint8/int4/uint4
+//! weight with f32 scales (per-tensor, per-axis or blocked), without materializing the
+//! whole f32 weight.
+//!
+//! The output's columns are split into blocks, one task each on the executor's pool;
+//! a task dequantizes its columns of the weight [`PANEL`] rows of K at a time into a
+//! reused buffer and accumulates the partial products into its output block with the
+//! `gemm` crate. Each weight element is dequantized exactly as DequantizeLinear does
+//! (`(q - zero_point) * scale` in f32), so results differ from
+//! dequantize-then-matmul only by the order of the f32 sums.
+
+use super::matmul::{sgemm, Mat};
+use super::{f32s, KernelCx};
+use cc_ir::{DType, Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Rows of K dequantized per panel.
+pub const PANEL: usize = 256;
+
+/// Largest number of output columns one task covers.
+const MAX_TASK_COLS: usize = 512;
+
+/// A constant quantized weight as DequantizeLinear sees it: data, scale, optional zero
+/// point and the `axis` / `block_size` attributes.
+#[derive(Clone, Copy)]
+pub struct DqWeight<'a> {
+    /// The quantized data (2-D; int8, uint8, int4 or uint4).
+    pub q: &'a Tensor,
+    /// The f32 scale (scalar, per-axis or blocked).
+    pub scale: &'a Tensor,
+    /// The zero point (same type as `q`, same shape as `scale`), if any.
+    pub zero_point: Option<&'a Tensor>,
+    /// The `axis` attribute (default 1).
+    pub axis: i64,
+    /// The `block_size` attribute (0: not blocked).
+    pub block: i64,
+}
+
+/// How the parameters map onto one row of the 2-D weight.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ColMap {
+    /// One parameter for the whole row.
+    Scalar,
+    /// One parameter per column.
+    PerCol,
+    /// One parameter per `b` consecutive columns.
+    Block(usize),
+}
+
+/// A weight decoded for panel-wise dequantization: `rows x cols` codes, and per-row
+/// offsets into the parameters plus the column mapping.
+struct Prepared<'a> {
+    raw: &'a [u8],
+    kind: Kind,
+    rows: usize,
+    cols: usize,
+    scale: Vec<f32>,
+    zero: Vec<f32>,
+    map: ColMap,
+    /// Parameter offset of row `r` is `r / row_div * row_mul`.
+    row_div: usize,
+    row_mul: usize,
+}
+
+/// Storage of the quantized codes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    I8,
+    U8,
+    I4,
+    U4,
+}
+
+impl Kind {
+    fn of(d: DType) -> Option<Kind> {
+        Some(match d {
+            DType::I8 => Kind::I8,
+            DType::U8 => Kind::U8,
+            DType::I4 => Kind::I4,
+            DType::U4 => Kind::U4,
+            _ => return None,
+        })
+    }
+}
+
+/// The code at flat index `i` as f32 (packed 4-bit values are lowest bits first).
+#[inline]
+fn code(raw: &[u8], kind: Kind, i: usize) -> f32 {
+    match kind {
+        Kind::I8 => f32::from(raw.get(i).copied().unwrap_or(0) as i8),
+        Kind::U8 => f32::from(raw.get(i).copied().unwrap_or(0)),
+        Kind::I4 | Kind::U4 => {
+            let byte = raw.get(i / 2).copied().unwrap_or(0);
+            let v = (byte >> ((i % 2) * 4)) & 0xf;
+            if kind == Kind::I4 && v >= 8 {
+                f32::from(v) - 16.0
+            } else {
+                f32::from(v)
+            }
+        }
+    }
+}
+
+/// True when the weight can take the fused path: 2-D int8/uint8/int4/uint4 data, f32
+/// scale, zero point of the data's type.
+pub fn supported(w: &DqWeight<'_>) -> bool {
+    Kind::of(w.q.dtype()).is_some()
+        && w.q.shape().len() == 2
+        && w.scale.dtype() == DType::F32
+        && w.zero_point.is_none_or(|z| z.dtype() == w.q.dtype())
+}
+
+impl<'a> Prepared<'a> {
+    /// Checks the weight's parameters as DequantizeLinear does; `Ok(None)` when the
+    /// types are not supported here.
+    fn new(w: &DqWeight<'a>) -> Result<Option<Prepared<'a>>> {
+        let what = "DequantizeLinear (fused)";
+        let Some(kind) = Kind::of(w.q.dtype()) else {
+            return Ok(None);
+        };
+        if !supported(w) {
+            return Ok(None);
+        }
+        let &[rows, cols] = w.q.shape() else {
+            return Ok(None);
+        };
+        let raw = w.q.raw()?.as_ref();
+        let need = match kind {
+            Kind::I8 | Kind::U8 => rows * cols,
+            Kind::I4 | Kind::U4 => (rows * cols).div_ceil(2),
+        };
+        if raw.len() < need {
+            return Err(Error::invalid(format!(
+                "{what}: weight data is shorter than its shape {:?}",
+                w.q.shape()
+            )));
+        }
+        let scale = w.scale.to_f32()?;
+        let zero: Vec<f32> = match w.zero_point {
+            None => vec![0.0; scale.len()],
+            Some(z) => {
+                if z.shape() != w.scale.shape() {
+                    return Err(Error::invalid(format!(
+                        "{what}: zero point {:?} and scale {:?} differ in shape",
+                        z.shape(),
+                        w.scale.shape()
+                    )));
+                }
+                let zr = z.raw()?;
+                (0..z.len()).map(|i| code(zr, kind, i)).collect()
+            }
+        };
+        let p = w.scale.shape();
+        let count = scale.len();
+        let bad = || {
+            Error::invalid(format!(
+                "{what}: parameter of shape {p:?} does not fit weight [{rows}, {cols}] (axis {}, block size {})",
+                w.axis, w.block
+            ))
+        };
+        let (map, row_div, row_mul) =
+            if w.block <= 0 && (p.is_empty() || count == 1 && p.len() <= 1) {
+                (ColMap::Scalar, 1, 0)
+            } else {
+                let axis = super::norm_axis(w.axis, 2, what)?;
+                if w.block <= 0 {
+                    let dim = if axis == 0 { rows } else { cols };
+                    if p != [dim] {
+                        return Err(bad());
+                    }
+                    if axis == 0 {
+                        (ColMap::Scalar, 1, 1)
+                    } else {
+                        (ColMap::PerCol, 1, 0)
+                    }
+                } else {
+                    let b = w.block as usize;
+                    let (dim, other) = if axis == 0 {
+                        (rows, cols)
+                    } else {
+                        (cols, rows)
+                    };
+                    let blocks = dim.div_ceil(b);
+                    let want = if axis == 0 {
+                        [blocks, other]
+                    } else {
+                        [other, blocks]
+                    };
+                    if p != want || blocks == 0 {
+                        return Err(bad());
+                    }
+                    if axis == 0 {
+                        (ColMap::PerCol, b, cols)
+                    } else {
+                        (ColMap::Block(b), 1, blocks)
+                    }
+                }
+            };
+        Ok(Some(Prepared {
+            raw,
+            kind,
+            rows,
+            cols,
+            scale,
+            zero,
+            map,
+            row_div,
+            row_mul,
+        }))
+    }
+
+    /// Writes the dequantized elements `c0 .. c0 + out.len()` of row `r` to `out`.
+    fn row(&self, r: usize, c0: usize, out: &mut [f32]) {
+        let base = r * self.cols + c0;
+        let off = r / self.row_div * self.row_mul;
+        let (s, z) = (
+            &self.scale[off.min(self.scale.len())..],
+            &self.zero[off.min(self.zero.len())..],
+        );
+        match self.kind {
+            Kind::I8 | Kind::U8 => {
+                let src = self.raw.get(base..base + out.len()).unwrap_or(&[]);
+                let signed = self.kind == Kind::I8;
+                for (o, &b) in out.iter_mut().zip(src) {
+                    *o = if signed {
+                        f32::from(b as i8)
+                    } else {
+                        f32::from(b)
+                    };
+                }
+            }
+            _ => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = code(self.raw, self.kind, base + j);
+                }
+            }
+        }
+        match self.map {
+            ColMap::Scalar => {
+                let (s, z) = (
+                    s.first().copied().unwrap_or(0.0),
+                    z.first().copied().unwrap_or(0.0),
+                );
+                out.iter_mut().for_each(|o| *o = (*o - z) * s);
+            }
+            ColMap::PerCol => {
+                let (s, z) = (s.get(c0..).unwrap_or(&[]), z.get(c0..).unwrap_or(&[]));
+                for ((o, &s), &z) in out.iter_mut().zip(s).zip(z) {
+                    *o = (*o - z) * s;
+                }
+            }
+            ColMap::Block(b) => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    let k = (c0 + j) / b;
+                    let (s, z) = (
+                        s.get(k).copied().unwrap_or(0.0),
+                        z.get(k).copied().unwrap_or(0.0),
+                    );
+                    *o = (*o - z) * s;
+                }
+            }
+        }
+    }
+}
+
+/// Output pointer shared by tasks writing disjoint column blocks.
+#[derive(Clone, Copy)]
+struct Dst(*mut f32);
+// SAFETY: tasks write disjoint column blocks of the buffer behind the pointer, which
+// outlives the parallel loop.
+unsafe impl Send for Dst {}
+// SAFETY: as above.
+unsafe impl Sync for Dst {}
+
+/// `out (m x n) += alpha * lhs (m x k) * dequant(w)` where `w` holds `B` as `k x n`
+/// (`trans_b` false) or `n x k` (`trans_b` true). `lhs` must cover `m x k` at its
+/// strides; checked by the callers.
+#[allow(clippy::too_many_arguments)]
+fn accumulate(
+    out: &mut [f32],
+    lhs: &[f32],
+    lhs_mat: (isize, isize),
+    (m, k, n): (usize, usize, usize),
+    w: &Prepared<'_>,
+    trans_b: bool,
+    alpha: f32,
+    cx: &KernelCx<'_>,
+) -> Result<()> {
+    if out.len() < m * n {
+        return Err(Error::invalid("fused dequantize-GEMM: output too small"));
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(());
+    }
+    let per = if cx.threads <= 1 {
+        n
+    } else {
+        n.div_ceil(cx.threads).div_ceil(16).max(1) * 16
+    }
+    .min(MAX_TASK_COLS)
+    .max(1);
+    let tasks = n.div_ceil(per);
+    let dst = Dst(out.as_mut_ptr());
+    let lhs_ptr = lhs.as_ptr() as usize;
+    let task = move |t: usize| {
+        let dst = dst;
+        let c0 = t * per;
+        let cols = per.min(n - c0);
+        let mut buf = vec![0f32; PANEL.min(k) * cols];
+        let mut k0 = 0;
+        while k0 < k {
+            let kp = PANEL.min(k - k0);
+            let rhs = if trans_b {
+                // Buffer [cols, kp]: row j is weight row c0 + j, columns k0 .. k0 + kp.
+                for (j, row) in buf.chunks_mut(kp).take(cols).enumerate() {
+                    w.row(c0 + j, k0, row);
+                }
+                (kp as isize, 1)
+            } else {
+                // Buffer [kp, cols]: row i is weight row k0 + i, columns c0 .. c0 + cols.
+                for (i, row) in buf.chunks_mut(cols).take(kp).enumerate() {
+                    w.row(k0 + i, c0, row);
+                }
+                (1, cols as isize)
+            };
+            // SAFETY: dst covers m x n with row stride n and this task writes only
+            // columns c0 .. c0 + cols; lhs covers m x k at its strides (checked by the
+            // callers), offset by k0 columns; buf holds kp x cols elements at the
+            // strides given.
+            unsafe {
+                let (lcs, lrs) = lhs_mat;
+                sgemm(
+                    m,
+                    cols,
+                    kp,
+                    dst.0.add(c0),
+                    n,
+                    true,
+                    Mat {
+                        ptr: (lhs_ptr as *const f32).offset(k0 as isize * lcs),
+                        cs: lcs,
+                        rs: lrs,
+                    },
+                    Mat {
+                        ptr: buf.as_ptr(),
+                        cs: rhs.0,
+                        rs: rhs.1,
+                    },
+                    alpha,
+                    gemm::Parallelism::None,
+                );
+            }
+            k0 += kp;
+        }
+    };
+    if tasks <= 1 {
+        task(0);
+    } else {
+        cx.pool
+            .install(|| (0..tasks).into_par_iter().for_each(task));
+    }
+    Ok(())
+}
+
+/// MatMul(X, DequantizeLinear(W)) on f32 `x` (rank >= 1; leading dims stacked into
+/// rows) and a 2-D quantized `w` of shape `[K, N]`; `Ok(None)` when the types are not
+/// supported (the caller then runs the two nodes apart).
+pub fn dq_matmul(x: &Tensor, w: &DqWeight<'_>, cx: &KernelCx<'_>) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let Some(p) = Prepared::new(w)? else {
+        return Ok(None);
+    };
+    let (k, n) = (p.rows, p.cols);
+    let sx = x.shape();
+    let Some(&kx) = sx.last() else {
+        return Err(Error::invalid("MatMul: operands must have rank >= 1"));
+    };
+    if kx != k {
+        return Err(Error::invalid(format!(
+            "MatMul: inner dimensions differ ({sx:?} x {:?})",
+            w.q.shape()
+        )));
+    }
+    let xv = f32s(x)?;
+    let m = if k == 0 {
+        cc_ir::tensor::shape_count(&sx[..sx.len() - 1])?
+    } else {
+        xv.len() / k
+    };
+    if xv.len() != m * k {
+        return Err(Error::invalid(
+            "MatMul: operand data does not match its shape",
+        ));
+    }
+    let mut out = super::zeros(&[m, n])?;
+    accumulate(
+        &mut out,
+        &xv,
+        (1, k as isize),
+        (m, k, n),
+        &p,
+        false,
+        1.0,
+        cx,
+    )?;
+    let mut shape = sx[..sx.len() - 1].to_vec();
+    shape.push(n);
+    Tensor::from_f32_vec(shape, out).map(Some)
+}
+
+/// Gemm(A, DequantizeLinear(W), C?) on f32: `alpha * A' * B' + beta * C`, where `B` is
+/// the dequantized 2-D weight (transposed when `trans_b`); `Ok(None)` when the types are
+/// not supported.
+#[allow(clippy::too_many_arguments)]
+pub fn dq_gemm(
+    a: &Tensor,
+    w: &DqWeight<'_>,
+    c: Option<&Tensor>,
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+    cx: &KernelCx<'_>,
+) -> Result<Option<Tensor>> {
+    if a.dtype() != DType::F32 || c.is_some_and(|c| c.dtype() != DType::F32) {
+        return Ok(None);
+    }
+    let Some(p) = Prepared::new(w)? else {
+        return Ok(None);
+    };
+    let &[ar, ac] = a.shape() else {
+        return Err(Error::invalid(format!(
+            "Gemm: A must be 2-D, got {:?}",
+            a.shape()
+        )));
+    };
+    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if trans_b {
+        (p.cols, p.rows)
+    } else {
+        (p.rows, p.cols)
+    };
+    if k != k2 {
+        return Err(Error::invalid(format!(
+            "Gemm: inner dimensions differ ({:?}{} x {:?}{})",
+            a.shape(),
+            if trans_a { "ᵀ" } else { "" },
+            w.q.shape(),
+            if trans_b { "ᵀ" } else { "" }
+        )));
+    }
+    let av = f32s(a)?;
+    if av.len() != m * k {
+        return Err(Error::invalid(
+            "Gemm: operand data does not match its shape",
+        ));
+    }
+    let mut out = super::zeros(&[m, n])?;
+    if let Some(c) = c.filter(|_| beta != 0.0) {
+        fill_c(&mut out, c, m, n, beta)?;
+    }
+    let lhs = if trans_a {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    accumulate(&mut out, &av, lhs, (m, k, n), &p, trans_b, alpha, cx)?;
+    Tensor::from_f32_vec(vec![m, n], out).map(Some)
+}
+
+/// Writes `beta * C` broadcast (unidirectionally) to an `m x n` buffer.
+fn fill_c(out: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) -> Result<()> {
+    let cv = f32s(c)?;
+    let s = c.shape();
+    let (cr, cc) = match s {
+        [] => (1, 1),
+        [x] => (1, *x),
+        [r, x] => (*r, *x),
+        _ => return Err(Error::invalid(format!("Gemm: C has rank {}", s.len()))),
+    };
+    if (cr != 1 && cr != m) || (cc != 1 && cc != n) || cv.len() != cr * cc {
+        return Err(Error::invalid(format!(
+            "Gemm: C {s:?} does not broadcast to [{m}, {n}]"
+        )));
+    }
+    for (i, row) in out.chunks_mut(n.max(1)).enumerate() {
+        let r = if cr == 1 { 0 } else { i };
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = beta
+                * cv.get(r * cc + if cc == 1 { 0 } else { j })
+                    .copied()
+                    .unwrap_or(0.0);
+        }
+    }
+    Ok(())
+}
