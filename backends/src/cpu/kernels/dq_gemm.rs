@@ -496,3 +496,256 @@ fn fill_c(out: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::test_util::{cx_pool, rand_vec, t};
+    use crate::cpu::kernels::{matmul, quant};
+    use cc_ir::Op;
+
+    /// Random integer codes in `lo..=hi` as a tensor of type `d`.
+    fn codes(d: DType, shape: &[usize], (lo, hi): (i32, i32), seed: u64) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<i32> = rand_vec(n, seed)
+            .iter()
+            .map(|&r| (lo + ((r + 1.0) / 2.0 * (hi - lo + 1) as f32) as i32).min(hi))
+            .collect();
+        quant::int_tensor(d, shape.to_vec(), &v).unwrap()
+    }
+
+    /// Positive random scales.
+    fn scales(shape: &[usize], seed: u64) -> Tensor {
+        let n = shape.iter().product();
+        let v = rand_vec(n, seed)
+            .iter()
+            .map(|r| 0.01 + r.abs() * 0.05)
+            .collect();
+        Tensor::from_f32(shape.to_vec(), v).unwrap()
+    }
+
+    /// The weight dequantized by the DequantizeLinear kernel.
+    fn dequantized(w: &DqWeight<'_>) -> Tensor {
+        let op = Op::DequantizeLinear {
+            axis: Some(w.axis),
+            block_size: Some(w.block),
+        };
+        let mut out = quant::run(&op, &[Some(w.q), Some(w.scale), w.zero_point])
+            .unwrap()
+            .unwrap();
+        out.remove(0)
+    }
+
+    /// Asserts `got` matches `want` to 1e-5 relative to the magnitude of the terms
+    /// summed (`mag`, the product of absolute values).
+    fn close(got: &Tensor, want: &Tensor, mag: &Tensor) {
+        assert_eq!(got.shape(), want.shape());
+        let (g, w, m) = (
+            got.to_f32().unwrap(),
+            want.to_f32().unwrap(),
+            mag.to_f32().unwrap(),
+        );
+        for (i, ((x, y), s)) in g.iter().zip(&w).zip(&m).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * (s + 1e-3),
+                "at {i}: {x} vs {y} (scale {s})"
+            );
+        }
+    }
+
+    fn abs(t: &Tensor) -> Tensor {
+        let v = t.to_f32().unwrap().iter().map(|x| x.abs()).collect();
+        Tensor::from_f32(t.shape().to_vec(), v).unwrap()
+    }
+
+    /// Checks dq_matmul against dequantize-then-matmul.
+    fn check_matmul(x: &Tensor, w: &DqWeight<'_>, threads: usize) {
+        let pool = cx_pool(threads);
+        let cx = KernelCx {
+            pool: &pool,
+            threads,
+        };
+        let got = dq_matmul(x, w, &cx).unwrap().unwrap();
+        let b = dequantized(w);
+        let want = matmul::matmul(x, &b, &cx).unwrap();
+        let mag = matmul::matmul(&abs(x), &abs(&b), &cx).unwrap();
+        close(&got, &want, &mag);
+    }
+
+    #[test]
+    fn per_tensor_int8_over_several_panels() {
+        let q = codes(DType::I8, &[300, 40], (-128, 127), 1);
+        let s = Tensor::scalar_f32(0.02);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: None,
+            axis: 1,
+            block: 0,
+        };
+        check_matmul(&t(&[2, 3, 300], 2), &w, 3);
+        check_matmul(&t(&[300], 3), &w, 1);
+    }
+
+    #[test]
+    fn per_axis_uint8_with_zero_points() {
+        let q = codes(DType::U8, &[70, 100], (0, 255), 4);
+        let s = scales(&[100], 5);
+        let z = codes(DType::U8, &[100], (100, 150), 6);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: Some(&z),
+            axis: 1,
+            block: 0,
+        };
+        check_matmul(&t(&[5, 70], 7), &w, 2);
+        // Per row (axis 0) as well.
+        let s0 = scales(&[70], 8);
+        let z0 = codes(DType::U8, &[70], (0, 255), 9);
+        let w0 = DqWeight {
+            q: &q,
+            scale: &s0,
+            zero_point: Some(&z0),
+            axis: 0,
+            block: 0,
+        };
+        check_matmul(&t(&[5, 70], 10), &w0, 2);
+    }
+
+    #[test]
+    fn blocked_int4_and_uint4_with_odd_k() {
+        // int4 blocked along K (axis 0): 77 rows in blocks of 32 -> 3 blocks; 21
+        // columns, so the packed data has an odd element count.
+        let q = codes(DType::I4, &[77, 21], (-8, 7), 11);
+        let s = scales(&[3, 21], 12);
+        let z = codes(DType::I4, &[3, 21], (-2, 2), 13);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: Some(&z),
+            axis: 0,
+            block: 32,
+        };
+        check_matmul(&t(&[4, 77], 14), &w, 2);
+        // uint4 blocked along N (axis 1): blocks of 8 over 21 columns -> 3 blocks; K
+        // larger than a panel.
+        let q = codes(DType::U4, &[257, 21], (0, 15), 15);
+        let s = scales(&[257, 3], 16);
+        let z = codes(DType::U4, &[257, 3], (7, 9), 17);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: Some(&z),
+            axis: 1,
+            block: 8,
+        };
+        check_matmul(&t(&[3, 257], 18), &w, 2);
+    }
+
+    #[test]
+    fn gemm_with_trans_b_and_bias() {
+        let threads = 2;
+        let pool = cx_pool(threads);
+        let cx = KernelCx {
+            pool: &pool,
+            threads,
+        };
+        // B = dequant(W)ᵀ with W [N=50, K=301], blocked uint4 along K (axis 1).
+        let q = codes(DType::U4, &[50, 301], (0, 15), 21);
+        let s = scales(&[50, 10], 22);
+        let z = codes(DType::U4, &[50, 10], (6, 9), 23);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: Some(&z),
+            axis: 1,
+            block: 32,
+        };
+        let b = dequantized(&w);
+        let c = t(&[50], 24);
+        for trans_a in [false, true] {
+            let a = if trans_a {
+                t(&[301, 6], 25)
+            } else {
+                t(&[6, 301], 25)
+            };
+            let got = dq_gemm(&a, &w, Some(&c), 0.5, 2.0, trans_a, true, &cx)
+                .unwrap()
+                .unwrap();
+            let want = matmul::gemm_op(
+                &[Some(&a), Some(&b), Some(&c)],
+                0.5,
+                2.0,
+                trans_a,
+                true,
+                &cx,
+            )
+            .unwrap();
+            let mag = matmul::gemm_op(
+                &[Some(&abs(&a)), Some(&abs(&b)), Some(&abs(&c))],
+                0.5,
+                2.0,
+                trans_a,
+                true,
+                &cx,
+            )
+            .unwrap();
+            close(&got, &want, &mag);
+        }
+        // Per-axis int8 without transB or bias.
+        let q = codes(DType::I8, &[301, 50], (-128, 127), 26);
+        let s = scales(&[50], 27);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: None,
+            axis: -1,
+            block: 0,
+        };
+        let b = dequantized(&w);
+        let a = t(&[6, 301], 28);
+        let got = dq_gemm(&a, &w, None, 1.0, 1.0, false, false, &cx)
+            .unwrap()
+            .unwrap();
+        let want = matmul::gemm_op(&[Some(&a), Some(&b)], 1.0, 1.0, false, false, &cx).unwrap();
+        let mag = matmul::gemm_op(
+            &[Some(&abs(&a)), Some(&abs(&b))],
+            1.0,
+            1.0,
+            false,
+            false,
+            &cx,
+        )
+        .unwrap();
+        close(&got, &want, &mag);
+    }
+
+    #[test]
+    fn bad_parameters_are_errors_and_other_types_are_none() {
+        let pool = cx_pool(1);
+        let cx = KernelCx {
+            pool: &pool,
+            threads: 1,
+        };
+        let q = codes(DType::I8, &[4, 6], (-128, 127), 31);
+        let s = scales(&[5], 32);
+        let w = DqWeight {
+            q: &q,
+            scale: &s,
+            zero_point: None,
+            axis: 1,
+            block: 0,
+        };
+        let err = dq_matmul(&t(&[2, 4], 33), &w, &cx).unwrap_err().to_string();
+        assert!(err.contains("does not fit weight [4, 6]"), "{err}");
+        let s = scales(&[6], 34);
+        let w = DqWeight { scale: &s, ..w };
+        let err = dq_matmul(&t(&[2, 5], 35), &w, &cx).unwrap_err().to_string();
+        assert!(err.contains("inner dimensions differ"), "{err}");
+        let q16 = Tensor::from_i64(vec![4, 6], vec![0; 24]).unwrap();
+        let w = DqWeight { q: &q16, ..w };
+        assert!(!supported(&w));
+        assert!(dq_matmul(&t(&[2, 4], 36), &w, &cx).unwrap().is_none());
+    }
+}
