@@ -131,3 +131,134 @@ pub fn run<'a>(
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuExecutor;
+    use cc_ir::types::known_shape;
+    use cc_ir::{DType, Executor, ValueType};
+
+    /// x[3, 40] -> reader(x, DequantizeLinear(uint8 W, per-axis scale and zero point))
+    /// -> y; the reader is MatMul (W [40, 24]) or Gemm with transB and a bias (W
+    /// [24, 40]). With `share`, the dequantized weight is also a graph output, so the
+    /// pair must not fuse.
+    fn graph(gemm: bool, share: bool) -> Graph {
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(DType::F32, known_shape(&[3, 40]))),
+            )
+            .unwrap();
+        let shape = if gemm { [24, 40] } else { [40, 24] };
+        let codes: Vec<u8> = (0..960u32).map(|i| (i * 37 % 251) as u8).collect();
+        let q = g
+            .add_const(
+                "wq",
+                Tensor::from_raw(DType::U8, shape.to_vec(), codes.into()).unwrap(),
+            )
+            .unwrap();
+        let s: Vec<f32> = (0..24).map(|i| 0.01 + i as f32 * 1e-3).collect();
+        let s = g
+            .add_const("s", Tensor::from_f32(vec![24], s).unwrap())
+            .unwrap();
+        let zp: Vec<u8> = (0..24).map(|i| 120 + i as u8).collect();
+        let z = g
+            .add_const(
+                "z",
+                Tensor::from_raw(DType::U8, vec![24], zp.into()).unwrap(),
+            )
+            .unwrap();
+        let w = g.add_value("w", None).unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.set_inputs(vec![x]);
+        g.add_node(
+            "dq",
+            Op::DequantizeLinear {
+                axis: Some(if gemm { 0 } else { 1 }),
+                block_size: None,
+            },
+            vec![Some(q), Some(s), Some(z)],
+            vec![Some(w)],
+        )
+        .unwrap();
+        if gemm {
+            let c: Vec<f32> = (0..24).map(|i| i as f32 * 0.1).collect();
+            let c = g
+                .add_const("c", Tensor::from_f32(vec![24], c).unwrap())
+                .unwrap();
+            g.add_node(
+                "gemm",
+                Op::Gemm {
+                    alpha: Some(0.5),
+                    beta: Some(2.0),
+                    trans_a: None,
+                    trans_b: Some(1),
+                },
+                vec![Some(x), Some(w), Some(c)],
+                vec![Some(y)],
+            )
+            .unwrap();
+        } else {
+            g.add_node("mm", Op::MatMul, vec![Some(x), Some(w)], vec![Some(y)])
+                .unwrap();
+        }
+        g.set_outputs(if share { vec![y, w] } else { vec![y] });
+        g
+    }
+
+    #[test]
+    fn dequantize_matmul_and_gemm_fuse_and_match_the_unfused_path() {
+        let xs: Vec<f32> = (0..120)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 10.0)
+            .collect();
+        let x = Tensor::from_f32(vec![3, 40], xs).unwrap();
+        let ex = CpuExecutor::new(2).unwrap();
+        for gemm in [false, true] {
+            let fused = graph(gemm, false);
+            let order = fused.topo_order().unwrap();
+            assert_eq!(plan(&fused, &order).len(), 1);
+            let before = ex.fused_dq_gemms();
+            let got = ex.run(&fused, std::slice::from_ref(&x)).unwrap();
+            assert_eq!(ex.fused_dq_gemms(), before + 1);
+            let apart = graph(gemm, true);
+            let order = apart.topo_order().unwrap();
+            assert!(plan(&apart, &order).is_empty());
+            let want = ex.run(&apart, std::slice::from_ref(&x)).unwrap();
+            assert_eq!(ex.fused_dq_gemms(), before + 1);
+            assert_eq!(got[0].shape(), &[3, 24]);
+            let (a, b) = (got[0].to_f32().unwrap(), want[0].to_f32().unwrap());
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                    "at {i}: {p} vs {q}"
+                );
+            }
+            // And against a manual computation of one element.
+            let w = want[1].to_f32().unwrap();
+            let xv = x.to_f32().unwrap();
+            let (r, col) = (2, 5);
+            let dot: f32 = (0..40)
+                .map(|k| {
+                    xv[r * 40 + k]
+                        * if gemm {
+                            w[col * 40 + k]
+                        } else {
+                            w[k * 24 + col]
+                        }
+                })
+                .sum();
+            let manual = if gemm {
+                0.5 * dot + 2.0 * col as f32 * 0.1
+            } else {
+                dot
+            };
+            let v = a[r * 24 + col];
+            assert!(
+                (v - manual).abs() <= 1e-4 * (1.0 + manual.abs()),
+                "{v} vs {manual}"
+            );
+        }
+    }
+}
