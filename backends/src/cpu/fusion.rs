@@ -46,11 +46,7 @@ pub fn plan(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
                 .iter()
                 .enumerate()
                 .all(|(i, s)| i == 1 || *s != Some(v));
-        let fits = match reader.op {
-            Op::MatMul => true,
-            Op::Gemm { .. } => true,
-            _ => false,
-        };
+        let fits = matches!(reader.op, Op::MatMul | Op::Gemm { .. });
         if is_b && fits && reader.outputs().len() == 1 {
             plan.insert(u.node(), id);
         }

@@ -297,8 +297,7 @@ fn accumulate(
     } else {
         n.div_ceil(cx.threads).div_ceil(16).max(1) * 16
     }
-    .min(MAX_TASK_COLS)
-    .max(1);
+    .clamp(1, MAX_TASK_COLS);
     let tasks = n.div_ceil(per);
     let dst = Dst(out.as_mut_ptr());
     let lhs_ptr = lhs.as_ptr() as usize;
@@ -384,11 +383,7 @@ pub fn dq_matmul(x: &Tensor, w: &DqWeight<'_>, cx: &KernelCx<'_>) -> Result<Opti
         )));
     }
     let xv = f32s(x)?;
-    let m = if k == 0 {
-        cc_ir::tensor::shape_count(&sx[..sx.len() - 1])?
-    } else {
-        xv.len() / k
-    };
+    let m = cc_ir::tensor::shape_count(&sx[..sx.len() - 1])?;
     if xv.len() != m * k {
         return Err(Error::invalid(
             "MatMul: operand data does not match its shape",
