@@ -1,5 +1,8 @@
 //! The CPU executor: runs a graph node by node in topological order, freeing each
 //! intermediate value after its last use.
+//!
+//! Constant-weight DequantizeLinear -> MatMul/Gemm pairs run as one fused
+//! dequantize-GEMM ([`crate::cpu::fusion`]; off with `CC_NO_FUSION=1`).
 
 use crate::cpu::fusion;
 use crate::cpu::kernels::{self, Activation, KernelCx};
