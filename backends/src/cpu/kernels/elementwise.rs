@@ -45,9 +45,14 @@ pub fn erf(x: f32) -> f32 {
 
 /// A unary op on f32; `Ok(None)` for other element types or ops without a fast path.
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Option<Tensor>> {
+    match op {
+        UnaryOp::Relu => return map_tensor(x, |v| if v < 0.0 { 0.0 } else { v }),
+        UnaryOp::Sigmoid => return map_tensor(x, |v| 1.0 / (1.0 + super::simd::fast_exp(-v))),
+        UnaryOp::Neg => return map_tensor(x, |v| -v),
+        UnaryOp::Exp => return map_tensor(x, super::simd::fast_exp),
+        _ => {}
+    }
     let f: fn(f32) -> f32 = match op {
-        UnaryOp::Relu => |v| if v < 0.0 { 0.0 } else { v },
-        UnaryOp::Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
         UnaryOp::Tanh => f32::tanh,
         UnaryOp::Exp => f32::exp,
         UnaryOp::Log => f32::ln,
@@ -119,21 +124,17 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
         return Ok(None);
     }
-    let f: fn(f32, f32) -> f32 = match op {
-        BinaryOp::Add => |x, y| x + y,
-        BinaryOp::Sub => |x, y| x - y,
-        BinaryOp::Mul => |x, y| x * y,
-        BinaryOp::Div => |x, y| x / y,
-        BinaryOp::Pow => |x, y| {
-            if y == 2.0 {
-                x * x
-            } else {
-                x.powf(y)
-            }
-        },
-        BinaryOp::PRelu => |x, s| if x < 0.0 { s * x } else { x },
-        _ => return Ok(None),
-    };
+    if !matches!(
+        op,
+        BinaryOp::Add
+            | BinaryOp::Sub
+            | BinaryOp::Mul
+            | BinaryOp::Div
+            | BinaryOp::Pow
+            | BinaryOp::PRelu
+    ) {
+        return Ok(None);
+    }
     let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
     if op == BinaryOp::PRelu && shape != a.shape() {
         return Err(Error::invalid(format!(
@@ -143,7 +144,38 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
         )));
     }
     let (av, bv) = (f32s(a)?, f32s(b)?);
-    let out = broadcast_apply(&av, a.shape(), &bv, b.shape(), &shape, f)?;
+    // One instantiation per op, so the inner loops inline the arithmetic and vectorize.
+    let (ash, bsh) = (a.shape(), b.shape());
+    let out = match op {
+        BinaryOp::Add => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x + y),
+        BinaryOp::Sub => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x - y),
+        BinaryOp::Mul => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x * y),
+        BinaryOp::Div => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x / y),
+        BinaryOp::Pow => match *bv {
+            [2.0] => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, _| x * x),
+            _ => broadcast_apply(&av, ash, &bv, bsh, &shape, |x: f32, y| {
+                if y == 2.0 {
+                    x * x
+                } else {
+                    x.powf(y)
+                }
+            }),
+        },
+        _ => broadcast_apply(
+            &av,
+            ash,
+            &bv,
+            bsh,
+            &shape,
+            |x, s| {
+                if x < 0.0 {
+                    s * x
+                } else {
+                    x
+                }
+            },
+        ),
+    }?;
     Tensor::from_f32_vec(shape, out).map(Some)
 }
 
@@ -167,7 +199,7 @@ fn broadcast_apply(
     bv: &[f32],
     bsh: &[usize],
     out: &[usize],
-    f: fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
     let total = cc_ir::tensor::shape_count(out)?;
     if av.len() != cc_ir::tensor::shape_count(ash)? || bv.len() != cc_ir::tensor::shape_count(bsh)?

@@ -5,10 +5,12 @@ pub mod conv;
 pub mod elementwise;
 pub mod matmul;
 mod minifloat;
+pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod quant;
 mod quant_conv;
+pub mod select;
 pub mod shape;
 mod simd;
 
@@ -192,7 +194,52 @@ fn fast_kernel(
         Op::Softmax { axis } if all_f32(inputs) => {
             one(Some(norm::softmax(input(inputs, 0)?, axis.unwrap_or(-1))?))
         }
+        Op::Unary(cc_ir::op::UnaryOp::IsNaN) => one(select::is_nan(input(inputs, 0)?)?),
         Op::Unary(u) => one(elementwise::unary(*u, input(inputs, 0)?)?),
+        Op::Where => one(select::where_f32(
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+            input(inputs, 2)?,
+        )?),
+        Op::Reduce {
+            op,
+            axes,
+            keepdims,
+            noop_with_empty_axes: _,
+        } if inputs.len() <= 2 => {
+            let axes = match (axes, inputs.get(1).copied().flatten()) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(t)) => Some(t.to_i64_lossless()?),
+                (None, None) => None,
+            };
+            one(select::reduce_last(
+                *op,
+                input(inputs, 0)?,
+                axes,
+                keepdims.unwrap_or(1) != 0,
+            )?)
+        }
+        Op::Unsqueeze { axes } => {
+            let axes = match (axes, inputs.get(1).copied().flatten()) {
+                (Some(a), _) => a.clone(),
+                (None, Some(t)) => t.to_i64_lossless()?,
+                (None, None) => return Ok(None),
+            };
+            one(Some(movement::unsqueeze(input(inputs, 0)?, &axes)?))
+        }
+        Op::Squeeze { axes } => {
+            let axes = match (axes, inputs.get(1).copied().flatten()) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(t)) => Some(t.to_i64_lossless()?),
+                (None, None) => None,
+            };
+            one(Some(movement::squeeze(input(inputs, 0)?, axes.as_deref())?))
+        }
+        Op::Expand => one(movement::expand(input(inputs, 0)?, input(inputs, 1)?)?),
+        Op::Concat { axis } if inputs.iter().all(|t| t.is_some()) => {
+            let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+            one(movement::concat(&xs, *axis)?)
+        }
         Op::LeakyRelu { alpha } => one(elementwise::leaky_relu(
             input(inputs, 0)?,
             alpha.unwrap_or(0.01),

@@ -117,11 +117,10 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
             .for_each(|(o, s)| {
                 if inner == 1 {
                     let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
                     for (o, &v) in o.iter_mut().zip(s) {
-                        *o = (v - m).exp();
-                        sum += *o;
+                        *o = super::simd::fast_exp(v - m);
                     }
+                    let sum: f32 = o.iter().sum();
                     let r = 1.0 / sum;
                     o.iter_mut().for_each(|o| *o *= r);
                 } else {
@@ -131,7 +130,7 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
                             .fold(f32::NEG_INFINITY, f32::max);
                         let mut sum = 0f32;
                         for d in 0..dim {
-                            let e = (s[d * inner + i] - m).exp();
+                            let e = super::simd::fast_exp(s[d * inner + i] - m);
                             o[d * inner + i] = e;
                             sum += e;
                         }
