@@ -6,28 +6,33 @@ use crate::cpu::eval::broadcast_shapes;
 use cc_ir::op::{BinaryOp, UnaryOp};
 use cc_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
 /// `f` applied to every element, in parallel chunks.
-fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, s)| {
-            for (o, &v) in o.iter_mut().zip(s) {
-                *o = f(v);
-            }
-        });
-    out
+fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, s)| {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    o.write(f(v));
+                }
+            });
+        Ok(())
+    };
+    // SAFETY: the chunks of `out` and `x` pair up one to one over the same length, so
+    // every element is written.
+    unsafe { super::write_new(x.len(), fill) }
 }
 
 fn map_tensor(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 {
         return Ok(None);
     }
-    let out = map(&f32s(x)?, f);
+    let out = map(&f32s(x)?, f)?;
     Tensor::from_f32_vec(x.shape().to_vec(), out).map(Some)
 }
 
@@ -207,15 +212,19 @@ fn broadcast_apply(
         return Err(Error::invalid("binary op: data does not match the shape"));
     }
     if ash == bsh {
-        let mut o = vec![0f32; total];
-        o.par_chunks_mut(CHUNK)
-            .zip(av.par_chunks(CHUNK).zip(bv.par_chunks(CHUNK)))
-            .for_each(|(o, (x, y))| {
-                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = f(x, y);
-                }
-            });
-        return Ok(o);
+        let fill = |o: &mut [MaybeUninit<f32>]| {
+            o.par_chunks_mut(CHUNK)
+                .zip(av.par_chunks(CHUNK).zip(bv.par_chunks(CHUNK)))
+                .for_each(|(o, (x, y))| {
+                    for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                        o.write(f(x, y));
+                    }
+                });
+            Ok(())
+        };
+        // SAFETY: equal shapes, and the lengths were checked against them above, so the
+        // three chunkings pair up over the whole output and every element is written.
+        return unsafe { super::write_new(total, fill) };
     }
     // Coalesce dims: merge neighbours whose broadcast pattern (per input) agrees.
     let (sa, sb) = (strides_in(ash, out), strides_in(bsh, out));
@@ -245,54 +254,60 @@ fn broadcast_apply(
             acc_b *= e;
         }
     }
-    let mut o = vec![0f32; total];
     if inner == 0 {
-        return Ok(o);
+        return Ok(vec![0f32; total]);
     }
     let rows_per_task = (CHUNK / inner).max(1);
-    o.par_chunks_mut(rows_per_task * inner)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, row) in chunk.chunks_mut(inner).enumerate() {
-                let mut rem = task * rows_per_task + r;
-                let (mut oa, mut ob) = (0, 0);
-                for i in (0..dims.len()).rev() {
-                    let e = dims[i].0;
-                    let idx = rem % e;
-                    rem /= e;
-                    oa += idx * outer_a[i];
-                    ob += idx * outer_b[i];
+    let fill = |o: &mut [MaybeUninit<f32>]| {
+        o.par_chunks_mut(rows_per_task * inner)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (r, row) in chunk.chunks_mut(inner).enumerate() {
+                    let mut rem = task * rows_per_task + r;
+                    let (mut oa, mut ob) = (0, 0);
+                    for i in (0..dims.len()).rev() {
+                        let e = dims[i].0;
+                        let idx = rem % e;
+                        rem /= e;
+                        oa += idx * outer_a[i];
+                        ob += idx * outer_b[i];
+                    }
+                    match (ia, ib) {
+                        (true, true) => {
+                            for ((o, &x), &y) in row
+                                .iter_mut()
+                                .zip(&av[oa..oa + inner])
+                                .zip(&bv[ob..ob + inner])
+                            {
+                                o.write(f(x, y));
+                            }
+                        }
+                        (true, false) => {
+                            let y = bv[ob];
+                            for (o, &x) in row.iter_mut().zip(&av[oa..oa + inner]) {
+                                o.write(f(x, y));
+                            }
+                        }
+                        (false, true) => {
+                            let x = av[oa];
+                            for (o, &y) in row.iter_mut().zip(&bv[ob..ob + inner]) {
+                                o.write(f(x, y));
+                            }
+                        }
+                        (false, false) => {
+                            let v = f(av[oa], bv[ob]);
+                            row.iter_mut().for_each(|o| {
+                                o.write(v);
+                            });
+                        }
+                    }
                 }
-                match (ia, ib) {
-                    (true, true) => {
-                        for ((o, &x), &y) in row
-                            .iter_mut()
-                            .zip(&av[oa..oa + inner])
-                            .zip(&bv[ob..ob + inner])
-                        {
-                            *o = f(x, y);
-                        }
-                    }
-                    (true, false) => {
-                        let y = bv[ob];
-                        for (o, &x) in row.iter_mut().zip(&av[oa..oa + inner]) {
-                            *o = f(x, y);
-                        }
-                    }
-                    (false, true) => {
-                        let x = av[oa];
-                        for (o, &y) in row.iter_mut().zip(&bv[ob..ob + inner]) {
-                            *o = f(x, y);
-                        }
-                    }
-                    (false, false) => {
-                        let v = f(av[oa], bv[ob]);
-                        row.fill(v);
-                    }
-                }
-            }
-        });
-    Ok(o)
+            });
+        Ok(())
+    };
+    // SAFETY: `total` is `inner` times the product of the outer dims, so the rows cover
+    // the output exactly, and every match arm writes all `inner` elements of its row.
+    unsafe { super::write_new(total, fill) }
 }
 
 #[cfg(test)]

@@ -235,6 +235,7 @@ fn fast_kernel(
             };
             one(Some(movement::squeeze(input(inputs, 0)?, axes.as_deref())?))
         }
+        Op::Slice => one(movement::slice(input(inputs, 0)?, inputs)?),
         Op::Expand => one(movement::expand(input(inputs, 0)?, input(inputs, 1)?)?),
         Op::Concat { axis } if inputs.iter().all(|t| t.is_some()) => {
             let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
@@ -315,6 +316,27 @@ pub(crate) fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
             "{what}: axis {axis} is out of range for rank {rank}"
         )))
     }
+}
+
+/// A new buffer of `n` elements, filled by `fill` without being zeroed first (zeroing
+/// large outputs costs as much as an elementwise op itself).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given before returning `Ok`.
+pub(crate) unsafe fn write_new(
+    n: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]) -> Result<()>,
+) -> Result<Vec<f32>> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let spare = v
+        .spare_capacity_mut()
+        .get_mut(..n)
+        .ok_or_else(|| Error::invalid("output buffer allocation"))?;
+    fill(spare)?;
+    // SAFETY: the capacity is at least n and the caller guarantees `fill` initialized
+    // all n elements.
+    unsafe { v.set_len(n) };
+    Ok(v)
 }
 
 /// A zero-filled output buffer for `shape`, with its element count checked.

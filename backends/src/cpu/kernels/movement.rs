@@ -171,6 +171,104 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> Result<Option<Tensor>> {
     Tensor::from_raw(dt, out, aligned(buf)).map(Some)
 }
 
+/// Slice with positive steps on fixed-width element types; `Ok(None)` for negative
+/// steps, repeated axes and other element types (left to the evaluator).
+pub fn slice(x: &Tensor, inputs: &[Option<&Tensor>]) -> Result<Option<Tensor>> {
+    let Some(es) = elem_size(x.dtype()) else {
+        return Ok(None);
+    };
+    let ints = |i: usize| -> Result<Option<Vec<i64>>> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|t| t.to_i64_lossless())
+            .transpose()
+    };
+    let (Some(starts), Some(ends)) = (ints(1)?, ints(2)?) else {
+        return Ok(None);
+    };
+    let xs = x.shape();
+    let r = xs.len();
+    let axes: Vec<usize> = match ints(3)? {
+        Some(a) => a
+            .iter()
+            .map(|&v| axis_in(v, r, "Slice"))
+            .collect::<Result<_>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+    if axes.len() != starts.len() || ends.len() != starts.len() || steps.len() != starts.len() {
+        return Err(Error::invalid(
+            "Slice: starts, ends, axes and steps differ in length",
+        ));
+    }
+    let mut begin = vec![0usize; r];
+    let mut step = vec![1usize; r];
+    let mut out = xs.to_vec();
+    let mut seen = vec![false; r];
+    for (i, &a) in axes.iter().enumerate() {
+        if a >= r || seen[a] || steps[i] <= 0 {
+            return Ok(None);
+        }
+        seen[a] = true;
+        let d = xs[a] as i64;
+        let clampi = |v: i64| {
+            let v = if v < 0 { v.saturating_add(d) } else { v };
+            v.clamp(0, d)
+        };
+        let (b, e) = (clampi(starts[i]), clampi(ends[i]));
+        let s = steps[i];
+        begin[a] = b as usize;
+        step[a] = s as usize;
+        out[a] = if e > b {
+            ((e - b + s - 1) / s) as usize
+        } else {
+            0
+        };
+    }
+    // Element strides of the source.
+    let mut st = vec![1usize; r];
+    for d in (0..r.saturating_sub(1)).rev() {
+        st[d] = st[d + 1] * xs[d + 1];
+    }
+    let src = x.raw()?;
+    if src.len() != x.len() * es {
+        return Err(Error::invalid("Slice: data does not match the shape"));
+    }
+    let total = cc_ir::tensor::shape_count(&out)?;
+    let mut buf = Vec::with_capacity(total * es);
+    if total > 0 {
+        let base: usize = (0..r).map(|d| begin[d] * st[d]).sum();
+        let inner = out.last().copied().unwrap_or(1);
+        let inner_step = step.last().copied().unwrap_or(1) * st.last().copied().unwrap_or(1);
+        let rows = total / inner;
+        for ri in 0..rows {
+            let mut rem = ri;
+            let mut off = base;
+            for d in (0..r.saturating_sub(1)).rev() {
+                off += (rem % out[d]) * step[d] * st[d];
+                rem /= out[d];
+            }
+            if inner_step == 1 {
+                let row = src
+                    .get(off * es..(off + inner) * es)
+                    .ok_or_else(|| Error::invalid("Slice: index out of range"))?;
+                buf.extend_from_slice(row);
+            } else {
+                for j in 0..inner {
+                    let o = (off + j * inner_step) * es;
+                    let e = src
+                        .get(o..o + es)
+                        .ok_or_else(|| Error::invalid("Slice: index out of range"))?;
+                    buf.extend_from_slice(e);
+                }
+            }
+        }
+    }
+    Tensor::from_raw(x.dtype(), out, aligned(buf)).map(Some)
+}
+
 /// Wraps bytes so f32 views of them borrow: a `Vec<u8>` from the global allocator is
 /// in practice 8-byte aligned; when it is not, the bytes are copied into one that is.
 fn aligned(buf: Vec<u8>) -> bytes::Bytes {
@@ -227,6 +325,27 @@ mod tests {
             assert_eq!(got, want);
         }
         assert!(concat(&[&a, &b], 2).is_err());
+        let x = t(&[3, 4, 5], 7);
+        let i64s = |v: &[i64]| Tensor::from_i64(vec![v.len()], v.to_vec()).unwrap();
+        for (st, en, ax, sp) in [
+            (vec![1], vec![i64::MAX], None, None),
+            (
+                vec![0, -3],
+                vec![2, 100],
+                Some(vec![0, 2]),
+                Some(vec![1, 2]),
+            ),
+            (vec![-2, 1], vec![-1, 4], Some(vec![-1, 1]), None),
+            (vec![5], vec![1], Some(vec![2]), None),
+        ] {
+            let (st, en) = (i64s(&st), i64s(&en));
+            let ax = ax.map(|a: Vec<i64>| i64s(&a));
+            let sp = sp.map(|a: Vec<i64>| i64s(&a));
+            let args = [Some(&x), Some(&st), Some(&en), ax.as_ref(), sp.as_ref()];
+            let got = slice(&x, &args).unwrap().unwrap();
+            let want = eval_op(&Op::Slice, &args).unwrap().unwrap().remove(0);
+            assert_eq!(got, want);
+        }
         let u = unsqueeze(&a, &[0, -1]).unwrap();
         assert_eq!(u.shape(), &[1, 2, 3, 2, 1]);
         assert_eq!(squeeze(&u, None).unwrap(), a);

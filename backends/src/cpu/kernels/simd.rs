@@ -77,7 +77,11 @@ pub fn fast_exp(x: f32) -> f32 {
     let c = if x > HI { HI } else { x };
     let c = if c < LO { LO } else { c };
     // Round to nearest by the 1.5 * 2^23 trick (no SSE4.1 round instruction needed).
-    let n = (c * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // The integer n also sits in the low mantissa bits of `t`, read without a float to
+    // int conversion (which would not vectorize).
+    let t = c * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = t - 12_582_912.0;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let r = c - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -87,7 +91,7 @@ pub fn fast_exp(x: f32) -> f32 {
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^(n-1) (n is in -125..=128 after the clamp), doubled after the product.
-    let scale = f32::from_bits((((n as i32) + 126) << 23) as u32);
+    let scale = f32::from_bits(((ni + 126) << 23) as u32);
     let v = y * scale * 2.0;
     let v = if x < LO { 0.0 } else { v };
     let v = if x > HI { f32::INFINITY } else { v };
