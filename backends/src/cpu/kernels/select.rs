@@ -66,16 +66,51 @@ pub fn where_f32(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Option<Tensor>> {
                     ox += i * sx[d];
                     oy += i * sy[d];
                 }
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = if cv[oc + j * ic] != 0 {
-                        xv[ox + j * ix]
-                    } else {
-                        yv[oy + j * iy]
-                    };
+                match (ic, ix, iy) {
+                    (1, 0, 1) => {
+                        where_row::<true, false, true>(row, &cv[oc..], &xv[ox..], &yv[oy..])
+                    }
+                    (1, 1, 0) => {
+                        where_row::<true, true, false>(row, &cv[oc..], &xv[ox..], &yv[oy..])
+                    }
+                    (1, 1, 1) => {
+                        where_row::<true, true, true>(row, &cv[oc..], &xv[ox..], &yv[oy..])
+                    }
+                    (1, 0, 0) => {
+                        where_row::<true, false, false>(row, &cv[oc..], &xv[ox..], &yv[oy..])
+                    }
+                    _ => {
+                        for (j, o) in row.iter_mut().enumerate() {
+                            *o = if cv[oc + j * ic] != 0 {
+                                xv[ox + j * ix]
+                            } else {
+                                yv[oy + j * iy]
+                            };
+                        }
+                    }
                 }
             }
         });
     Tensor::from_f32_vec(shape, out).map(Some)
+}
+
+/// One output row of Where, each operand either contiguous along it (`true`) or one
+/// value repeated (`false`); the branchless select vectorizes.
+#[inline(always)]
+fn where_row<const C: bool, const X: bool, const Y: bool>(
+    row: &mut [f32],
+    c: &[u8],
+    x: &[f32],
+    y: &[f32],
+) {
+    let n = row.len();
+    let span = |varies: bool| if varies { n } else { 1 };
+    let (c, x, y) = (&c[..span(C)], &x[..span(X)], &y[..span(Y)]);
+    for (j, o) in row.iter_mut().enumerate() {
+        let cj = c[if C { j } else { 0 }];
+        let (xj, yj) = (x[if X { j } else { 0 }], y[if Y { j } else { 0 }]);
+        *o = if cj != 0 { xj } else { yj };
+    }
 }
 
 /// IsNaN on f32 (bool output); `Ok(None)` for other element types.
