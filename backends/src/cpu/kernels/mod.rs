@@ -250,6 +250,16 @@ fn fast_kernel(
             approximate.as_deref() == Some("tanh"),
         )?),
         Op::Clip => one(elementwise::clip(inputs)?),
+        Op::Binary(
+            b @ (cc_ir::op::BinaryOp::Equal
+            | cc_ir::op::BinaryOp::Less
+            | cc_ir::op::BinaryOp::LessOrEqual
+            | cc_ir::op::BinaryOp::Greater
+            | cc_ir::op::BinaryOp::GreaterOrEqual
+            | cc_ir::op::BinaryOp::And
+            | cc_ir::op::BinaryOp::Or
+            | cc_ir::op::BinaryOp::Xor),
+        ) => one(select::compare(*b, input(inputs, 0)?, input(inputs, 1)?)?),
         Op::Binary(b) => one(elementwise::binary(
             *b,
             input(inputs, 0)?,

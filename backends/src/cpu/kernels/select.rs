@@ -3,7 +3,7 @@
 
 use super::f32s;
 use crate::cpu::eval::broadcast_shapes;
-use cc_ir::op::ReduceOp;
+use cc_ir::op::{BinaryOp, ReduceOp};
 use cc_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -113,6 +113,90 @@ fn where_row<const C: bool, const X: bool, const Y: bool>(
     }
 }
 
+/// `f(a, b)` over the broadcast of two typed operands, one output byte per element.
+fn broadcast_bytes<A: Copy + Sync, B: Copy + Sync>(
+    (av, ash): (&[A], &[usize]),
+    (bv, bsh): (&[B], &[usize]),
+    f: impl Fn(A, B) -> bool + Sync,
+) -> Result<(Vec<usize>, Vec<u8>)> {
+    let shape = broadcast_shapes(&[ash, bsh])?;
+    let total = cc_ir::tensor::shape_count(&shape)?;
+    if av.len() != cc_ir::tensor::shape_count(ash)? || bv.len() != cc_ir::tensor::shape_count(bsh)?
+    {
+        return Err(Error::invalid("data does not match the shape"));
+    }
+    let (sa, sb) = (strides_in(ash, &shape), strides_in(bsh, &shape));
+    let r = shape.len();
+    let inner = shape.last().copied().unwrap_or(1);
+    let mut out = vec![0u8; total];
+    if total == 0 {
+        return Ok((shape, out));
+    }
+    let (ia, ib) = (
+        sa.last().copied().unwrap_or(0),
+        sb.last().copied().unwrap_or(0),
+    );
+    let rows_per_task = (CHUNK / inner).max(1);
+    out.par_chunks_mut(rows_per_task * inner)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (ri, row) in chunk.chunks_mut(inner).enumerate() {
+                let mut rem = task * rows_per_task + ri;
+                let (mut oa, mut ob) = (0, 0);
+                for d in (0..r.saturating_sub(1)).rev() {
+                    let i = rem % shape[d];
+                    rem /= shape[d];
+                    oa += i * sa[d];
+                    ob += i * sb[d];
+                }
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = u8::from(f(av[oa + j * ia], bv[ob + j * ib]));
+                }
+            }
+        });
+    Ok((shape, out))
+}
+
+/// Comparisons on i64 and f32 and logical ops on bool, broadcasting; `Ok(None)` for
+/// other ops and element types.
+pub fn compare(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    let (ash, bsh) = (a.shape(), b.shape());
+    let at = |e: Error| Error::invalid(format!("{op:?}: {e}"));
+    let res = match (a.dtype(), b.dtype()) {
+        (DType::Bool, DType::Bool) => {
+            let (av, bv) = (&a.raw()?[..], &b.raw()?[..]);
+            let (x, y) = ((av, ash), (bv, bsh));
+            match op {
+                BinaryOp::And => broadcast_bytes(x, y, |p: u8, q: u8| p != 0 && q != 0),
+                BinaryOp::Or => broadcast_bytes(x, y, |p: u8, q: u8| p != 0 || q != 0),
+                BinaryOp::Xor => broadcast_bytes(x, y, |p: u8, q: u8| (p != 0) != (q != 0)),
+                BinaryOp::Equal => broadcast_bytes(x, y, |p: u8, q: u8| (p != 0) == (q != 0)),
+                _ => return Ok(None),
+            }
+        }
+        (DType::I64, DType::I64) => {
+            let (Ok(av), Ok(bv)) = (
+                bytemuck::try_cast_slice::<u8, i64>(a.raw()?),
+                bytemuck::try_cast_slice::<u8, i64>(b.raw()?),
+            ) else {
+                return Ok(None);
+            };
+            let (x, y) = ((av, ash), (bv, bsh));
+            match op {
+                BinaryOp::Equal => broadcast_bytes(x, y, |p: i64, q: i64| p == q),
+                BinaryOp::Less => broadcast_bytes(x, y, |p: i64, q: i64| p < q),
+                BinaryOp::LessOrEqual => broadcast_bytes(x, y, |p: i64, q: i64| p <= q),
+                BinaryOp::Greater => broadcast_bytes(x, y, |p: i64, q: i64| p > q),
+                BinaryOp::GreaterOrEqual => broadcast_bytes(x, y, |p: i64, q: i64| p >= q),
+                _ => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let (shape, out) = res.map_err(at)?;
+    Tensor::from_raw(DType::Bool, shape, out.into()).map(Some)
+}
+
 /// IsNaN on f32 (bool output); `Ok(None)` for other element types.
 pub fn is_nan(x: &Tensor) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 {
@@ -219,6 +303,33 @@ mod tests {
             assert_eq!(got.shape(), want.shape());
             assert_eq!(got.to_f32().unwrap(), want.to_f32().unwrap());
         }
+    }
+
+    #[test]
+    fn comparisons_and_logic_match_the_evaluator() {
+        let a = Tensor::from_i64(vec![2, 1, 3], vec![1, 5, -2, 0, 3, 3]).unwrap();
+        let b = Tensor::from_i64(vec![4, 1], vec![3, 0, -2, 9]).unwrap();
+        let p = Tensor::from_bool(vec![2, 3], vec![true, false, true, true, false, false]).unwrap();
+        let q = Tensor::from_bool(vec![3], vec![true, true, false]).unwrap();
+        for (op, x, y) in [
+            (BinaryOp::Equal, &a, &b),
+            (BinaryOp::Less, &a, &b),
+            (BinaryOp::LessOrEqual, &b, &a),
+            (BinaryOp::Greater, &a, &b),
+            (BinaryOp::GreaterOrEqual, &a, &b),
+            (BinaryOp::And, &p, &q),
+            (BinaryOp::Or, &q, &p),
+            (BinaryOp::Xor, &p, &q),
+            (BinaryOp::Equal, &p, &q),
+        ] {
+            let got = compare(op, x, y).unwrap().unwrap();
+            let want = eval_op(&Op::Binary(op), &[Some(x), Some(y)])
+                .unwrap()
+                .unwrap()
+                .remove(0);
+            assert_eq!(got, want, "{op:?}");
+        }
+        assert!(compare(BinaryOp::Add, &a, &b).unwrap().is_none());
     }
 
     #[test]
