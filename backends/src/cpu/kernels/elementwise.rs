@@ -52,7 +52,19 @@ pub fn erf(x: f32) -> f32 {
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Option<Tensor>> {
     match op {
         UnaryOp::Relu => return map_tensor(x, |v| if v < 0.0 { 0.0 } else { v }),
-        UnaryOp::Sigmoid => return map_tensor(x, |v| 1.0 / (1.0 + super::simd::fast_exp(-v))),
+        UnaryOp::Sigmoid if x.dtype() == DType::F32 => {
+            let xv = f32s(x)?;
+            let fill = |out: &mut [MaybeUninit<f32>]| {
+                out.par_chunks_mut(CHUNK)
+                    .zip(xv.par_chunks(CHUNK))
+                    .for_each(|(o, s)| super::simd::sigmoid(o, s));
+                Ok(())
+            };
+            // SAFETY: the chunks of the output and of `xv` pair up one to one over the
+            // same length, and `sigmoid` writes every element of each.
+            let out = unsafe { super::write_new(xv.len(), fill)? };
+            return Tensor::from_f32_vec(x.shape().to_vec(), out).map(Some);
+        }
         UnaryOp::Neg => return map_tensor(x, |v| -v),
         UnaryOp::Exp => return map_tensor(x, super::simd::fast_exp),
         _ => {}
