@@ -101,34 +101,6 @@ pub fn layer_norm(inputs: &[Option<&Tensor>], axis: i64, epsilon: f32) -> Result
     Tensor::from_f32_vec(xs.to_vec(), out)
 }
 
-/// The largest element (NaN ignored, -inf for none), in eight lanes so it vectorizes.
-fn max8(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = if v > *a { v } else { *a };
-        }
-    }
-    acc.iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
-}
-
-/// The sum of a slice in eight partial sums (vectorizes).
-fn sum8(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + rest
-}
-
 /// Softmax along one axis (opset 13 semantics).
 pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
     let xs = x.shape();
@@ -144,13 +116,7 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
             .zip(xv.par_chunks(block))
             .for_each(|(o, s)| {
                 if inner == 1 {
-                    let m = max8(s);
-                    for (o, &v) in o.iter_mut().zip(s) {
-                        *o = super::simd::fast_exp(v - m);
-                    }
-                    let sum = sum8(o);
-                    let r = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= r);
+                    super::simd::softmax_row(o, s);
                 } else {
                     for i in 0..inner {
                         let m = (0..dim)

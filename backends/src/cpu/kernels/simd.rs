@@ -93,6 +93,67 @@ unsafe fn sigmoid_avx2(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32]) {
     sigmoid_plain(out, x);
 }
 
+/// The largest element (NaN ignored, -inf for none), in eight lanes so it vectorizes.
+#[inline(always)]
+fn max8(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    acc.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+}
+
+/// The sum of a slice in eight partial sums (vectorizes).
+#[inline(always)]
+fn sum8(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// One softmax row: `o[i] = e^(s[i] - max) / sum` (AVX2 when present); `o` and `s`
+/// have the same length.
+pub fn softmax_row(o: &mut [f32], s: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { softmax_row_avx2(o, s) };
+            return;
+        }
+    }
+    softmax_row_plain(o, s);
+}
+
+#[inline(always)]
+fn softmax_row_plain(o: &mut [f32], s: &[f32]) {
+    let m = max8(s);
+    for (o, &v) in o.iter_mut().zip(s) {
+        *o = fast_exp(v - m);
+    }
+    let r = 1.0 / sum8(o);
+    o.iter_mut().for_each(|o| *o *= r);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(o: &mut [f32], s: &[f32]) {
+    softmax_row_plain(o, s);
+}
+
 /// e^x in f32 without branches or library calls, so loops over it vectorize: range
 /// reduction by ln 2 (Cody–Waite) and Cephes' degree-6 polynomial; relative error below
 /// 4e-7 across the range. Below -86.9 (e^x < 2e-38) gives 0, above ln(f32::MAX) gives infinity,
