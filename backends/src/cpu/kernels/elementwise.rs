@@ -11,16 +11,71 @@ use std::mem::MaybeUninit;
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
+/// `o[i] = f(x[i], y[i])` over the shortest of the three (AVX2 code when present).
+#[inline]
+fn zip2(o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            unsafe { zip2_avx2(o, x, y, f) };
+            return;
+        }
+    }
+    zip2_plain(o, x, y, f);
+}
+
+#[inline(always)]
+fn zip2_plain(o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    for ((o, &a), &b) in o.iter_mut().zip(x).zip(y) {
+        o.write(f(a, b));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn zip2_avx2(
+    o: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    y: &[f32],
+    f: &impl Fn(f32, f32) -> f32,
+) {
+    zip2_plain(o, x, y, f);
+}
+
+/// `o[i] = f(x[i])` over the shorter of the two (AVX2 code when present).
+#[inline]
+fn zip1(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            unsafe { zip1_avx2(o, x, f) };
+            return;
+        }
+    }
+    zip1_plain(o, x, f);
+}
+
+#[inline(always)]
+fn zip1_plain(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f32) {
+    for (o, &a) in o.iter_mut().zip(x) {
+        o.write(f(a));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn zip1_avx2(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f32) {
+    zip1_plain(o, x, f);
+}
+
 /// `f` applied to every element, in parallel chunks.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
     let fill = |out: &mut [MaybeUninit<f32>]| {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, s)| {
-                for (o, &v) in o.iter_mut().zip(s) {
-                    o.write(f(v));
-                }
-            });
+            .for_each(|(o, s)| zip1(o, s, &f));
         Ok(())
     };
     // SAFETY: the chunks of `out` and `x` pair up one to one over the same length, so
@@ -227,11 +282,7 @@ fn broadcast_apply(
         let fill = |o: &mut [MaybeUninit<f32>]| {
             o.par_chunks_mut(CHUNK)
                 .zip(av.par_chunks(CHUNK).zip(bv.par_chunks(CHUNK)))
-                .for_each(|(o, (x, y))| {
-                    for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                        o.write(f(x, y));
-                    }
-                });
+                .for_each(|(o, (x, y))| zip2(o, x, y, &f));
             Ok(())
         };
         // SAFETY: equal shapes, and the lengths were checked against them above, so the
@@ -286,25 +337,15 @@ fn broadcast_apply(
                     }
                     match (ia, ib) {
                         (true, true) => {
-                            for ((o, &x), &y) in row
-                                .iter_mut()
-                                .zip(&av[oa..oa + inner])
-                                .zip(&bv[ob..ob + inner])
-                            {
-                                o.write(f(x, y));
-                            }
+                            zip2(row, &av[oa..oa + inner], &bv[ob..ob + inner], &f);
                         }
                         (true, false) => {
                             let y = bv[ob];
-                            for (o, &x) in row.iter_mut().zip(&av[oa..oa + inner]) {
-                                o.write(f(x, y));
-                            }
+                            zip1(row, &av[oa..oa + inner], &|x| f(x, y));
                         }
                         (false, true) => {
                             let x = av[oa];
-                            for (o, &y) in row.iter_mut().zip(&bv[ob..ob + inner]) {
-                                o.write(f(x, y));
-                            }
+                            zip1(row, &bv[ob..ob + inner], &|y| f(x, y));
                         }
                         (false, false) => {
                             let v = f(av[oa], bv[ob]);
