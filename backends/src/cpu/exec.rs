@@ -251,8 +251,10 @@ impl CpuExecutor {
         };
         absorbed.extend(dq_plan.values().copied());
         // --- end dequantize-GEMM fusion ---
+        let mut profile = Profile::from_env();
         for (step, &id) in order.iter().enumerate() {
             let node = g.node(id);
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
             let dq_done = match dq_plan.get(&id) {
                 Some(&dq) => self.run_dq_fused(g, id, dq, &mut env, &consts, &cx)?,
                 None => false,
@@ -278,11 +280,17 @@ impl CpuExecutor {
                     }
                 }
             }
+            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                p.add(&node.op, t.elapsed());
+            }
             for v in node.inputs().iter().flatten() {
                 if last_use.get(v) == Some(&step) && !g.is_output(*v) {
                     env.remove(v);
                 }
             }
+        }
+        if let Some(p) = profile {
+            p.report();
         }
         g.outputs()
             .iter()
@@ -331,6 +339,39 @@ impl CpuExecutor {
             }
         }
         Ok(false)
+    }
+}
+
+/// Time spent per op type in one run, collected when env `CC_PROFILE` is set and printed
+/// to stderr at the end of the run (slowest first).
+struct Profile {
+    per_op: std::collections::BTreeMap<String, (std::time::Duration, usize)>,
+}
+
+impl Profile {
+    fn from_env() -> Option<Profile> {
+        std::env::var_os("CC_PROFILE").map(|_| Profile {
+            per_op: Default::default(),
+        })
+    }
+
+    fn add(&mut self, op: &cc_ir::Op, took: std::time::Duration) {
+        let e = self.per_op.entry(op.onnx_type().1.to_string()).or_default();
+        e.0 += took;
+        e.1 += 1;
+    }
+
+    fn report(self) {
+        let mut rows: Vec<_> = self.per_op.into_iter().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
+        let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
+        eprintln!("CC_PROFILE: {:.3} ms in nodes", total * 1e3);
+        for (op, (took, n)) in rows {
+            eprintln!(
+                "  {op:<24} {:>9.3} ms  {n:>5} nodes",
+                took.as_secs_f64() * 1e3
+            );
+        }
     }
 }
 

@@ -221,18 +221,13 @@ pub fn conv(
         return Tensor::from_f32_vec(out_shape, vec![0.0; total]).map(Some);
     }
     if cg == 1 && mg == 1 {
-        // Depthwise accumulates into the bias (written once, no zeroing pass) or zeros.
-        let mut out = match &bias {
-            Some(bv) => {
-                let mut o = Vec::with_capacity(total);
-                for p in 0..n * m {
-                    o.resize(o.len() + ohw, bv[p % m]);
-                }
-                o
-            }
-            None => vec![0.0; total],
+        // Depthwise writes each plane once, bias added, with no zeroing pass before.
+        let fill = |o: &mut [std::mem::MaybeUninit<f32>]| {
+            depthwise(&xv, &wv, bias.as_deref(), o, (ah, aw), c, act);
+            Ok(())
         };
-        depthwise(&xv, &wv, &mut out, (ah, aw), c, act);
+        // SAFETY: `depthwise` writes every element of every plane (see there).
+        let out = unsafe { super::write_new(total, fill)? };
         return Tensor::from_f32_vec(out_shape, out).map(Some);
     }
     // The GEMMs overwrite every element (they do not read the destination), so the
@@ -379,8 +374,8 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
         });
 }
 
-/// Direct convolution with one input channel per output channel (depthwise),
-/// accumulating into `out` (already holding the bias or zeros).
+/// Direct convolution with one input channel per output channel (depthwise), writing
+/// every element of `out` (the bias added, then the activation).
 ///
 /// Each input plane is copied once into a zero-bordered buffer split into
 /// `stride_h x stride_w` phases (rows and columns by their remainder modulo the stride).
@@ -390,7 +385,8 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
 fn depthwise(
     x: &[f32],
     w: &[f32],
-    out: &mut [f32],
+    bias: Option<&[f32]>,
+    out: &mut [std::mem::MaybeUninit<f32>],
     (ah, aw): (Axis, Axis),
     c: usize,
     act: Option<Activation>,
@@ -460,11 +456,18 @@ fn depthwise(
                     super::simd::axpy(&mut acc[..run], &phases[at..][..run], wk[dy * kw + dx]);
                 }
             }
+            let b = bias.map_or(0.0, |b| b[ch]);
+            // `acc` holds oh rows of `pitch >= ow` values, so every element of the oh
+            // rows of `dst` is written here.
             for (d, a) in dst.chunks_mut(ow).zip(acc.chunks(pitch)) {
                 for (o, &v) in d.iter_mut().zip(a) {
-                    *o += v;
+                    o.write(v + b);
                 }
             }
+            // SAFETY: every element of `dst` was initialized just above.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len())
+            };
             if let Some(act) = act {
                 act.apply(dst);
             }

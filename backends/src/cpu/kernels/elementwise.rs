@@ -6,28 +6,88 @@ use crate::cpu::eval::broadcast_shapes;
 use cc_ir::op::{BinaryOp, UnaryOp};
 use cc_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
+/// `o[i] = f(x[i], y[i])` over the shortest of the three (AVX2 code when present).
+#[inline]
+fn zip2(o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            unsafe { zip2_avx2(o, x, y, f) };
+            return;
+        }
+    }
+    zip2_plain(o, x, y, f);
+}
+
+#[inline(always)]
+fn zip2_plain(o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    for ((o, &a), &b) in o.iter_mut().zip(x).zip(y) {
+        o.write(f(a, b));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn zip2_avx2(
+    o: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    y: &[f32],
+    f: &impl Fn(f32, f32) -> f32,
+) {
+    zip2_plain(o, x, y, f);
+}
+
+/// `o[i] = f(x[i])` over the shorter of the two (AVX2 code when present).
+#[inline]
+fn zip1(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            unsafe { zip1_avx2(o, x, f) };
+            return;
+        }
+    }
+    zip1_plain(o, x, f);
+}
+
+#[inline(always)]
+fn zip1_plain(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f32) {
+    for (o, &a) in o.iter_mut().zip(x) {
+        o.write(f(a));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn zip1_avx2(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f32) {
+    zip1_plain(o, x, f);
+}
+
 /// `f` applied to every element, in parallel chunks.
-fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, s)| {
-            for (o, &v) in o.iter_mut().zip(s) {
-                *o = f(v);
-            }
-        });
-    out
+fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, s)| zip1(o, s, &f));
+        Ok(())
+    };
+    // SAFETY: the chunks of `out` and `x` pair up one to one over the same length, so
+    // every element is written.
+    unsafe { super::write_new(x.len(), fill) }
 }
 
 fn map_tensor(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 {
         return Ok(None);
     }
-    let out = map(&f32s(x)?, f);
+    let out = map(&f32s(x)?, f)?;
     Tensor::from_f32_vec(x.shape().to_vec(), out).map(Some)
 }
 
@@ -45,9 +105,26 @@ pub fn erf(x: f32) -> f32 {
 
 /// A unary op on f32; `Ok(None)` for other element types or ops without a fast path.
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Option<Tensor>> {
+    match op {
+        UnaryOp::Relu => return map_tensor(x, |v| if v < 0.0 { 0.0 } else { v }),
+        UnaryOp::Sigmoid if x.dtype() == DType::F32 => {
+            let xv = f32s(x)?;
+            let fill = |out: &mut [MaybeUninit<f32>]| {
+                out.par_chunks_mut(CHUNK)
+                    .zip(xv.par_chunks(CHUNK))
+                    .for_each(|(o, s)| super::simd::sigmoid(o, s));
+                Ok(())
+            };
+            // SAFETY: the chunks of the output and of `xv` pair up one to one over the
+            // same length, and `sigmoid` writes every element of each.
+            let out = unsafe { super::write_new(xv.len(), fill)? };
+            return Tensor::from_f32_vec(x.shape().to_vec(), out).map(Some);
+        }
+        UnaryOp::Neg => return map_tensor(x, |v| -v),
+        UnaryOp::Exp => return map_tensor(x, super::simd::fast_exp),
+        _ => {}
+    }
     let f: fn(f32) -> f32 = match op {
-        UnaryOp::Relu => |v| if v < 0.0 { 0.0 } else { v },
-        UnaryOp::Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
         UnaryOp::Tanh => f32::tanh,
         UnaryOp::Exp => f32::exp,
         UnaryOp::Log => f32::ln,
@@ -119,21 +196,17 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
         return Ok(None);
     }
-    let f: fn(f32, f32) -> f32 = match op {
-        BinaryOp::Add => |x, y| x + y,
-        BinaryOp::Sub => |x, y| x - y,
-        BinaryOp::Mul => |x, y| x * y,
-        BinaryOp::Div => |x, y| x / y,
-        BinaryOp::Pow => |x, y| {
-            if y == 2.0 {
-                x * x
-            } else {
-                x.powf(y)
-            }
-        },
-        BinaryOp::PRelu => |x, s| if x < 0.0 { s * x } else { x },
-        _ => return Ok(None),
-    };
+    if !matches!(
+        op,
+        BinaryOp::Add
+            | BinaryOp::Sub
+            | BinaryOp::Mul
+            | BinaryOp::Div
+            | BinaryOp::Pow
+            | BinaryOp::PRelu
+    ) {
+        return Ok(None);
+    }
     let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
     if op == BinaryOp::PRelu && shape != a.shape() {
         return Err(Error::invalid(format!(
@@ -143,7 +216,38 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
         )));
     }
     let (av, bv) = (f32s(a)?, f32s(b)?);
-    let out = broadcast_apply(&av, a.shape(), &bv, b.shape(), &shape, f)?;
+    // One instantiation per op, so the inner loops inline the arithmetic and vectorize.
+    let (ash, bsh) = (a.shape(), b.shape());
+    let out = match op {
+        BinaryOp::Add => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x + y),
+        BinaryOp::Sub => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x - y),
+        BinaryOp::Mul => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x * y),
+        BinaryOp::Div => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, y| x / y),
+        BinaryOp::Pow => match *bv {
+            [2.0] => broadcast_apply(&av, ash, &bv, bsh, &shape, |x, _| x * x),
+            _ => broadcast_apply(&av, ash, &bv, bsh, &shape, |x: f32, y| {
+                if y == 2.0 {
+                    x * x
+                } else {
+                    x.powf(y)
+                }
+            }),
+        },
+        _ => broadcast_apply(
+            &av,
+            ash,
+            &bv,
+            bsh,
+            &shape,
+            |x, s| {
+                if x < 0.0 {
+                    s * x
+                } else {
+                    x
+                }
+            },
+        ),
+    }?;
     Tensor::from_f32_vec(shape, out).map(Some)
 }
 
@@ -167,7 +271,7 @@ fn broadcast_apply(
     bv: &[f32],
     bsh: &[usize],
     out: &[usize],
-    f: fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
     let total = cc_ir::tensor::shape_count(out)?;
     if av.len() != cc_ir::tensor::shape_count(ash)? || bv.len() != cc_ir::tensor::shape_count(bsh)?
@@ -175,15 +279,15 @@ fn broadcast_apply(
         return Err(Error::invalid("binary op: data does not match the shape"));
     }
     if ash == bsh {
-        let mut o = vec![0f32; total];
-        o.par_chunks_mut(CHUNK)
-            .zip(av.par_chunks(CHUNK).zip(bv.par_chunks(CHUNK)))
-            .for_each(|(o, (x, y))| {
-                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = f(x, y);
-                }
-            });
-        return Ok(o);
+        let fill = |o: &mut [MaybeUninit<f32>]| {
+            o.par_chunks_mut(CHUNK)
+                .zip(av.par_chunks(CHUNK).zip(bv.par_chunks(CHUNK)))
+                .for_each(|(o, (x, y))| zip2(o, x, y, &f));
+            Ok(())
+        };
+        // SAFETY: equal shapes, and the lengths were checked against them above, so the
+        // three chunkings pair up over the whole output and every element is written.
+        return unsafe { super::write_new(total, fill) };
     }
     // Coalesce dims: merge neighbours whose broadcast pattern (per input) agrees.
     let (sa, sb) = (strides_in(ash, out), strides_in(bsh, out));
@@ -213,54 +317,50 @@ fn broadcast_apply(
             acc_b *= e;
         }
     }
-    let mut o = vec![0f32; total];
     if inner == 0 {
-        return Ok(o);
+        return Ok(vec![0f32; total]);
     }
     let rows_per_task = (CHUNK / inner).max(1);
-    o.par_chunks_mut(rows_per_task * inner)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, row) in chunk.chunks_mut(inner).enumerate() {
-                let mut rem = task * rows_per_task + r;
-                let (mut oa, mut ob) = (0, 0);
-                for i in (0..dims.len()).rev() {
-                    let e = dims[i].0;
-                    let idx = rem % e;
-                    rem /= e;
-                    oa += idx * outer_a[i];
-                    ob += idx * outer_b[i];
-                }
-                match (ia, ib) {
-                    (true, true) => {
-                        for ((o, &x), &y) in row
-                            .iter_mut()
-                            .zip(&av[oa..oa + inner])
-                            .zip(&bv[ob..ob + inner])
-                        {
-                            *o = f(x, y);
-                        }
+    let fill = |o: &mut [MaybeUninit<f32>]| {
+        o.par_chunks_mut(rows_per_task * inner)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (r, row) in chunk.chunks_mut(inner).enumerate() {
+                    let mut rem = task * rows_per_task + r;
+                    let (mut oa, mut ob) = (0, 0);
+                    for i in (0..dims.len()).rev() {
+                        let e = dims[i].0;
+                        let idx = rem % e;
+                        rem /= e;
+                        oa += idx * outer_a[i];
+                        ob += idx * outer_b[i];
                     }
-                    (true, false) => {
-                        let y = bv[ob];
-                        for (o, &x) in row.iter_mut().zip(&av[oa..oa + inner]) {
-                            *o = f(x, y);
+                    match (ia, ib) {
+                        (true, true) => {
+                            zip2(row, &av[oa..oa + inner], &bv[ob..ob + inner], &f);
                         }
-                    }
-                    (false, true) => {
-                        let x = av[oa];
-                        for (o, &y) in row.iter_mut().zip(&bv[ob..ob + inner]) {
-                            *o = f(x, y);
+                        (true, false) => {
+                            let y = bv[ob];
+                            zip1(row, &av[oa..oa + inner], &|x| f(x, y));
                         }
-                    }
-                    (false, false) => {
-                        let v = f(av[oa], bv[ob]);
-                        row.fill(v);
+                        (false, true) => {
+                            let x = av[oa];
+                            zip1(row, &bv[ob..ob + inner], &|y| f(x, y));
+                        }
+                        (false, false) => {
+                            let v = f(av[oa], bv[ob]);
+                            row.iter_mut().for_each(|o| {
+                                o.write(v);
+                            });
+                        }
                     }
                 }
-            }
-        });
-    Ok(o)
+            });
+        Ok(())
+    };
+    // SAFETY: `total` is `inner` times the product of the outer dims, so the rows cover
+    // the output exactly, and every match arm writes all `inner` elements of its row.
+    unsafe { super::write_new(total, fill) }
 }
 
 #[cfg(test)]

@@ -173,6 +173,21 @@ pub(crate) fn matmul_slices(
     a: &[f32],
     b: &[f32],
     c: &mut [f32],
+    dims: (usize, usize, usize),
+    par: gemm::Parallelism,
+) -> Result<()> {
+    // SAFETY: f32 and MaybeUninit<f32> have the same layout, and the product only writes
+    // initialized values into `c`.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+    matmul_uninit(a, b, c, dims, par)
+}
+
+/// [`matmul_slices`] into an output that need not be initialized: the product writes
+/// every element of the first `m * n` (it never reads the destination).
+pub(crate) fn matmul_uninit(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [std::mem::MaybeUninit<f32>],
     (m, k, n): (usize, usize, usize),
     par: gemm::Parallelism,
 ) -> Result<()> {
@@ -185,7 +200,7 @@ pub(crate) fn matmul_slices(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c.as_mut_ptr().cast::<f32>(),
             n,
             false,
             Mat {
@@ -240,7 +255,6 @@ pub fn matmul(a: &Tensor, b: &Tensor, cx: &KernelCx<'_>) -> Result<Tensor> {
     }
     let nb: usize = batch.iter().product();
     let (av, bv) = (f32s(a)?, f32s(b)?);
-    let mut out = super::zeros(&[nb, m, n])?;
     let a_off = batch_offsets(&a_shape[..ra - 2], &batch, m * k);
     let b_off = batch_offsets(&b_shape[..rb - 2], &batch, k * n);
     if av.len() < a_off.iter().max().map_or(0, |&o| o + m * k)
@@ -252,10 +266,18 @@ pub fn matmul(a: &Tensor, b: &Tensor, cx: &KernelCx<'_>) -> Result<Tensor> {
     }
     let b_shared = b_off.iter().all(|&o| o == 0);
     let a_contig = a_off.iter().enumerate().all(|(i, &o)| o == i * m * k);
-    if b_shared && a_contig {
-        // One big product: stack the batch into rows.
-        matmul_slices(&av, &bv, &mut out, (nb * m, k, n), cx.gemm_par())?;
-    } else if nb >= cx.threads && m * n * k < 1 << 18 {
+    if b_shared && a_contig && k > 0 {
+        // One big product: stack the batch into rows, written without zeroing first.
+        let fill = |o: &mut [std::mem::MaybeUninit<f32>]| {
+            matmul_uninit(&av, &bv, o, (nb * m, k, n), cx.gemm_par())
+        };
+        // SAFETY: the product writes all nb * m * n elements (k > 0, so it computes
+        // every output rather than leaving any to a zero fill).
+        let out = unsafe { super::write_new(nb * m * n, fill)? };
+        return Tensor::from_f32_vec(out_shape, out);
+    }
+    let mut out = super::zeros(&[nb, m, n])?;
+    if nb >= cx.threads && m * n * k < 1 << 18 {
         out.par_chunks_mut((m * n).max(1))
             .enumerate()
             .try_for_each(|(i, c)| {

@@ -6,10 +6,12 @@ pub mod dq_gemm;
 pub mod elementwise;
 pub mod matmul;
 mod minifloat;
+pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod quant;
 mod quant_conv;
+pub mod select;
 pub mod shape;
 mod simd;
 
@@ -193,7 +195,53 @@ fn fast_kernel(
         Op::Softmax { axis } if all_f32(inputs) => {
             one(Some(norm::softmax(input(inputs, 0)?, axis.unwrap_or(-1))?))
         }
+        Op::Unary(cc_ir::op::UnaryOp::IsNaN) => one(select::is_nan(input(inputs, 0)?)?),
         Op::Unary(u) => one(elementwise::unary(*u, input(inputs, 0)?)?),
+        Op::Where => one(select::where_f32(
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+            input(inputs, 2)?,
+        )?),
+        Op::Reduce {
+            op,
+            axes,
+            keepdims,
+            noop_with_empty_axes: _,
+        } if inputs.len() <= 2 => {
+            let axes = match (axes, inputs.get(1).copied().flatten()) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(t)) => Some(t.to_i64_lossless()?),
+                (None, None) => None,
+            };
+            one(select::reduce_last(
+                *op,
+                input(inputs, 0)?,
+                axes,
+                keepdims.unwrap_or(1) != 0,
+            )?)
+        }
+        Op::Unsqueeze { axes } => {
+            let axes = match (axes, inputs.get(1).copied().flatten()) {
+                (Some(a), _) => a.clone(),
+                (None, Some(t)) => t.to_i64_lossless()?,
+                (None, None) => return Ok(None),
+            };
+            one(Some(movement::unsqueeze(input(inputs, 0)?, &axes)?))
+        }
+        Op::Squeeze { axes } => {
+            let axes = match (axes, inputs.get(1).copied().flatten()) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(t)) => Some(t.to_i64_lossless()?),
+                (None, None) => None,
+            };
+            one(Some(movement::squeeze(input(inputs, 0)?, axes.as_deref())?))
+        }
+        Op::Slice => one(movement::slice(input(inputs, 0)?, inputs)?),
+        Op::Expand => one(movement::expand(input(inputs, 0)?, input(inputs, 1)?)?),
+        Op::Concat { axis } if inputs.iter().all(|t| t.is_some()) => {
+            let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+            one(movement::concat(&xs, *axis)?)
+        }
         Op::LeakyRelu { alpha } => one(elementwise::leaky_relu(
             input(inputs, 0)?,
             alpha.unwrap_or(0.01),
@@ -203,6 +251,16 @@ fn fast_kernel(
             approximate.as_deref() == Some("tanh"),
         )?),
         Op::Clip => one(elementwise::clip(inputs)?),
+        Op::Binary(
+            b @ (cc_ir::op::BinaryOp::Equal
+            | cc_ir::op::BinaryOp::Less
+            | cc_ir::op::BinaryOp::LessOrEqual
+            | cc_ir::op::BinaryOp::Greater
+            | cc_ir::op::BinaryOp::GreaterOrEqual
+            | cc_ir::op::BinaryOp::And
+            | cc_ir::op::BinaryOp::Or
+            | cc_ir::op::BinaryOp::Xor),
+        ) => one(select::compare(*b, input(inputs, 0)?, input(inputs, 1)?)?),
         Op::Binary(b) => one(elementwise::binary(
             *b,
             input(inputs, 0)?,
@@ -269,6 +327,27 @@ pub(crate) fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
             "{what}: axis {axis} is out of range for rank {rank}"
         )))
     }
+}
+
+/// A new buffer of `n` elements, filled by `fill` without being zeroed first (zeroing
+/// large outputs costs as much as an elementwise op itself).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given before returning `Ok`.
+pub(crate) unsafe fn write_new(
+    n: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]) -> Result<()>,
+) -> Result<Vec<f32>> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let spare = v
+        .spare_capacity_mut()
+        .get_mut(..n)
+        .ok_or_else(|| Error::invalid("output buffer allocation"))?;
+    fill(spare)?;
+    // SAFETY: the capacity is at least n and the caller guarantees `fill` initialized
+    // all n elements.
+    unsafe { v.set_len(n) };
+    Ok(v)
 }
 
 /// A zero-filled output buffer for `shape`, with its element count checked.

@@ -116,14 +116,7 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
             .zip(xv.par_chunks(block))
             .for_each(|(o, s)| {
                 if inner == 1 {
-                    let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, &v) in o.iter_mut().zip(s) {
-                        *o = (v - m).exp();
-                        sum += *o;
-                    }
-                    let r = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= r);
+                    super::simd::softmax_row(o, s);
                 } else {
                     for i in 0..inner {
                         let m = (0..dim)
@@ -131,7 +124,7 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
                             .fold(f32::NEG_INFINITY, f32::max);
                         let mut sum = 0f32;
                         for d in 0..dim {
-                            let e = (s[d * inner + i] - m).exp();
+                            let e = super::simd::fast_exp(s[d * inner + i] - m);
                             o[d * inner + i] = e;
                             sum += e;
                         }

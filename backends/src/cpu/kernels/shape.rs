@@ -108,8 +108,12 @@ pub fn transpose(x: &Tensor, perm: Option<&[i64]>) -> Result<Tensor> {
                     off += (rem % out_shape[d]) * st[d];
                     rem /= out_shape[d];
                 }
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = xv[off + j * inner_st];
+                if inner_st == 1 {
+                    row.copy_from_slice(&xv[off..off + inner]);
+                } else {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = xv[off + j * inner_st];
+                    }
                 }
             }
         });
