@@ -295,7 +295,14 @@ unsafe impl Sync for GroupPtrs {}
 /// Column block width for one task: whole 16-column micro-tiles, at least `threads`
 /// tasks, and (with im2col) an unfolded block that stays in the per-core L2 cache.
 fn column_block(ohw: usize, kk: usize, threads: usize, unfold: bool) -> usize {
-    let mut per = ohw.div_ceil(threads).div_ceil(16) * 16;
+    // Up to four blocks per thread (of at least 256 columns) so that a thread that
+    // starts late still gets its share.
+    let parts = if threads > 1 {
+        (4 * threads).min(ohw / 256).max(threads)
+    } else {
+        1
+    };
+    let mut per = ohw.div_ceil(parts).div_ceil(16) * 16;
     if unfold {
         // About 512 KiB of unfolded input per task.
         let fit = ((128 * 1024) / kk.max(1)).max(64) / 16 * 16;
