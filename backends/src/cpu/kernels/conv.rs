@@ -1,7 +1,7 @@
 //! Conv (im2col + GEMM; direct paths for 1x1 and depthwise) and ConvTranspose
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
-use super::matmul::{par_sgemm, sgemm, Mat};
+use super::matmul::{sgemm, Mat};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
@@ -279,8 +279,49 @@ type ConvBuffers<'a> = (
     &'a mut [f32],
 );
 
+/// Raw pointers of one GEMM task, shared across the rayon tasks of [`gemm_groups`].
+#[derive(Clone, Copy)]
+struct GroupPtrs {
+    x: *const f32,
+    w: *const f32,
+    dst: *mut f32,
+}
+// SAFETY: tasks only read through `x` and `w` and write disjoint column or row blocks
+// of `dst`.
+unsafe impl Send for GroupPtrs {}
+// SAFETY: as above.
+unsafe impl Sync for GroupPtrs {}
+
+/// Column block width for one task: whole 16-column micro-tiles, at least `threads`
+/// tasks, and (with im2col) an unfolded block that stays in the per-core L2 cache.
+fn column_block(ohw: usize, kk: usize, threads: usize, unfold: bool) -> usize {
+    // Up to four blocks per thread (of at least 256 columns) so that a thread that
+    // starts late still gets its share.
+    let parts = if threads > 1 {
+        (4 * threads).min(ohw / 256).max(threads)
+    } else {
+        1
+    };
+    let mut per = ohw.div_ceil(parts).div_ceil(16) * 16;
+    if unfold {
+        // About 512 KiB of unfolded input per task.
+        let fit = ((128 * 1024) / kk.max(1)).max(64) / 16 * 16;
+        if fit < per {
+            // Even blocks of at most `fit` columns.
+            let blocks = ohw.div_ceil(fit).div_ceil(threads) * threads;
+            per = ohw.div_ceil(blocks).div_ceil(16) * 16;
+        }
+    }
+    per.max(16)
+}
+
 /// The GEMM part of Conv: per image and group, `out = W_g * im2col(x_g)`, then the bias
 /// and the activation; writes every element of `out` (`n * m * ohw`).
+///
+/// Wide outputs are split by output columns: each task unfolds only its own columns
+/// into a per-thread buffer, multiplies, and adds the bias and activation while its
+/// block is still in cache. Narrow outputs (few columns, many channels) are unfolded
+/// once and split by output channels.
 fn gemm_groups(
     (xv, wv, out, col): ConvBuffers<'_>,
     (pointwise, bias, act): (bool, Option<&[f32]>, Option<Activation>),
@@ -289,9 +330,56 @@ fn gemm_groups(
     (ah, aw): (Axis, Axis),
 ) {
     let (cg, mg) = (c / group, m / group);
+    let threads = cx.threads.max(1);
+    let work = mg.saturating_mul(ohw).saturating_mul(kk);
+    // Below about five million multiply-adds, waking the other threads and moving the
+    // operands between cores costs more than it saves (measured on MobileNet 1x1 convs).
+    let serial = threads <= 1 || work < 5 << 20;
+    let by_cols = serial || ohw >= 64 * threads || ohw >= mg;
     for img in 0..n {
         for g in 0..group {
             let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
+            let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
+            let wg = &wv[g * mg * kk..][..mg * kk];
+            let bias_g = bias.map(|b| &b[g * mg..][..mg]);
+            let ptrs = GroupPtrs {
+                x: xg.as_ptr(),
+                w: wg.as_ptr(),
+                dst: block.as_mut_ptr().cast::<f32>(),
+            };
+            if by_cols {
+                let per = if serial {
+                    column_block(ohw, kk, 1, !pointwise)
+                } else {
+                    column_block(ohw, kk, threads, !pointwise)
+                };
+                let tasks = ohw.div_ceil(per);
+                let task = move |t: usize| {
+                    let p = ptrs;
+                    let start = t * per;
+                    let cnt = per.min(ohw - start);
+                    // SAFETY: xg holds cg * hw inputs and wg mg * kk weights (sliced
+                    // above); this task writes only columns start..start + cnt of the
+                    // mg x ohw block, which no other task touches.
+                    unsafe {
+                        let x = std::slice::from_raw_parts(p.x, cg * hw);
+                        column_task(
+                            x,
+                            p.w,
+                            p.dst,
+                            (pointwise, bias_g, act),
+                            (mg, ohw, kk, hw, start, cnt),
+                            (ah, aw),
+                        );
+                    }
+                };
+                if serial || tasks == 1 {
+                    (0..tasks).for_each(task);
+                } else {
+                    (0..tasks).into_par_iter().for_each(task);
+                }
+                continue;
+            }
             let rhs: &[f32] = if pointwise {
                 xg
             } else {
@@ -299,44 +387,168 @@ fn gemm_groups(
                 im2col(xg, col, (ah, aw));
                 col
             };
-            let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
-            let wg = &wv[g * mg * kk..][..mg * kk];
-            // SAFETY: wg is mg x kk, rhs is kk x ohw, block is mg x ohw (lengths above);
-            // a non-accumulating GEMM writes the whole block without reading it, after
-            // which it is initialized and may be viewed as f32.
-            let dst: &mut [f32] = unsafe {
-                par_sgemm(
-                    mg,
-                    ohw,
-                    kk,
-                    block.as_mut_ptr().cast::<f32>(),
-                    ohw,
-                    false,
-                    Mat {
-                        ptr: wg.as_ptr(),
-                        cs: 1,
-                        rs: kk as isize,
-                    },
-                    Mat {
-                        ptr: rhs.as_ptr(),
-                        cs: 1,
-                        rs: ohw as isize,
-                    },
-                    1.0,
-                    cx.threads,
-                );
-                std::slice::from_raw_parts_mut(block.as_mut_ptr().cast::<f32>(), block.len())
+            let rhs_ptr = rhs.as_ptr() as usize;
+            let per = mg.div_ceil(threads).div_ceil(8) * 8;
+            let tasks = mg.div_ceil(per);
+            (0..tasks).into_par_iter().for_each(move |t| {
+                let p = ptrs;
+                let start = t * per;
+                let rows = per.min(mg - start);
+                // SAFETY: rows start..start + rows of the mg x kk weights and of the
+                // mg x ohw output; rhs is kk x ohw; no other task writes these rows.
+                unsafe {
+                    let dst = p.dst.add(start * ohw);
+                    sgemm(
+                        rows,
+                        ohw,
+                        kk,
+                        dst,
+                        ohw,
+                        false,
+                        Mat {
+                            ptr: p.w.add(start * kk),
+                            cs: 1,
+                            rs: kk as isize,
+                        },
+                        Mat {
+                            ptr: rhs_ptr as *const f32,
+                            cs: 1,
+                            rs: ohw as isize,
+                        },
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
+                    if bias_g.is_some() || act.is_some() {
+                        let d = std::slice::from_raw_parts_mut(dst, rows * ohw);
+                        for (j, row) in d.chunks_mut(ohw).enumerate() {
+                            let b = bias_g.map_or(0.0, |b| b[start + j]);
+                            Activation::apply_with_bias(act, row, b);
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// One column block of a Conv GEMM: output columns `start..start + cnt` of the
+/// `mg x ohw` block at `dst`, unfolded (unless pointwise) into this thread's scratch,
+/// then bias and activation.
+///
+/// # Safety
+/// `w` must hold `mg * kk` weights, `dst` an `mg x ohw` block (row stride `ohw`) whose
+/// columns `start..start + cnt` nobody else accesses meanwhile.
+unsafe fn column_task(
+    x: &[f32],
+    w: *const f32,
+    dst: *mut f32,
+    (pointwise, bias, act): (bool, Option<&[f32]>, Option<Activation>),
+    (mg, ohw, kk, hw, start, cnt): (usize, usize, usize, usize, usize, usize),
+    (ah, aw): (Axis, Axis),
+) {
+    let run = |rhs: Mat| {
+        // SAFETY: per the contract of `column_task`; rhs is kk x cnt.
+        unsafe {
+            sgemm(
+                mg,
+                cnt,
+                kk,
+                dst.add(start),
+                ohw,
+                false,
+                Mat {
+                    ptr: w,
+                    cs: 1,
+                    rs: kk as isize,
+                },
+                rhs,
+                1.0,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if pointwise {
+        run(Mat {
+            ptr: x[start..].as_ptr(),
+            cs: 1,
+            rs: hw as isize,
+        });
+    } else {
+        BLOCK.with(|cell| {
+            let mut own = Vec::new();
+            let mut held = cell.try_borrow_mut();
+            let col = match held.as_mut() {
+                Ok(v) => &mut **v,
+                Err(_) => &mut own,
             };
-            if bias.is_none() && act.is_none() {
+            if col.len() < kk * cnt {
+                col.resize(kk * cnt, 0.0);
+            }
+            let col = &mut col[..kk * cnt];
+            im2col_cols(x, col, (ah, aw), start, cnt);
+            run(Mat {
+                ptr: col.as_ptr(),
+                cs: 1,
+                rs: cnt as isize,
+            });
+        });
+    }
+    if bias.is_some() || act.is_some() {
+        for j in 0..mg {
+            // SAFETY: row j, columns start..start + cnt of the block, owned by this task.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(j * ohw + start), cnt) };
+            Activation::apply_with_bias(act, row, bias.map_or(0.0, |b| b[j]));
+        }
+    }
+}
+
+thread_local! {
+    /// The per-task unfolded column block of [`column_task`].
+    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Unfolds output columns `start..start + cnt` of `cg` channels of one image into
+/// `col` (`cg*kh*kw` rows of `cnt`).
+fn im2col_cols(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis), start: usize, cnt: usize) {
+    let (kh, kw) = (ah.kernel, aw.kernel);
+    let (ih, iw) = (ah.input, aw.input);
+    let ow = aw.output;
+    for (row, dst) in col.chunks_mut(cnt).enumerate() {
+        let ch = row / (kh * kw);
+        let (dy, dx) = ((row / kw) % kh, row % kw);
+        let src = &x[ch * ih * iw..][..ih * iw];
+        let (oy0, oy1) = ah.valid(dy * ah.dilation);
+        let (ox0, ox1) = aw.valid(dx * aw.dilation);
+        let mut p = start;
+        let end = start + cnt;
+        while p < end {
+            let (oy, oxa) = (p / ow, p % ow);
+            let oxb = ow.min(oxa + (end - p));
+            let d = &mut dst[p - start..][..oxb - oxa];
+            p += oxb - oxa;
+            if oy < oy0 || oy >= oy1 {
+                d.fill(0.0);
                 continue;
             }
-            dst.par_chunks_mut(ohw)
-                .with_min_len((4096 / ohw).max(1))
-                .enumerate()
-                .for_each(|(j, row)| {
-                    let b = bias.map_or(0.0, |b| b[g * mg + j]);
-                    Activation::apply_with_bias(act, row, b);
-                });
+            let y = oy * ah.stride + dy * ah.dilation - ah.pad;
+            let line = &src[y * iw..][..iw];
+            let (lo, hi) = (
+                ox0.clamp(oxa, oxb),
+                ox1.clamp(oxa, oxb).max(ox0.clamp(oxa, oxb)),
+            );
+            d[..lo - oxa].fill(0.0);
+            d[hi - oxa..].fill(0.0);
+            if lo < hi {
+                let x0 = lo * aw.stride + dx * aw.dilation - aw.pad;
+                let d = &mut d[lo - oxa..hi - oxa];
+                if aw.stride == 1 {
+                    d.copy_from_slice(&line[x0..x0 + (hi - lo)]);
+                } else {
+                    for (j, o) in d.iter_mut().enumerate() {
+                        *o = line[x0 + j * aw.stride];
+                    }
+                }
+            }
         }
     }
 }
@@ -400,79 +612,169 @@ fn depthwise(
     let pw = ((ow - 1) * sw + (kw - 1) * aw.dilation + 1).max(aw.pad + iw);
     let (php, pitch) = (ph.div_ceil(sh), pw.div_ceil(sw));
     let phase_len = php * pitch;
-    let run = (oh - 1) * pitch + ow;
+    let geo = Depthwise {
+        x,
+        w,
+        bias,
+        ah,
+        aw,
+        c,
+        act,
+        pitch,
+        phase_len,
+    };
+    #[cfg(target_arch = "x86_64")]
+    let fast =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = false;
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
         || (vec![0f32; sh * sw * phase_len], vec![0f32; oh * pitch]),
         |(phases, acc), (plane, dst)| {
-            let ch = plane % c;
-            let src = &x[plane * ih * iw..][..ih * iw];
-            let wk = &w[ch * kh * kw..][..kh * kw];
-            phases.fill(0.0);
-            for y in 0..ih {
-                let r = y + ah.pad;
-                let line = &src[y * iw..][..iw];
-                for p in 0..sw {
-                    // Padded columns p, p+sw, ...: input column j*sw + p - pad.
-                    let at = ((r % sh) * sw + p) * phase_len + (r / sh) * pitch;
-                    let dst_row = &mut phases[at..][..pitch];
-                    let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
-                    let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pitch);
-                    if j0 >= j1 {
-                        continue;
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                unsafe { geo.plane_avx2(phases, acc, plane, dst) };
+                return;
+            }
+            let _ = fast;
+            geo.plane::<false>(phases, acc, plane, dst);
+        },
+    );
+}
+
+/// The geometry and operands of one depthwise Conv.
+struct Depthwise<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    ah: Axis,
+    aw: Axis,
+    c: usize,
+    act: Option<Activation>,
+    pitch: usize,
+    phase_len: usize,
+}
+
+/// `d[i] += a * x[i]`, fused multiply-add when `FMA` (only inside code compiled for it).
+#[inline(always)]
+fn axpy_inline<const FMA: bool>(d: &mut [f32], x: &[f32], a: f32) {
+    for (o, &v) in d.iter_mut().zip(x) {
+        *o = if FMA { a.mul_add(v, *o) } else { *o + a * v };
+    }
+}
+
+impl Depthwise<'_> {
+    /// [`Self::plane`] compiled for AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn plane_avx2(
+        &self,
+        phases: &mut [f32],
+        acc: &mut [f32],
+        plane: usize,
+        dst: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        self.plane::<true>(phases, acc, plane, dst);
+    }
+
+    /// Writes every element of output plane `plane` into `dst`, using the scratch
+    /// buffers `phases` (`stride_h * stride_w * phase_len`) and `acc` (`oh * pitch`).
+    #[inline(always)]
+    fn plane<const FMA: bool>(
+        &self,
+        phases: &mut [f32],
+        acc: &mut [f32],
+        plane: usize,
+        dst: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        let Depthwise {
+            x,
+            w,
+            bias,
+            ah,
+            aw,
+            c,
+            act,
+            pitch,
+            phase_len,
+        } = *self;
+        let (kh, kw) = (ah.kernel, aw.kernel);
+        let (ih, iw) = (ah.input, aw.input);
+        let (oh, ow) = (ah.output, aw.output);
+        let (sh, sw) = (ah.stride, aw.stride);
+        let ch = plane % c;
+        let src = &x[plane * ih * iw..][..ih * iw];
+        let wk = &w[ch * kh * kw..][..kh * kw];
+        phases.fill(0.0);
+        for y in 0..ih {
+            let r = y + ah.pad;
+            let line = &src[y * iw..][..iw];
+            for p in 0..sw {
+                // Padded columns p, p+sw, ...: input column j*sw + p - pad.
+                let at = ((r % sh) * sw + p) * phase_len + (r / sh) * pitch;
+                let dst_row = &mut phases[at..][..pitch];
+                let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
+                let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pitch);
+                if j0 >= j1 {
+                    continue;
+                }
+                let first = j0 * sw + p - aw.pad;
+                let n = j1 - j0;
+                if sw == 1 {
+                    dst_row[j0..j1].copy_from_slice(&line[first..first + n]);
+                } else if sw == 2 {
+                    // Pairs vectorize where a generic stride does not.
+                    let src = &line[first..];
+                    let full = (src.len() / 2).min(n);
+                    for (o, pair) in dst_row[j0..j0 + full].iter_mut().zip(src.chunks_exact(2)) {
+                        *o = pair[0];
                     }
-                    let first = j0 * sw + p - aw.pad;
-                    let n = j1 - j0;
-                    if sw == 1 {
-                        dst_row[j0..j1].copy_from_slice(&line[first..first + n]);
-                    } else if sw == 2 {
-                        // Pairs vectorize where a generic stride does not.
-                        let src = &line[first..];
-                        let full = (src.len() / 2).min(n);
-                        for (o, pair) in dst_row[j0..j0 + full].iter_mut().zip(src.chunks_exact(2))
-                        {
-                            *o = pair[0];
-                        }
-                        if full < n {
-                            dst_row[j0 + full] = src[2 * full];
-                        }
-                    } else {
-                        for (o, &v) in dst_row[j0..j1]
-                            .iter_mut()
-                            .zip(line[first..].iter().step_by(sw))
-                        {
-                            *o = v;
-                        }
+                    if full < n {
+                        dst_row[j0 + full] = src[2 * full];
+                    }
+                } else {
+                    for (o, &v) in dst_row[j0..j1]
+                        .iter_mut()
+                        .zip(line[first..].iter().step_by(sw))
+                    {
+                        *o = v;
                     }
                 }
             }
-            acc.fill(0.0);
+        }
+        let b = bias.map_or(0.0, |b| b[ch]);
+        // Blocks of output rows small enough that the accumulator and the rows of
+        // the phases each tap reads stay in the L1 cache across the taps.
+        let rows = (2048 / pitch).clamp(1, oh);
+        for r0 in (0..oh).step_by(rows) {
+            let r1 = (r0 + rows).min(oh);
+            let run = (r1 - r0 - 1) * pitch + ow;
+            let acc = &mut acc[..run];
+            acc.fill(b);
             for dy in 0..kh {
                 let offy = dy * ah.dilation;
                 for dx in 0..kw {
                     let offx = dx * aw.dilation;
                     let at = ((offy % sh) * sw + offx % sw) * phase_len
-                        + (offy / sh) * pitch
+                        + (offy / sh + r0) * pitch
                         + offx / sw;
-                    super::simd::axpy(&mut acc[..run], &phases[at..][..run], wk[dy * kw + dx]);
+                    axpy_inline::<FMA>(acc, &phases[at..][..run], wk[dy * kw + dx]);
                 }
             }
-            let b = bias.map_or(0.0, |b| b[ch]);
-            // `acc` holds oh rows of `pitch >= ow` values, so every element of the oh
-            // rows of `dst` is written here.
-            for (d, a) in dst.chunks_mut(ow).zip(acc.chunks(pitch)) {
+            if act.is_some() {
+                Activation::apply_with_bias(act, acc, 0.0);
+            }
+            // `acc` holds r1 - r0 rows of `pitch >= ow` values, so every element of
+            // output rows r0..r1 is written here.
+            let d = &mut dst[r0 * ow..r1 * ow];
+            for (d, a) in d.chunks_mut(ow).zip(acc.chunks(pitch)) {
                 for (o, &v) in d.iter_mut().zip(a) {
-                    o.write(v + b);
+                    o.write(v);
                 }
             }
-            // SAFETY: every element of `dst` was initialized just above.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len())
-            };
-            if let Some(act) = act {
-                act.apply(dst);
-            }
-        },
-    );
+        }
+    }
 }
 
 /// ONNX ConvTranspose on f32 with 1 or 2 spatial axes and explicit (or no) pads;
@@ -698,6 +1000,15 @@ mod tests {
             (1, 5, 9, 8, 5, 3, 3, 5, [2, 1], [2, 2], [2, 1, 1, 2]),
             (2, 3, 10, 11, 3, 3, 2, 3, [3, 3], [1, 2], [0, 1, 2, 0]),
             (1, 4, 1, 7, 4, 1, 3, 4, [1, 1], [1, 1], [0, 1, 0, 1]),
+            // Parallel column blocks that start and end inside output rows.
+            (1, 128, 20, 21, 24, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
+            // Few output columns, many channels: split by output channels.
+            (1, 32, 5, 6, 40, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
+            // Parallel pointwise.
+            (1, 32, 16, 17, 20, 1, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+            // Depthwise over several blocks of output rows.
+            (1, 3, 70, 70, 3, 3, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
+            (1, 3, 70, 69, 3, 3, 3, 3, [2, 2], [1, 1], [1, 0, 1, 1]),
         ];
         for (i, &(n, c, h, w, m, kh, kw, group, s, d, p)) in cases.iter().enumerate() {
             let x = t(&[n, c, h, w], i as u64);
