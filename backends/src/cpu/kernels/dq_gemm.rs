@@ -9,7 +9,7 @@
 //! (`(q - zero_point) * scale` in f32), so results differ from
 //! dequantize-then-matmul only by the order of the f32 sums.
 
-use super::matmul::{sgemm, Mat};
+use super::matmul::{fill_broadcast_c, gemm_dims, sgemm, Mat};
 use super::{f32s, KernelCx};
 use cc_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -431,21 +431,14 @@ pub fn dq_gemm(
             a.shape()
         )));
     };
-    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
-    let (k2, n) = if trans_b {
-        (p.cols, p.rows)
-    } else {
-        (p.rows, p.cols)
-    };
-    if k != k2 {
-        return Err(Error::invalid(format!(
-            "Gemm: inner dimensions differ ({:?}{} x {:?}{})",
-            a.shape(),
-            if trans_a { "ᵀ" } else { "" },
-            w.q.shape(),
-            if trans_b { "ᵀ" } else { "" }
-        )));
-    }
+    let (m, k, n) = gemm_dims(
+        a.shape(),
+        [ar, ac],
+        w.q.shape(),
+        [p.rows, p.cols],
+        trans_a,
+        trans_b,
+    )?;
     let av = f32s(a)?;
     if av.len() != m * k {
         return Err(Error::invalid(
@@ -454,7 +447,7 @@ pub fn dq_gemm(
     }
     let mut out = super::zeros(&[m, n])?;
     if let Some(c) = c.filter(|_| beta != 0.0) {
-        fill_c(&mut out, c, m, n, beta)?;
+        fill_broadcast_c(&mut out, c, m, n, beta)?;
     }
     let lhs = if trans_a {
         (m as isize, 1)
@@ -463,33 +456,6 @@ pub fn dq_gemm(
     };
     accumulate(&mut out, &av, lhs, (m, k, n), &p, trans_b, alpha, cx)?;
     Tensor::from_f32_vec(vec![m, n], out).map(Some)
-}
-
-/// Writes `beta * C` broadcast (unidirectionally) to an `m x n` buffer.
-fn fill_c(out: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) -> Result<()> {
-    let cv = f32s(c)?;
-    let s = c.shape();
-    let (cr, cc) = match s {
-        [] => (1, 1),
-        [x] => (1, *x),
-        [r, x] => (*r, *x),
-        _ => return Err(Error::invalid(format!("Gemm: C has rank {}", s.len()))),
-    };
-    if (cr != 1 && cr != m) || (cc != 1 && cc != n) || cv.len() != cr * cc {
-        return Err(Error::invalid(format!(
-            "Gemm: C {s:?} does not broadcast to [{m}, {n}]"
-        )));
-    }
-    for (i, row) in out.chunks_mut(n.max(1)).enumerate() {
-        let r = if cr == 1 { 0 } else { i };
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = beta
-                * cv.get(r * cc + if cc == 1 { 0 } else { j })
-                    .copied()
-                    .unwrap_or(0.0);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

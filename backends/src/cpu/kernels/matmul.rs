@@ -248,17 +248,7 @@ pub fn gemm_op(
             b.shape()
         )));
     };
-    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
-    let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
-    if k != k2 {
-        return Err(Error::invalid(format!(
-            "Gemm: inner dimensions differ ({:?}{} x {:?}{})",
-            a.shape(),
-            if trans_a { "ᵀ" } else { "" },
-            b.shape(),
-            if trans_b { "ᵀ" } else { "" }
-        )));
-    }
+    let (m, k, n) = gemm_dims(a.shape(), [ar, ac], b.shape(), [br, bc], trans_a, trans_b)?;
     let (av, bv) = (f32s(a)?, f32s(b)?);
     if av.len() != m * k || bv.len() != k * n {
         return Err(Error::invalid(
@@ -314,8 +304,38 @@ pub fn gemm_op(
     Tensor::from_f32_vec(vec![m, n], out)
 }
 
+/// Gemm's `(m, k, n)` from the 2-D extents of A (`[ar, ac]`) and B (`[br, bc]`) and the
+/// transpose flags; an error naming both shapes when the inner dimensions differ.
+pub(crate) fn gemm_dims(
+    a_shape: &[usize],
+    [ar, ac]: [usize; 2],
+    b_shape: &[usize],
+    [br, bc]: [usize; 2],
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<(usize, usize, usize)> {
+    let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
+    if k != k2 {
+        return Err(Error::invalid(format!(
+            "Gemm: inner dimensions differ ({:?}{} x {:?}{})",
+            a_shape,
+            if trans_a { "ᵀ" } else { "" },
+            b_shape,
+            if trans_b { "ᵀ" } else { "" }
+        )));
+    }
+    Ok((m, k, n))
+}
+
 /// Writes `beta * C` broadcast (unidirectionally) to an `m x n` buffer.
-fn fill_broadcast_c(out: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) -> Result<()> {
+pub(crate) fn fill_broadcast_c(
+    out: &mut [f32],
+    c: &Tensor,
+    m: usize,
+    n: usize,
+    beta: f32,
+) -> Result<()> {
     let cv = f32s(c)?;
     let s = c.shape();
     let (cr, cc) = match s {
@@ -332,7 +352,10 @@ fn fill_broadcast_c(out: &mut [f32], c: &Tensor, m: usize, n: usize, beta: f32) 
     for (i, row) in out.chunks_mut(n.max(1)).enumerate() {
         let r = if cr == 1 { 0 } else { i };
         for (j, o) in row.iter_mut().enumerate() {
-            *o = beta * cv[r * cc + if cc == 1 { 0 } else { j }];
+            *o = beta
+                * cv.get(r * cc + if cc == 1 { 0 } else { j })
+                    .copied()
+                    .unwrap_or(0.0);
         }
     }
     Ok(())
