@@ -14,6 +14,17 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 
+def load_feed(sess, inputs):
+    """Reads the TensorProto files `inputs` into a feed for `sess`'s inputs, in order."""
+    feed = {}
+    for meta, path in zip(sess.get_inputs(), inputs):
+        t = onnx.TensorProto()
+        with open(path, "rb") as f:
+            t.ParseFromString(f.read())
+        feed[meta.name] = numpy_helper.to_array(t)
+    return feed
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -22,12 +33,7 @@ def main(argv):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    feed = {}
-    for meta, path in zip(sess.get_inputs(), inputs):
-        t = onnx.TensorProto()
-        with open(path, "rb") as f:
-            t.ParseFromString(f.read())
-        feed[meta.name] = numpy_helper.to_array(t)
+    feed = load_feed(sess, inputs)
     outs = sess.run(None, feed)
     for i, (meta, value) in enumerate(zip(sess.get_outputs(), outs)):
         t = numpy_helper.from_array(np.asarray(value), meta.name)

@@ -11,9 +11,9 @@ import statistics
 import sys
 import time
 
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
+
+from run_ort import load_feed
 
 
 def main(argv):
@@ -26,12 +26,7 @@ def main(argv):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    feed = {}
-    for meta, path in zip(sess.get_inputs(), inputs):
-        t = onnx.TensorProto()
-        with open(path, "rb") as f:
-            t.ParseFromString(f.read())
-        feed[meta.name] = numpy_helper.to_array(t)
+    feed = load_feed(sess, inputs)
     sess.run(None, feed)
     times = []
     for _ in range(runs):
