@@ -253,7 +253,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
 
 /// Per-dimension element strides of `src` within the broadcast shape `out` (0 where
 /// broadcast).
-fn strides_in(src: &[usize], out: &[usize]) -> Vec<usize> {
+pub(super) fn strides_in(src: &[usize], out: &[usize]) -> Vec<usize> {
     let pad = out.len() - src.len();
     let mut st = vec![0usize; out.len()];
     let mut acc = 1;

@@ -1,7 +1,9 @@
 //! Fast paths for ops the reference evaluator would decode element by element: Where
 //! and IsNaN on f32, and ReduceMean/ReduceSum over the last axis of f32 tensors.
 
+use super::elementwise::strides_in;
 use super::f32s;
+use super::simd::sum8;
 use crate::cpu::eval::broadcast_shapes;
 use cc_ir::op::{BinaryOp, ReduceOp};
 use cc_ir::{DType, Error, Result, Tensor};
@@ -9,19 +11,6 @@ use rayon::prelude::*;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
-
-/// Per-dimension element strides of `src` within the broadcast shape `out` (0 where
-/// broadcast).
-fn strides_in(src: &[usize], out: &[usize]) -> Vec<usize> {
-    let pad = out.len() - src.len();
-    let mut st = vec![0usize; out.len()];
-    let mut acc = 1;
-    for d in (0..src.len()).rev() {
-        st[d + pad] = if src[d] == 1 { 0 } else { acc };
-        acc *= src[d];
-    }
-    st
-}
 
 /// Where(cond, x, y) with a bool condition and f32 branches, broadcasting all three;
 /// `Ok(None)` for other element types.
@@ -260,19 +249,6 @@ pub fn reduce_last(
         shape.pop();
     }
     Tensor::from_f32_vec(shape, out).map(Some)
-}
-
-/// The sum of a slice with eight partial sums (vectorizes).
-fn sum8(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + rest
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ fn max8(x: &[f32]) -> f32 {
 
 /// The sum of a slice in eight partial sums (vectorizes).
 #[inline(always)]
-fn sum8(x: &[f32]) -> f32 {
+pub(super) fn sum8(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
     let rest: f32 = chunks.remainder().iter().sum();
