@@ -296,6 +296,19 @@ impl Granularity {
         })
     }
 
+    /// The scale and zero point for data element `i`; an error when its parameter
+    /// index is past either list.
+    #[inline]
+    fn params<Z: Copy>(self, i: usize, ss: &[f32], zs: &[Z], what: &str) -> Result<(f32, Z)> {
+        let k = self.index(i);
+        let (Some(&s), Some(&z)) = (ss.get(k), zs.get(k)) else {
+            return Err(Error::invalid(format!(
+                "{what}: parameter index {k} out of range"
+            )));
+        };
+        Ok((s, z))
+    }
+
     /// The parameter index for data element `i`.
     fn index(self, i: usize) -> usize {
         match self {
@@ -349,12 +362,7 @@ fn quantize(
     let f16_scale = scale.dtype() == DType::F16;
     let mut q = Vec::with_capacity(xs.len());
     for (i, &v) in xs.iter().enumerate() {
-        let k = g.index(i);
-        let (Some(&s), Some(&z)) = (ss.get(k), zs.get(k)) else {
-            return Err(Error::invalid(format!(
-                "{what}: parameter index {k} out of range"
-            )));
-        };
+        let (s, z) = g.params(i, &ss, &zs, what)?;
         // The scale's type sets the precision of the division.
         let mut d = v / s;
         if f16_scale {
@@ -403,12 +411,7 @@ fn quantize_float(
     let g = Granularity::of(x.shape(), scale.shape(), p, what)?;
     let mut v = Vec::with_capacity(xs.len());
     for (i, &xv) in xs.iter().enumerate() {
-        let k = g.index(i);
-        let (Some(&s), Some(&z)) = (ss.get(k), zs.get(k)) else {
-            return Err(Error::invalid(format!(
-                "{what}: parameter index {k} out of range"
-            )));
-        };
+        let (s, z) = g.params(i, &ss, &zs, what)?;
         v.push(xv / s + z);
     }
     minifloat::encode_tensor(out, x.shape().to_vec(), &v, saturate)
@@ -450,12 +453,7 @@ fn dequantize(
     let g = Granularity::of(x.shape(), scale.shape(), p, what)?;
     let mut y = Vec::with_capacity(xs.len());
     for (i, &v) in xs.iter().enumerate() {
-        let k = g.index(i);
-        let (Some(&s), Some(&z)) = (ss.get(k), zs.get(k)) else {
-            return Err(Error::invalid(format!(
-                "{what}: parameter index {k} out of range"
-            )));
-        };
+        let (s, z) = g.params(i, &ss, &zs, what)?;
         // Exact in f32 for 8/16-bit inputs; int32 inputs have no zero point.
         y.push((i64::from(v) - i64::from(z)) as f32 * s);
     }
@@ -641,6 +639,15 @@ pub(super) fn requant_factors(q: &QLinear<'_>) -> Result<Option<Vec<f64>>> {
     ))
 }
 
+/// The output zero point of a QLinear op (0 when absent); `Ok(None)` when its element
+/// type is not an integer type.
+pub(super) fn output_zero_point(q: &QLinear<'_>) -> Result<Option<i32>> {
+    Ok(match q.y_zp {
+        Some(z) => ints(z)?.map(|v| v.first().copied().unwrap_or(0)),
+        None => Some(0),
+    })
+}
+
 /// QLinearMatMul: integer product, then requantized to the output zero point's type.
 fn qlinear_matmul(a: &Tensor, b: &Tensor, q: &QLinear<'_>) -> Result<Option<Vec<Tensor>>> {
     let what = "QLinearMatMul";
@@ -659,12 +666,8 @@ fn qlinear_matmul(a: &Tensor, b: &Tensor, q: &QLinear<'_>) -> Result<Option<Vec<
     let Some(factors) = requant_factors(q)? else {
         return Ok(None);
     };
-    let yz = match q.y_zp {
-        Some(z) => match ints(z)? {
-            Some(v) => v.first().copied().unwrap_or(0),
-            None => return Ok(None),
-        },
-        None => 0,
+    let Some(yz) = output_zero_point(q)? else {
+        return Ok(None);
     };
     let y = int_matmul(&am, &bm)?;
     let n = if b.shape().len() > 1 {

@@ -4,7 +4,8 @@
 //! is what padding with the input zero point means.
 
 use super::quant::{
-    int_range, int_tensor, ints, minus_zero_point, requant_factors, round_sat, IntArr, QLinear,
+    int_range, int_tensor, minus_zero_point, output_zero_point, requant_factors, round_sat, IntArr,
+    QLinear,
 };
 use cc_ir::op::ConvAttrs;
 use cc_ir::{DType, Error, Result, Tensor};
@@ -219,12 +220,8 @@ pub(super) fn qlinear_conv(
     let Some(factors) = requant_factors(q)? else {
         return Ok(None);
     };
-    let yz = match q.y_zp {
-        Some(z) => match ints(z)? {
-            Some(v) => v.first().copied().unwrap_or(0),
-            None => return Ok(None),
-        },
-        None => 0,
+    let Some(yz) = output_zero_point(q)? else {
+        return Ok(None);
     };
     let m = wa.shape.first().copied().unwrap_or(0);
     let b = match bias {
