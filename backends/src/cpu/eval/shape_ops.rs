@@ -28,6 +28,18 @@ fn dims_from(a: &Arr, what: &str) -> Result<Vec<usize>> {
 /// Reshape with ONNX rules: 0 copies the input dim (unless `allowzero`), one -1 is inferred.
 pub fn reshape(x: &Arr, shape: &Arr, allowzero: bool) -> Result<Arr> {
     let spec = shape.ints("Reshape shape")?;
+    let out = reshape_dims(&x.shape, x.data.len(), &spec, allowzero)?;
+    Arr::new(out, x.data.clone())
+}
+
+/// The output shape of Reshape for an input of shape `in_shape` holding `n` elements:
+/// 0 in `spec` copies the input dim (unless `allowzero`), one -1 is inferred.
+pub(crate) fn reshape_dims(
+    in_shape: &[usize],
+    n: usize,
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
     for (i, &d) in spec.iter().enumerate() {
@@ -36,14 +48,13 @@ pub fn reshape(x: &Arr, shape: &Arr, allowzero: bool) -> Result<Arr> {
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*x.shape.get(i).ok_or_else(|| {
+            0 if !allowzero => out.push(*in_shape.get(i).ok_or_else(|| {
                 Error::invalid(format!("Reshape: 0 at position {i} beyond input rank"))
             })?),
             d if d >= 0 => out.push(d as usize),
             d => return Err(Error::invalid(format!("Reshape: bad size {d}"))),
         }
     }
-    let n = x.data.len();
     if let Some(i) = infer {
         let rest: usize = cc_ir::tensor::shape_count(&out)?;
         if rest == 0 || !n.is_multiple_of(rest) {
@@ -54,7 +65,7 @@ pub fn reshape(x: &Arr, shape: &Arr, allowzero: bool) -> Result<Arr> {
         }
         out[i] = n / rest;
     }
-    Arr::new(out, x.data.clone())
+    Ok(out)
 }
 
 /// Flatten to 2-D at `axis` (negative allowed, range [-r, r]).

@@ -2,6 +2,7 @@
 //! f32 Transpose and GatherND (fixed-width element types).
 
 use super::f32s;
+use crate::cpu::eval::reshape_dims;
 use bytes::Bytes;
 use cc_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -12,31 +13,7 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Option<Ten
         return Ok(None);
     }
     let spec = shape.to_i64_lossless()?;
-    let mut out = Vec::with_capacity(spec.len());
-    let mut infer = None;
-    for (i, &d) in spec.iter().enumerate() {
-        match d {
-            -1 if infer.is_none() => {
-                infer = Some(i);
-                out.push(1);
-            }
-            0 if !allowzero => out.push(*x.shape().get(i).ok_or_else(|| {
-                Error::invalid(format!("Reshape: 0 at position {i} beyond input rank"))
-            })?),
-            d if d >= 0 => out.push(d as usize),
-            d => return Err(Error::invalid(format!("Reshape: bad size {d}"))),
-        }
-    }
-    if let Some(i) = infer {
-        let rest = cc_ir::tensor::shape_count(&out)?;
-        if rest == 0 || !x.len().is_multiple_of(rest) {
-            return Err(Error::invalid(format!(
-                "Reshape: cannot infer -1 for {} elements into {spec:?}",
-                x.len()
-            )));
-        }
-        out[i] = x.len() / rest;
-    }
+    let out = reshape_dims(x.shape(), x.len(), &spec, allowzero)?;
     x.reshaped(out).map(Some)
 }
 
