@@ -42,6 +42,19 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<Tensor>
     eval_node(op, inputs, None)
 }
 
+/// Input `i`, or an error naming the op `name` when it is absent.
+pub(crate) fn named_input<'a>(
+    inputs: &[Option<&'a Tensor>],
+    i: usize,
+    name: &str,
+) -> Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::invalid(format!("{name}: input {i} is missing")))
+}
+
 /// [`eval_op`] with the number of outputs the node declares (used by Split).
 pub fn eval_node(
     op: &Op,
@@ -49,13 +62,7 @@ pub fn eval_node(
     num_outputs: Option<usize>,
 ) -> Result<Option<Vec<Tensor>>> {
     let name = op.onnx_type().1.to_string();
-    let input = |i: usize| -> Result<&Tensor> {
-        inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .ok_or_else(|| Error::invalid(format!("{name}: input {i} is missing")))
-    };
+    let input = |i: usize| named_input(inputs, i, &name);
     // Ops that need only the tensor's shape, or pass any type through.
     match op {
         Op::Shape { start, end } => {

@@ -8,7 +8,7 @@
 //! output type. Float scales may be f32 or f16; arithmetic follows the ONNX reference
 //! implementation (f32 division for QuantizeLinear, f32 product for DequantizeLinear).
 
-use crate::cpu::eval::{broadcast_index, broadcast_shapes};
+use crate::cpu::eval::{broadcast_index, broadcast_shapes, named_input};
 use cc_ir::{DType, Error, Op, Result, Tensor};
 
 use super::{minifloat, quant_conv};
@@ -17,13 +17,7 @@ use super::{minifloat, quant_conv};
 /// any other op or unsupported types.
 pub fn run(op: &Op, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<Tensor>>> {
     let name = op.onnx_type().1;
-    let input = |i: usize| -> Result<&Tensor> {
-        inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .ok_or_else(|| Error::invalid(format!("{name}: input {i} is missing")))
-    };
+    let input = |i: usize| named_input(inputs, i, name);
     let opt = |i: usize| inputs.get(i).copied().flatten();
     match op {
         Op::QuantizeLinear {
