@@ -24,7 +24,7 @@ mod unary;
 
 pub use binary::{Arith, Cmp, Logic};
 pub use broadcast::{broadcast_index, broadcast_shapes};
-pub(crate) use shape_ops::reshape_dims;
+pub(crate) use shape_ops::{flatten_dims, reshape_dims};
 
 use array::Arr;
 use cc_ir::op::{BinaryOp, VariadicOp};

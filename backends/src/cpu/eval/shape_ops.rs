@@ -70,18 +70,20 @@ pub(crate) fn reshape_dims(
 
 /// Flatten to 2-D at `axis` (negative allowed, range [-r, r]).
 pub fn flatten(x: &Arr, axis: i64) -> Result<Arr> {
-    let r = x.rank() as i64;
+    Arr::new(flatten_dims(&x.shape, axis)?, x.data.clone())
+}
+
+/// The 2-D shape Flatten makes of `shape` at `axis` (negative allowed, range [-r, r]).
+pub(crate) fn flatten_dims(shape: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let r = shape.len() as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if !(0..=r).contains(&a) {
         return Err(Error::invalid(format!(
             "Flatten: axis {axis} out of range for rank {r}"
         )));
     }
-    let (lo, hi) = x.shape.split_at(a as usize);
-    Arr::new(
-        vec![lo.iter().product(), hi.iter().product()],
-        x.data.clone(),
-    )
+    let (lo, hi) = shape.split_at(a as usize);
+    Ok(vec![lo.iter().product(), hi.iter().product()])
 }
 
 /// Squeeze the given axes (all size-1 axes when `None`).

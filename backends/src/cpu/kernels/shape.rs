@@ -2,7 +2,7 @@
 //! f32 Transpose and GatherND (fixed-width element types).
 
 use super::f32s;
-use crate::cpu::eval::reshape_dims;
+use crate::cpu::eval::{flatten_dims, reshape_dims};
 use bytes::Bytes;
 use cc_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -19,15 +19,7 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Option<Ten
 
 /// Flatten to 2-D at `axis` (range [-r, r]), sharing the data.
 pub fn flatten(x: &Tensor, axis: i64) -> Result<Tensor> {
-    let r = x.shape().len() as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if !(0..=r).contains(&a) {
-        return Err(Error::invalid(format!(
-            "Flatten: axis {axis} out of range for rank {r}"
-        )));
-    }
-    let (lo, hi) = x.shape().split_at(a as usize);
-    x.reshaped(vec![lo.iter().product(), hi.iter().product()])
+    x.reshaped(flatten_dims(x.shape(), axis)?)
 }
 
 /// Transpose of an f32 tensor (`perm` default: reversed axes).
