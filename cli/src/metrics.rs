@@ -2,22 +2,13 @@
 //! models' outputs, cosine similarity, top-1 agreement, accuracy against labels and
 //! perplexity against next-token targets. Everything is computed in f64.
 
-use cc_ir::{DType, Error, Result, Tensor};
+use cc_ir::{Error, Result, Tensor};
 
 /// The elements of a numeric tensor (float, integer or bool) as f64.
 pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
-    match t.dtype() {
-        DType::F32 => Ok(t.f32_view()?.iter().map(|&x| f64::from(x)).collect()),
-        DType::F64 => t.to_f64(),
-        _ => Ok(t
-            .to_i64_lossless()
-            .map_err(|_| {
-                Error::unsupported(format!("tensor of {} has no numeric statistics", t.dtype()))
-            })?
-            .into_iter()
-            .map(|x| x as f64)
-            .collect()),
-    }
+    t.to_f64_numbers().map_err(|_| {
+        Error::unsupported(format!("tensor of {} has no numeric statistics", t.dtype()))
+    })
 }
 
 /// Minimum, maximum and mean of a tensor's elements.

@@ -181,6 +181,20 @@ impl Tensor {
         })
     }
 
+    /// The elements as f64: f32 and f64 tensors, and integer or bool tensors (widened
+    /// through [`Tensor::to_i64_lossless`]); an error for any other element type.
+    pub fn to_f64_numbers(&self) -> Result<Vec<f64>> {
+        match self.dtype {
+            DType::F32 => Ok(self.f32_view()?.iter().map(|&x| f64::from(x)).collect()),
+            DType::F64 => self.to_f64(),
+            _ => Ok(self
+                .to_i64_lossless()?
+                .into_iter()
+                .map(|x| x as f64)
+                .collect()),
+        }
+    }
+
     /// Element type.
     pub fn dtype(&self) -> DType {
         self.dtype

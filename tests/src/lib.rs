@@ -187,23 +187,7 @@ pub fn max_rel_error(got: &Tensor, want: &Tensor) -> Result<f64, String> {
     if got.shape() != want.shape() {
         return Err(format!("shape {:?} != {:?}", got.shape(), want.shape()));
     }
-    let as_f64 = |t: &Tensor| -> Result<Vec<f64>, String> {
-        match t.dtype() {
-            cc_ir::DType::F32 => Ok(t
-                .to_f32()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(f64::from)
-                .collect()),
-            cc_ir::DType::F64 => t.to_f64().map_err(|e| e.to_string()),
-            _ => Ok(t
-                .to_i64_lossless()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|x| x as f64)
-                .collect()),
-        }
-    };
+    let as_f64 = |t: &Tensor| t.to_f64_numbers().map_err(|e| e.to_string());
     let (g, w) = (as_f64(got)?, as_f64(want)?);
     let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
     let diff = g.iter().zip(&w).fold(0f64, |m, (a, b)| {

@@ -87,17 +87,7 @@ impl<'a> Ctx<'a> {
     /// The data of input `slot` as f64 when it is a numeric constant.
     pub(crate) fn numbers(&self, slot: usize) -> Option<Vec<f64>> {
         let t = self.g.const_data(self.node.input(slot)?)?;
-        match t.dtype() {
-            DType::F32 => t
-                .to_f32()
-                .ok()
-                .map(|v| v.into_iter().map(f64::from).collect()),
-            DType::F64 => t.to_f64().ok(),
-            _ => t
-                .to_i64_lossless()
-                .ok()
-                .map(|v| v.into_iter().map(|x| x as f64).collect()),
-        }
+        t.to_f64_numbers().ok()
     }
     /// Normalizes a possibly negative axis for a tensor of rank `rank`.
     pub(crate) fn axis(&self, axis: i64, rank: usize) -> Result<usize> {

@@ -16,6 +16,7 @@ pub mod shape;
 mod simd;
 
 use crate::cpu::eval;
+pub(crate) use crate::cpu::eval::array::norm_axis;
 use cc_ir::{DType, Error, Op, Result, Tensor};
 use std::borrow::Cow;
 
@@ -314,19 +315,6 @@ fn all_f32(inputs: &[Option<&Tensor>]) -> bool {
 /// The f32 data of a tensor (borrowed when aligned).
 pub(crate) fn f32s(t: &Tensor) -> Result<Cow<'_, [f32]>> {
     t.f32_view()
-}
-
-/// Normalizes a possibly negative axis against `rank`.
-pub(crate) fn norm_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
-    } else {
-        Err(Error::invalid(format!(
-            "{what}: axis {axis} is out of range for rank {rank}"
-        )))
-    }
 }
 
 /// A new buffer of `n` elements, filled by `fill` without being zeroed first (zeroing
