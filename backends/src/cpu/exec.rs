@@ -281,7 +281,7 @@ impl CpuExecutor {
                 }
             }
             if let (Some(p), Some(t)) = (profile.as_mut(), started) {
-                p.add(&node.op, t.elapsed());
+                p.add(g, id, t.elapsed());
             }
             for v in node.inputs().iter().flatten() {
                 if last_use.get(v) == Some(&step) && !g.is_output(*v) {
@@ -346,22 +346,42 @@ impl CpuExecutor {
 /// to stderr at the end of the run (slowest first).
 struct Profile {
     per_op: std::collections::BTreeMap<String, (std::time::Duration, usize)>,
+    /// With `CC_PROFILE=nodes`, every node's own line too.
+    per_node: Option<Vec<(String, std::time::Duration)>>,
 }
 
 impl Profile {
     fn from_env() -> Option<Profile> {
-        std::env::var_os("CC_PROFILE").map(|_| Profile {
+        std::env::var_os("CC_PROFILE").map(|v| Profile {
             per_op: Default::default(),
+            per_node: (v == "nodes").then(Vec::new),
         })
     }
 
-    fn add(&mut self, op: &cc_ir::Op, took: std::time::Duration) {
+    fn add(&mut self, g: &Graph, id: NodeId, took: std::time::Duration) {
+        let op = &g.node(id).op;
+        if let Some(nodes) = self.per_node.as_mut() {
+            let shapes: Vec<String> = g
+                .node(id)
+                .inputs()
+                .iter()
+                .flatten()
+                .map(|&v| match &g.value(v).ty {
+                    Some(t) => t.to_string(),
+                    None => "?".into(),
+                })
+                .collect();
+            nodes.push((format!("{} {}", g.node_label(id), shapes.join(" ")), took));
+        }
         let e = self.per_op.entry(op.onnx_type().1.to_string()).or_default();
         e.0 += took;
         e.1 += 1;
     }
 
     fn report(self) {
+        for (label, took) in self.per_node.iter().flatten() {
+            eprintln!("  {:>9.3} ms  {label}", took.as_secs_f64() * 1e3);
+        }
         let mut rows: Vec<_> = self.per_op.into_iter().collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
         let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
