@@ -199,6 +199,7 @@ impl Executor for CpuExecutor {
 
 impl CpuExecutor {
     fn run_on_pool(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let run_started = std::time::Instant::now();
         let order = g.topo_order()?;
         let wanted = runtime_inputs(g);
         if inputs.len() != wanted.len() {
@@ -252,6 +253,9 @@ impl CpuExecutor {
         absorbed.extend(dq_plan.values().copied());
         // --- end dequantize-GEMM fusion ---
         let mut profile = Profile::from_env();
+        if let Some(p) = profile.as_mut() {
+            p.planning = run_started.elapsed();
+        }
         for (step, &id) in order.iter().enumerate() {
             let node = g.node(id);
             let started = profile.as_ref().map(|_| std::time::Instant::now());
@@ -348,6 +352,8 @@ struct Profile {
     per_op: std::collections::BTreeMap<String, (std::time::Duration, usize)>,
     /// With `CC_PROFILE=nodes`, every node's own line too.
     per_node: Option<Vec<(String, std::time::Duration)>>,
+    /// Time from the start of the run to its first node (checks and plans).
+    planning: std::time::Duration,
 }
 
 impl Profile {
@@ -355,6 +361,7 @@ impl Profile {
         std::env::var_os("CC_PROFILE").map(|v| Profile {
             per_op: Default::default(),
             per_node: (v == "nodes").then(Vec::new),
+            planning: Default::default(),
         })
     }
 
@@ -385,7 +392,11 @@ impl Profile {
         let mut rows: Vec<_> = self.per_op.into_iter().collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
         let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
-        eprintln!("CC_PROFILE: {:.3} ms in nodes", total * 1e3);
+        eprintln!(
+            "CC_PROFILE: {:.3} ms in nodes, {:.3} ms planning the run",
+            total * 1e3,
+            self.planning.as_secs_f64() * 1e3
+        );
         for (op, (took, n)) in rows {
             eprintln!(
                 "  {op:<24} {:>9.3} ms  {n:>5} nodes",
