@@ -6,6 +6,7 @@
 
 use crate::cpu::fusion;
 use crate::cpu::kernels::{self, Activation, KernelCx};
+use crate::cpu::parallel::ParallelPool;
 use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,9 @@ use std::sync::Mutex;
 
 /// Runs graphs on the CPU with a fixed number of threads.
 pub struct CpuExecutor {
+    /// Runs kernels' parallel loops (see [`crate::cpu::parallel`]).
+    par: ParallelPool,
+    /// Hosts the run (and the `gemm` crate's own parallel loops).
     pool: rayon::ThreadPool,
     threads: usize,
     aligned: Mutex<AlignedConsts>,
@@ -68,7 +72,10 @@ impl CpuExecutor {
             .start_handler(|_| flush_denormals())
             .build()
             .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
+        let par = ParallelPool::new(threads, flush_denormals)
+            .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
         Ok(CpuExecutor {
+            par,
             pool,
             threads,
             aligned: Mutex::new(AlignedConsts::default()),
@@ -193,7 +200,8 @@ impl Executor for CpuExecutor {
     fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         // The whole run happens on a pool thread, so kernels start their parallel loops
         // without handing work across threads for every node.
-        self.pool.install(|| self.run_on_pool(g, inputs))
+        self.pool
+            .install(|| self.par.install(|| self.run_on_pool(g, inputs)))
     }
 }
 

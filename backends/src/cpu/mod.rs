@@ -6,5 +6,6 @@ pub mod eval;
 pub mod exec;
 pub mod fusion;
 pub mod kernels;
+pub mod parallel;
 
 pub use exec::CpuExecutor;

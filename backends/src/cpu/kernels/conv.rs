@@ -376,7 +376,7 @@ fn gemm_groups(
                 if serial || tasks == 1 {
                     (0..tasks).for_each(task);
                 } else {
-                    (0..tasks).into_par_iter().for_each(task);
+                    crate::cpu::parallel::for_each(tasks, &task);
                 }
                 continue;
             }
@@ -390,7 +390,7 @@ fn gemm_groups(
             let rhs_ptr = rhs.as_ptr() as usize;
             let per = mg.div_ceil(threads).div_ceil(8) * 8;
             let tasks = mg.div_ceil(per);
-            (0..tasks).into_par_iter().for_each(move |t| {
+            crate::cpu::parallel::for_each(tasks, &move |t| {
                 let p = ptrs;
                 let start = t * per;
                 let rows = per.min(mg - start);

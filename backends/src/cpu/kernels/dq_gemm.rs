@@ -12,7 +12,6 @@
 use super::matmul::{fill_broadcast_c, gemm_dims, sgemm, Mat};
 use super::{f32s, KernelCx};
 use cc_ir::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// Rows of K dequantized per panel.
 pub const PANEL: usize = 256;
@@ -355,8 +354,7 @@ fn accumulate(
     if tasks <= 1 {
         task(0);
     } else {
-        cx.pool
-            .install(|| (0..tasks).into_par_iter().for_each(task));
+        crate::cpu::parallel::for_each(tasks, &task);
     }
     Ok(())
 }

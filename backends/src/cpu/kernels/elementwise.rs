@@ -3,9 +3,9 @@
 
 use super::f32s;
 use crate::cpu::eval::broadcast_shapes;
+use crate::cpu::parallel::for_each_chunk;
 use cc_ir::op::{BinaryOp, UnaryOp};
 use cc_ir::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Elements per parallel task.
@@ -73,9 +73,7 @@ unsafe fn zip1_avx2(o: &mut [MaybeUninit<f32>], x: &[f32], f: &impl Fn(f32) -> f
 /// `f` applied to every element, in parallel chunks.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, s)| zip1(o, s, &f));
+        for_each_chunk(out, CHUNK, &|i, o| zip1(o, &x[i * CHUNK..], &f));
         Ok(())
     };
     // SAFETY: the chunks of `out` and `x` pair up one to one over the same length, so
@@ -110,9 +108,9 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Option<Tensor>> {
         UnaryOp::Sigmoid if x.dtype() == DType::F32 => {
             let xv = f32s(x)?;
             let fill = |out: &mut [MaybeUninit<f32>]| {
-                out.par_chunks_mut(CHUNK)
-                    .zip(xv.par_chunks(CHUNK))
-                    .for_each(|(o, s)| super::simd::sigmoid(o, s));
+                for_each_chunk(out, CHUNK, &|i, o| {
+                    super::simd::sigmoid(o, &xv[i * CHUNK..][..o.len()])
+                });
                 Ok(())
             };
             // SAFETY: the chunks of the output and of `xv` pair up one to one over the
@@ -280,9 +278,9 @@ fn broadcast_apply(
     }
     if ash == bsh {
         let fill = |o: &mut [MaybeUninit<f32>]| {
-            o.par_chunks_mut(CHUNK)
-                .zip(av.par_chunks(CHUNK).zip(bv.par_chunks(CHUNK)))
-                .for_each(|(o, (x, y))| zip2(o, x, y, &f));
+            for_each_chunk(o, CHUNK, &|i, o| {
+                zip2(o, &av[i * CHUNK..], &bv[i * CHUNK..], &f)
+            });
             Ok(())
         };
         // SAFETY: equal shapes, and the lengths were checked against them above, so the
@@ -322,40 +320,38 @@ fn broadcast_apply(
     }
     let rows_per_task = (CHUNK / inner).max(1);
     let fill = |o: &mut [MaybeUninit<f32>]| {
-        o.par_chunks_mut(rows_per_task * inner)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                for (r, row) in chunk.chunks_mut(inner).enumerate() {
-                    let mut rem = task * rows_per_task + r;
-                    let (mut oa, mut ob) = (0, 0);
-                    for i in (0..dims.len()).rev() {
-                        let e = dims[i].0;
-                        let idx = rem % e;
-                        rem /= e;
-                        oa += idx * outer_a[i];
-                        ob += idx * outer_b[i];
+        for_each_chunk(o, rows_per_task * inner, &|task, chunk| {
+            for (r, row) in chunk.chunks_mut(inner).enumerate() {
+                let mut rem = task * rows_per_task + r;
+                let (mut oa, mut ob) = (0, 0);
+                for i in (0..dims.len()).rev() {
+                    let e = dims[i].0;
+                    let idx = rem % e;
+                    rem /= e;
+                    oa += idx * outer_a[i];
+                    ob += idx * outer_b[i];
+                }
+                match (ia, ib) {
+                    (true, true) => {
+                        zip2(row, &av[oa..oa + inner], &bv[ob..ob + inner], &f);
                     }
-                    match (ia, ib) {
-                        (true, true) => {
-                            zip2(row, &av[oa..oa + inner], &bv[ob..ob + inner], &f);
-                        }
-                        (true, false) => {
-                            let y = bv[ob];
-                            zip1(row, &av[oa..oa + inner], &|x| f(x, y));
-                        }
-                        (false, true) => {
-                            let x = av[oa];
-                            zip1(row, &bv[ob..ob + inner], &|y| f(x, y));
-                        }
-                        (false, false) => {
-                            let v = f(av[oa], bv[ob]);
-                            row.iter_mut().for_each(|o| {
-                                o.write(v);
-                            });
-                        }
+                    (true, false) => {
+                        let y = bv[ob];
+                        zip1(row, &av[oa..oa + inner], &|x| f(x, y));
+                    }
+                    (false, true) => {
+                        let x = av[oa];
+                        zip1(row, &bv[ob..ob + inner], &|y| f(x, y));
+                    }
+                    (false, false) => {
+                        let v = f(av[oa], bv[ob]);
+                        row.iter_mut().for_each(|o| {
+                            o.write(v);
+                        });
                     }
                 }
-            });
+            }
+        });
         Ok(())
     };
     // SAFETY: `total` is `inner` times the product of the outer dims, so the rows cover

@@ -1,8 +1,8 @@
 //! BatchNormalization (inference), LayerNormalization and Softmax on f32.
 
 use super::{f32s, input, norm_axis};
+use crate::cpu::parallel::{chunk_of, for_each_chunk};
 use cc_ir::{Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// BatchNormalization in inference mode: `(x - mean) / sqrt(var + eps) * scale + B` per
 /// channel (axis 1).
@@ -41,15 +41,13 @@ pub fn batch_norm(inputs: &[Option<&Tensor>], epsilon: f32) -> Result<Tensor> {
     }
     let mut out = super::zeros(xs)?;
     if size > 0 {
-        out.par_chunks_mut(size)
-            .zip(xv.par_chunks(size))
-            .enumerate()
-            .for_each(|(p, (o, s))| {
-                let (m, a) = (mul[p % c], add[p % c]);
-                for (o, &v) in o.iter_mut().zip(s) {
-                    *o = v * m + a;
-                }
-            });
+        for_each_chunk(&mut out, size, &|p, o| {
+            let s = chunk_of(&xv, p, size);
+            let (m, a) = (mul[p % c], add[p % c]);
+            for (o, &v) in o.iter_mut().zip(s) {
+                *o = v * m + a;
+            }
+        });
     }
     Tensor::from_f32_vec(xs.to_vec(), out)
 }
@@ -82,21 +80,20 @@ pub fn layer_norm(inputs: &[Option<&Tensor>], axis: i64, epsilon: f32) -> Result
     let bias = block(2, "bias")?;
     let mut out = super::zeros(xs)?;
     if inner > 0 {
-        out.par_chunks_mut(inner)
-            .zip(xv.par_chunks(inner))
-            .for_each(|(o, s)| {
-                let mean = s.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
-                let var = s.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
-                let inv = 1.0 / (var as f32 + epsilon).sqrt();
-                let mean = mean as f32;
-                for (j, (o, &v)) in o.iter_mut().zip(s).enumerate() {
-                    let y = (v - mean) * inv * scale[j];
-                    *o = match &bias {
-                        Some(b) => y + b[j],
-                        None => y,
-                    };
-                }
-            });
+        for_each_chunk(&mut out, inner, &|r, o| {
+            let s = chunk_of(&xv, r, inner);
+            let mean = s.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
+            let var = s.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
+            let inv = 1.0 / (var as f32 + epsilon).sqrt();
+            let mean = mean as f32;
+            for (j, (o, &v)) in o.iter_mut().zip(s).enumerate() {
+                let y = (v - mean) * inv * scale[j];
+                *o = match &bias {
+                    Some(b) => y + b[j],
+                    None => y,
+                };
+            }
+        });
     }
     Tensor::from_f32_vec(xs.to_vec(), out)
 }
@@ -112,28 +109,27 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
     let mut out = super::zeros(xs)?;
     let block = dim * inner;
     if block > 0 {
-        out.par_chunks_mut(block)
-            .zip(xv.par_chunks(block))
-            .for_each(|(o, s)| {
-                if inner == 1 {
-                    super::simd::softmax_row(o, s);
-                } else {
-                    for i in 0..inner {
-                        let m = (0..dim)
-                            .map(|d| s[d * inner + i])
-                            .fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0f32;
-                        for d in 0..dim {
-                            let e = super::simd::fast_exp(s[d * inner + i] - m);
-                            o[d * inner + i] = e;
-                            sum += e;
-                        }
-                        for d in 0..dim {
-                            o[d * inner + i] /= sum;
-                        }
+        for_each_chunk(&mut out, block, &|r, o| {
+            let s = chunk_of(&xv, r, block);
+            if inner == 1 {
+                super::simd::softmax_row(o, s);
+            } else {
+                for i in 0..inner {
+                    let m = (0..dim)
+                        .map(|d| s[d * inner + i])
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for d in 0..dim {
+                        let e = super::simd::fast_exp(s[d * inner + i] - m);
+                        o[d * inner + i] = e;
+                        sum += e;
+                    }
+                    for d in 0..dim {
+                        o[d * inner + i] /= sum;
                     }
                 }
-            });
+            }
+        });
     }
     Tensor::from_f32_vec(xs.to_vec(), out)
 }

@@ -5,9 +5,9 @@ use super::elementwise::strides_in;
 use super::f32s;
 use super::simd::sum8;
 use crate::cpu::eval::broadcast_shapes;
+use crate::cpu::parallel::{chunk_of, for_each_chunk};
 use cc_ir::op::{BinaryOp, ReduceOp};
 use cc_ir::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
@@ -42,44 +42,34 @@ pub fn where_f32(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<Option<Tensor>> {
         sy.last().copied().unwrap_or(0),
     );
     let rows_per_task = (CHUNK / inner).max(1);
-    out.par_chunks_mut(rows_per_task * inner)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (ri, row) in chunk.chunks_mut(inner).enumerate() {
-                let mut rem = task * rows_per_task + ri;
-                let (mut oc, mut ox, mut oy) = (0, 0, 0);
-                for d in (0..r.saturating_sub(1)).rev() {
-                    let i = rem % shape[d];
-                    rem /= shape[d];
-                    oc += i * sc[d];
-                    ox += i * sx[d];
-                    oy += i * sy[d];
-                }
-                match (ic, ix, iy) {
-                    (1, 0, 1) => {
-                        where_row::<true, false, true>(row, &cv[oc..], &xv[ox..], &yv[oy..])
-                    }
-                    (1, 1, 0) => {
-                        where_row::<true, true, false>(row, &cv[oc..], &xv[ox..], &yv[oy..])
-                    }
-                    (1, 1, 1) => {
-                        where_row::<true, true, true>(row, &cv[oc..], &xv[ox..], &yv[oy..])
-                    }
-                    (1, 0, 0) => {
-                        where_row::<true, false, false>(row, &cv[oc..], &xv[ox..], &yv[oy..])
-                    }
-                    _ => {
-                        for (j, o) in row.iter_mut().enumerate() {
-                            *o = if cv[oc + j * ic] != 0 {
-                                xv[ox + j * ix]
-                            } else {
-                                yv[oy + j * iy]
-                            };
-                        }
+    for_each_chunk(&mut out, rows_per_task * inner, &|task, chunk| {
+        for (ri, row) in chunk.chunks_mut(inner).enumerate() {
+            let mut rem = task * rows_per_task + ri;
+            let (mut oc, mut ox, mut oy) = (0, 0, 0);
+            for d in (0..r.saturating_sub(1)).rev() {
+                let i = rem % shape[d];
+                rem /= shape[d];
+                oc += i * sc[d];
+                ox += i * sx[d];
+                oy += i * sy[d];
+            }
+            match (ic, ix, iy) {
+                (1, 0, 1) => where_row::<true, false, true>(row, &cv[oc..], &xv[ox..], &yv[oy..]),
+                (1, 1, 0) => where_row::<true, true, false>(row, &cv[oc..], &xv[ox..], &yv[oy..]),
+                (1, 1, 1) => where_row::<true, true, true>(row, &cv[oc..], &xv[ox..], &yv[oy..]),
+                (1, 0, 0) => where_row::<true, false, false>(row, &cv[oc..], &xv[ox..], &yv[oy..]),
+                _ => {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = if cv[oc + j * ic] != 0 {
+                            xv[ox + j * ix]
+                        } else {
+                            yv[oy + j * iy]
+                        };
                     }
                 }
             }
-        });
+        }
+    });
     Tensor::from_f32_vec(shape, out).map(Some)
 }
 
@@ -126,23 +116,21 @@ fn broadcast_bytes<A: Copy + Sync, B: Copy + Sync>(
         sb.last().copied().unwrap_or(0),
     );
     let rows_per_task = (CHUNK / inner).max(1);
-    out.par_chunks_mut(rows_per_task * inner)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (ri, row) in chunk.chunks_mut(inner).enumerate() {
-                let mut rem = task * rows_per_task + ri;
-                let (mut oa, mut ob) = (0, 0);
-                for d in (0..r.saturating_sub(1)).rev() {
-                    let i = rem % shape[d];
-                    rem /= shape[d];
-                    oa += i * sa[d];
-                    ob += i * sb[d];
-                }
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = u8::from(f(av[oa + j * ia], bv[ob + j * ib]));
-                }
+    for_each_chunk(&mut out, rows_per_task * inner, &|task, chunk| {
+        for (ri, row) in chunk.chunks_mut(inner).enumerate() {
+            let mut rem = task * rows_per_task + ri;
+            let (mut oa, mut ob) = (0, 0);
+            for d in (0..r.saturating_sub(1)).rev() {
+                let i = rem % shape[d];
+                rem /= shape[d];
+                oa += i * sa[d];
+                ob += i * sb[d];
             }
-        });
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = u8::from(f(av[oa + j * ia], bv[ob + j * ib]));
+            }
+        }
+    });
     Ok((shape, out))
 }
 
@@ -193,13 +181,12 @@ pub fn is_nan(x: &Tensor) -> Result<Option<Tensor>> {
     }
     let xv = f32s(x)?;
     let mut out = vec![0u8; xv.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(xv.par_chunks(CHUNK))
-        .for_each(|(o, s)| {
-            for (o, v) in o.iter_mut().zip(s) {
-                *o = u8::from(v.is_nan());
-            }
-        });
+    for_each_chunk(&mut out, CHUNK, &|i, o| {
+        let s = chunk_of(&xv, i, CHUNK);
+        for (o, v) in o.iter_mut().zip(s) {
+            *o = u8::from(v.is_nan());
+        }
+    });
     Tensor::from_raw(DType::Bool, x.shape().to_vec(), out.into()).map(Some)
 }
 
@@ -233,13 +220,12 @@ pub fn reduce_last(
     };
     let mut out = vec![0f32; rows];
     let rows_per_task = (CHUNK / inner).max(1);
-    out.par_chunks_mut(rows_per_task)
-        .zip(xv.par_chunks(rows_per_task * inner))
-        .for_each(|(o, s)| {
-            for (o, row) in o.iter_mut().zip(s.chunks_exact(inner)) {
-                *o = sum8(row) * scale;
-            }
-        });
+    for_each_chunk(&mut out, rows_per_task, &|i, o| {
+        let s = chunk_of(&xv, i, rows_per_task * inner);
+        for (o, row) in o.iter_mut().zip(s.chunks_exact(inner)) {
+            *o = sum8(row) * scale;
+        }
+    });
     let mut shape = xs.to_vec();
     if keepdims {
         if let Some(l) = shape.last_mut() {

@@ -3,9 +3,9 @@
 
 use super::f32s;
 use crate::cpu::eval::{flatten_dims, reshape_dims};
+use crate::cpu::parallel::for_each_chunk;
 use bytes::Bytes;
 use cc_ir::{DType, Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// Reshape sharing the input's data; `Ok(None)` for string tensors.
 pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Option<Tensor>> {
@@ -67,25 +67,23 @@ pub fn transpose(x: &Tensor, perm: Option<&[i64]>) -> Result<Tensor> {
     }
     let inner_st = st.last().copied().unwrap_or(1);
     let rows_per_task = (16384 / inner).max(1);
-    out.par_chunks_mut(rows_per_task * inner)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (ri, row) in chunk.chunks_mut(inner).enumerate() {
-                let mut rem = task * rows_per_task + ri;
-                let mut off = 0;
-                for d in (0..r.saturating_sub(1)).rev() {
-                    off += (rem % out_shape[d]) * st[d];
-                    rem /= out_shape[d];
-                }
-                if inner_st == 1 {
-                    row.copy_from_slice(&xv[off..off + inner]);
-                } else {
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = xv[off + j * inner_st];
-                    }
+    for_each_chunk(&mut out, rows_per_task * inner, &|task, chunk| {
+        for (ri, row) in chunk.chunks_mut(inner).enumerate() {
+            let mut rem = task * rows_per_task + ri;
+            let mut off = 0;
+            for d in (0..r.saturating_sub(1)).rev() {
+                off += (rem % out_shape[d]) * st[d];
+                rem /= out_shape[d];
+            }
+            if inner_st == 1 {
+                row.copy_from_slice(&xv[off..off + inner]);
+            } else {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = xv[off + j * inner_st];
                 }
             }
-        });
+        }
+    });
     Tensor::from_f32_vec(out_shape, out)
 }
 
