@@ -164,7 +164,7 @@ impl ParallelPool {
         let mut spins = 0u32;
         while job.done.load(Ordering::Acquire) < tasks {
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -310,7 +310,7 @@ fn worker(shared: &Shared) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 {
+            if !spins.is_multiple_of(256) {
                 std::hint::spin_loop();
                 continue;
             }
