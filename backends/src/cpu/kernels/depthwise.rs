@@ -78,7 +78,7 @@ fn paths(ah: Axis, aw: Axis) -> Vec<Path> {
 
 thread_local! {
     /// The ring kernel's row buffer, kept per thread between calls.
-    static RING: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static RING: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The clamp bounds of an optional activation (none: the whole line).
@@ -179,13 +179,11 @@ impl Depthwise<'_> {
             .collect();
         let mut held = vec![usize::MAX; slots];
         let mut rows: Vec<(usize, usize)> = Vec::with_capacity(kh);
-        RING.with(|cell| {
-            let mut own = Vec::new();
-            let mut guard = cell.try_borrow_mut();
-            let ring = match guard.as_mut() {
-                Ok(v) => &mut **v,
-                Err(_) => &mut own,
-            };
+        // Taken out of the thread-local (and put back after) so that the loops below
+        // are compiled as part of this function, with its target features, not inside
+        // a closure.
+        let mut ring = RING.take();
+        {
             ring.clear();
             // The borders stay zero: fills only write the data columns.
             ring.resize(slots * row_len, 0.0);
@@ -235,7 +233,8 @@ impl Depthwise<'_> {
                     }
                 }
             }
-        });
+        }
+        RING.set(ring);
     }
 
     /// [`Self::direct`] for the kernel extents it is instantiated for.
@@ -376,10 +375,11 @@ impl Depthwise<'_> {
     }
 }
 
-/// Fills one ring row from input row `line`: phase p, index j gets input column
-/// `j * stride + p - pad`, for the columns inside the input (the rest stays zero).
+/// Fills one padded, phase-split row (`stride` phases of `len` values) from input row
+/// `line`: phase p, index j gets input column `j * stride + p - pad`, for the columns
+/// inside the input (the others are not written).
 #[inline(always)]
-fn fill_row(dst: &mut [f32], line: &[f32], aw: Axis, len: usize) {
+pub(crate) fn fill_row(dst: &mut [f32], line: &[f32], aw: Axis, len: usize) {
     let (sw, iw) = (aw.stride, aw.input);
     for (p, dst) in dst.chunks_exact_mut(len).enumerate() {
         let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
@@ -518,7 +518,7 @@ mod tests {
     fn depthwise_matches_naive() {
         let relu = Some(Activation::Relu);
         let clip = Some(Activation::Clip(-0.5, 0.75));
-        let mut seed = 0;
+        let mut seed = 0u64;
         for (h, w) in [
             (1, 1),
             (2, 3),
@@ -541,7 +541,7 @@ mod tests {
                             seed += 1;
                             let act = [None, relu, clip][seed as usize % 3];
                             let geo = ((1 + seed as usize % 2), 3, h, w);
-                            check(geo, (kh, kw), s, d, p, act, seed % 7 == 0, seed);
+                            check(geo, (kh, kw), s, d, p, act, seed.is_multiple_of(7), seed);
                         }
                     }
                 }
