@@ -241,37 +241,54 @@ impl Depthwise<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn direct_avx512(&self, first: usize, dst: &mut [MaybeUninit<f32>]) {
-        // SAFETY: compiled for AVX-512F, which the caller checked; `direct_fits` chose
-        // the extents and strides handled here.
+        let (ah, aw) = (self.ah, self.aw);
+        // Batches of output rows share their input rows' loads when the vertical
+        // dilation is 1 and the vertical stride is instantiated.
+        let sh = if ah.dilation == 1 { ah.stride } else { 0 };
+        // SAFETY: compiled for AVX-512F, which the caller checked; each instance is
+        // chosen for the geometry it handles.
         unsafe {
-            match (self.ah.kernel, self.aw.kernel, self.aw.stride) {
-                (3, 3, 1) => self.direct::<3, 3, 1>(first, dst),
-                (3, 3, 2) => self.direct::<3, 3, 2>(first, dst),
-                (5, 5, 1) => self.direct::<5, 5, 1>(first, dst),
-                (5, 5, 2) => self.direct::<5, 5, 2>(first, dst),
-                (1, 3, 1) => self.direct::<1, 3, 1>(first, dst),
-                (1, 3, 2) => self.direct::<1, 3, 2>(first, dst),
-                (1, 5, 1) => self.direct::<1, 5, 1>(first, dst),
-                (7, 7, 1) => self.direct::<7, 7, 1>(first, dst),
-                (7, 7, 2) => self.direct::<7, 7, 2>(first, dst),
+            match (ah.kernel, aw.kernel, aw.stride, sh) {
+                (3, 3, 1, 1) => self.direct::<3, 3, 1, 1, 4>(first, dst),
+                (3, 3, 2, 2) => self.direct::<3, 3, 2, 2, 2>(first, dst),
+                (3, 3, 1, _) => self.direct::<3, 3, 1, 0, 1>(first, dst),
+                (3, 3, 2, _) => self.direct::<3, 3, 2, 0, 1>(first, dst),
+                (5, 5, 1, 1) => self.direct::<5, 5, 1, 1, 2>(first, dst),
+                (5, 5, 1, _) => self.direct::<5, 5, 1, 0, 1>(first, dst),
+                (5, 5, 2, _) => self.direct::<5, 5, 2, 0, 1>(first, dst),
+                (1, 3, 1, _) => self.direct::<1, 3, 1, 0, 1>(first, dst),
+                (1, 3, 2, _) => self.direct::<1, 3, 2, 0, 1>(first, dst),
+                (1, 5, 1, _) => self.direct::<1, 5, 1, 0, 1>(first, dst),
+                (7, 7, 1, _) => self.direct::<7, 7, 1, 0, 1>(first, dst),
+                (7, 7, 2, _) => self.direct::<7, 7, 2, 0, 1>(first, dst),
                 _ => self.ring::<true>(first, dst),
             }
         }
     }
 
     /// The direct kernel (see the module doc) for a `KH x KW` kernel and horizontal
-    /// stride `SW` (1 or 2).
+    /// stride `SW` (1 or 2), computing `R` output rows at a time: with `R > 1` the
+    /// vertical stride is `SH` and the vertical dilation 1, and each input row of the
+    /// batch is loaded once for all the output rows it feeds.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; the geometry must have these extents and stride.
+    /// The CPU must support AVX-512F; the geometry must have these extents and strides.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn direct<const KH: usize, const KW: usize, const SW: usize>(
+    unsafe fn direct<
+        const KH: usize,
+        const KW: usize,
+        const SW: usize,
+        const SH: usize,
+        const R: usize,
+    >(
         &self,
         first: usize,
         dst: &mut [MaybeUninit<f32>],
     ) {
         use std::arch::x86_64::*;
+        /// Most input rows one batch reads.
+        const ROWS: usize = 8;
         let Depthwise {
             x,
             w,
@@ -281,7 +298,10 @@ impl Depthwise<'_> {
             c,
             act,
         } = *self;
-        debug_assert!(aw.stride == SW && ah.kernel == KH && aw.kernel == KW);
+        // Input rows per batch (one per kernel row when R == 1).
+        let nt = if R > 1 { (R - 1) * SH + KH } else { KH };
+        debug_assert!(aw.stride == SW && ah.kernel == KH && aw.kernel == KW && nt <= ROWS);
+        debug_assert!(R == 1 || (ah.stride == SH && ah.dilation == 1));
         let (iw, ihw) = (aw.input, ah.input * aw.input);
         let (oh, ow) = (ah.output, aw.output);
         // The lanes of a 16-wide load at input column c0 that fall inside the row.
@@ -315,35 +335,47 @@ impl Depthwise<'_> {
         let (lo, hi) = bounds(act);
         // SAFETY: the intrinsics need AVX-512F (the caller's contract). Loads read only
         // the lanes their mask selects, which are columns 0..iw of an input row inside
-        // `x` or of `zero_row`; stores write only columns 0..ow of an output row inside
-        // `dst`.
+        // `x` or of `zero_row`; stores write only columns 0..ow of output rows below
+        // `oh` inside `dst`.
         unsafe {
             let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
             let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+            let zero = _mm512_setzero_ps();
             for (k, out) in dst.chunks_mut(oh * ow).enumerate() {
                 let plane = first + k;
                 let ch = plane % c;
                 let src = x[plane * ihw..][..ihw].as_ptr();
                 let wk = &w[ch * KH * KW..][..KH * KW];
-                let wv: [[__m512; KW]; KH] = std::array::from_fn(|dy| {
-                    std::array::from_fn(|dx| _mm512_set1_ps(wk[dy * KW + dx]))
-                });
+                let mut wv = [[zero; KW]; KH];
+                for (dy, row) in wv.iter_mut().enumerate() {
+                    for (dx, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_set1_ps(wk[dy * KW + dx]);
+                    }
+                }
                 let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[ch]));
                 let dptr = out.as_mut_ptr() as *mut f32;
-                for oy in 0..oh {
-                    let rows: [*const f32; KH] = std::array::from_fn(|dy| {
-                        let r = oy * ah.stride + dy * ah.dilation;
-                        match r.checked_sub(ah.pad).filter(|&y| y < ah.input) {
-                            Some(iy) => src.add(iy * iw),
-                            None => zero_row.as_ptr(),
+                for oy in (0..oh).step_by(R) {
+                    let mut rows = [zero_row.as_ptr(); ROWS];
+                    for (t, row) in rows.iter_mut().enumerate().take(nt) {
+                        // Padded input row of batch row t.
+                        let r = if R > 1 {
+                            oy * SH + t
+                        } else {
+                            oy * ah.stride + t * ah.dilation
+                        };
+                        if let Some(iy) = r.checked_sub(ah.pad).filter(|&y| y < ah.input) {
+                            *row = src.add(iy * iw);
                         }
-                    });
+                    }
                     for (blk, tab) in table.iter().enumerate() {
-                        let mut parts = [_mm512_setzero_ps(); KH];
-                        for dy in 0..KH {
-                            for dx in 0..KW {
-                                let (c0, m0, m1) = tab[dx];
-                                let p = rows[dy].wrapping_offset(c0);
+                        // Two chains per output row (even and odd kernel rows).
+                        let mut acc = [[zero; 2]; R];
+                        for a in acc.iter_mut() {
+                            a[0] = b;
+                        }
+                        for (t, &rp) in rows.iter().enumerate().take(nt) {
+                            for (dx, &(c0, m0, m1)) in tab.iter().enumerate() {
+                                let p = rp.wrapping_offset(c0);
                                 let v = if SW == 1 {
                                     _mm512_maskz_loadu_ps(m0, p)
                                 } else {
@@ -351,22 +383,28 @@ impl Depthwise<'_> {
                                     let v1 = _mm512_maskz_loadu_ps(m1, p.wrapping_add(LANES));
                                     _mm512_permutex2var_ps(v0, even, v1)
                                 };
-                                parts[dy] = _mm512_fmadd_ps(v, wv[dy][dx], parts[dy]);
+                                for (j, a) in acc.iter_mut().enumerate() {
+                                    // Kernel row of output row oy + j that input row t is.
+                                    let dy = t.wrapping_sub(j * SH);
+                                    if dy < KH {
+                                        a[dy & 1] = _mm512_fmadd_ps(v, wv[dy][dx], a[dy & 1]);
+                                    }
+                                }
                             }
                         }
-                        let mut acc = b;
-                        for p in parts {
-                            acc = _mm512_add_ps(acc, p);
-                        }
-                        // max/min return the second operand when either is NaN, so NaN
-                        // passes through like the scalar clamp.
-                        let v = _mm512_min_ps(hi, _mm512_max_ps(lo, acc));
                         let ox0 = blk * LANES;
-                        let at = dptr.add(oy * ow + ox0);
-                        if ow - ox0 >= LANES {
-                            _mm512_storeu_ps(at, v);
-                        } else {
-                            _mm512_mask_storeu_ps(at, ((1u32 << (ow - ox0)) - 1) as u16, v);
+                        let tail = ((1u32 << (ow - ox0).min(LANES)) - 1) as u16;
+                        for (j, a) in acc.iter().enumerate().take(oh - oy) {
+                            // max/min return the second operand when either is NaN, so
+                            // NaN passes through like the scalar clamp.
+                            let v = _mm512_add_ps(a[0], a[1]);
+                            let v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                            let at = dptr.add((oy + j) * ow + ox0);
+                            if ow - ox0 >= LANES {
+                                _mm512_storeu_ps(at, v);
+                            } else {
+                                _mm512_mask_storeu_ps(at, tail, v);
+                            }
                         }
                     }
                 }
