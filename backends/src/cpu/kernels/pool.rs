@@ -6,6 +6,7 @@ use super::f32s;
 use cc_ir::op::{GlobalPoolOp, PoolAttrs};
 use cc_ir::{Error, Result, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Geometry of a 1-D/2-D pool: N*C planes, the H and W axes, the output shape.
 type Geometry = (usize, Axis, Axis, Vec<usize>);
@@ -85,38 +86,107 @@ fn max_nan(m: f32, v: f32) -> f32 {
     }
 }
 
-/// `dst[i] = src(0)[i] . src(1)[i] . ... . src(count - 1)[i]` for max (NaN-propagating)
-/// or sum, `count >= 1`; each `src(k)` has at least `dst.len()` values. Runs of 16
-/// columns are combined in registers and stored once (an in-place update per source
-/// would become masked stores that the next pass's loads stall on).
+/// Combines `count >= 1` runs of `N` values lane by lane (max with NaN propagation, or
+/// sum), in registers.
 #[inline(always)]
-fn reduce<'s, const MAX: bool>(dst: &mut [f32], count: usize, src: impl Fn(usize) -> &'s [f32]) {
-    let comb = |m: f32, v: f32| if MAX { max_nan(m, v) } else { m + v };
+fn combine<'s, const MAX: bool, const N: usize>(
+    count: usize,
+    src: impl Fn(usize) -> &'s [f32],
+) -> [f32; N] {
+    let mut m = [0f32; N];
+    m.copy_from_slice(&src(0)[..N]);
+    for k in 1..count {
+        for (m, &v) in m.iter_mut().zip(&src(k)[..N]) {
+            *m = if MAX { max_nan(*m, v) } else { *m + v };
+        }
+    }
+    m
+}
+
+/// `dst[i] = src(0)[i] . src(1)[i] . ... . src(count - 1)[i]` (see [`combine`]), each
+/// `src(k)` holding at least `dst.len()` values, or `dst.len()` rounded up to 16 when
+/// `wide`; divided by `cx[i] * cy` (NaN for 0) when `div` is `Some((cx, cy))`. Runs of
+/// 16 columns are combined in registers and stored once (an in-place update per
+/// source would become masked stores that the next loads stall on).
+#[inline(always)]
+fn reduce<'s, const MAX: bool>(
+    dst: &mut [MaybeUninit<f32>],
+    count: usize,
+    wide: bool,
+    div: Option<(&[f32], f32)>,
+    src: impl Fn(usize) -> &'s [f32],
+) {
     let n = dst.len();
-    let full = n / 16 * 16;
-    for i in (0..full).step_by(16) {
-        let mut m = [0f32; 16];
-        m.copy_from_slice(&src(0)[i..i + 16]);
-        for k in 1..count {
-            let s = &src(k)[i..i + 16];
-            for (m, &v) in m.iter_mut().zip(s) {
-                *m = comb(*m, v);
+    let finish = |i: usize, v: f32| match div {
+        None => v,
+        Some((cx, cy)) => {
+            let d = cx[i] * cy;
+            if d == 0.0 {
+                f32::NAN
+            } else {
+                v / d
             }
         }
-        dst[i..i + 16].copy_from_slice(&m);
-    }
-    let tail = &mut dst[full..];
-    tail.copy_from_slice(&src(0)[full..n]);
-    for k in 1..count {
-        for (m, &v) in tail.iter_mut().zip(&src(k)[full..n]) {
-            *m = comb(*m, v);
+    };
+    let full = if wide {
+        n.div_ceil(16) * 16
+    } else {
+        n / 16 * 16
+    };
+    for i in (0..full).step_by(16) {
+        let m = combine::<MAX, 16>(count, |k| &src(k)[i..]);
+        for (j, (d, &v)) in dst[i..].iter_mut().zip(&m).enumerate() {
+            d.write(finish(i + j, v));
         }
     }
+    for i in full..n {
+        let m = combine::<MAX, 1>(count, |k| &src(k)[i..]);
+        dst[i].write(finish(i, m[0]));
+    }
+}
+
+/// The vertical pass of a horizontal stride 2 pool: combines `count` input rows
+/// (`src(k)`, `iw` values each) and writes column x to phase `(x + pad) % 2`, index
+/// `(x + pad) / 2` of `padded` (two phases of `len`), 32 columns at a time; `iw >= 32`.
+#[inline(always)]
+fn reduce_split2<'s, const MAX: bool>(
+    padded: &mut [f32],
+    (len, pad, iw): (usize, usize, usize),
+    count: usize,
+    src: impl Fn(usize) -> &'s [f32],
+) {
+    // Even columns x0 + 2j go to phase pad % 2 from index (x0 + pad) / 2 on; odd ones
+    // to the other phase from (x0 + pad + 1) / 2 on.
+    let (pe, po) = (pad % 2, 1 - pad % 2);
+    let (be, bo) = (pad / 2, pad.div_ceil(2));
+    // Runs of 32 from column 0, the last one moved back to end at the last even-length
+    // prefix (`iw >= 32`; overlapping runs rewrite the same values).
+    let end = iw / 2 * 2;
+    let starts = (0..end - 32).step_by(32).chain(std::iter::once(end - 32));
+    for x0 in starts {
+        let m = combine::<MAX, 32>(count, |k| &src(k)[x0..]);
+        let ev: [f32; 16] = std::array::from_fn(|j| m[2 * j]);
+        let od: [f32; 16] = std::array::from_fn(|j| m[2 * j + 1]);
+        padded[pe * len + x0 / 2 + be..][..16].copy_from_slice(&ev);
+        padded[po * len + x0 / 2 + bo..][..16].copy_from_slice(&od);
+    }
+    for x in end..iw {
+        let m = combine::<MAX, 1>(count, |k| &src(k)[x..]);
+        let pc = x + pad;
+        padded[(pc % 2) * len + pc / 2] = m[0];
+    }
+}
+
+/// Views initialized values as possibly uninitialized ones (to share [`reduce`]).
+fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and [`reduce`], the only
+    // user, writes initialized values only.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 impl Separable<'_> {
     /// Pools all planes into `out` (`planes * oh * ow`), in parallel tasks of planes.
-    fn run<const MAX: bool>(&self, out: &mut [f32]) {
+    fn run<const MAX: bool>(&self, out: &mut [MaybeUninit<f32>]) {
         let ohw = self.ah.output * self.aw.output;
         if ohw == 0 || out.is_empty() {
             return;
@@ -134,7 +204,7 @@ impl Separable<'_> {
             .for_each(|(i, dst)| self.planes_dispatch::<MAX>(i * per, dst));
     }
 
-    fn planes_dispatch<const MAX: bool>(&self, first: usize, dst: &mut [f32]) {
+    fn planes_dispatch<const MAX: bool>(&self, first: usize, dst: &mut [MaybeUninit<f32>]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -153,24 +223,27 @@ impl Separable<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn planes_avx512<const MAX: bool>(&self, first: usize, dst: &mut [f32]) {
+    unsafe fn planes_avx512<const MAX: bool>(&self, first: usize, dst: &mut [MaybeUninit<f32>]) {
         self.planes::<MAX>(first, dst);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn planes_avx2<const MAX: bool>(&self, first: usize, dst: &mut [f32]) {
+    unsafe fn planes_avx2<const MAX: bool>(&self, first: usize, dst: &mut [MaybeUninit<f32>]) {
         self.planes::<MAX>(first, dst);
     }
 
     /// Writes the whole output planes `dst`, the first of which is plane `first`.
     #[inline(always)]
-    fn planes<const MAX: bool>(&self, first: usize, dst: &mut [f32]) {
+    fn planes<const MAX: bool>(&self, first: usize, dst: &mut [MaybeUninit<f32>]) {
         let Separable { x, ah, aw, .. } = *self;
         let (iw, ihw, ow) = (aw.input, ah.input * aw.input, aw.output);
         let pad = if MAX { f32::NEG_INFINITY } else { 0.0 };
         let sw = aw.stride;
-        let len = ow + (aw.kernel - 1) * aw.dilation / sw;
+        // Phase length: room for 16-lane runs over every output and for the data
+        // columns written 16 at a time by `reduce_split2`.
+        let len = (ow.div_ceil(16) * 16 + (aw.kernel - 1) * aw.dilation / sw)
+            .max((iw + aw.pad).div_ceil(sw) + 16);
         let offs: Vec<usize> = (0..aw.kernel)
             .map(|kx| {
                 let o = kx * aw.dilation;
@@ -190,23 +263,22 @@ impl Separable<'_> {
                 let src = &x[(first + k) * ihw..][..ihw];
                 for (oy, o) in out.chunks_mut(ow).enumerate() {
                     let (ky0, ky1) = taps(ah, oy);
+                    let row = |k: usize| {
+                        let y = oy * ah.stride + (ky0 + k) * ah.dilation - ah.pad;
+                        &src[y * iw..][..iw]
+                    };
                     if ky0 >= ky1 {
                         col.fill(pad);
+                        fill_row(padded, col, aw, len);
+                    } else if sw == 2 && iw >= 32 {
+                        reduce_split2::<MAX>(padded, (len, aw.pad, iw), ky1 - ky0, row);
                     } else {
-                        reduce::<MAX>(col, ky1 - ky0, |k| {
-                            let y = oy * ah.stride + (ky0 + k) * ah.dilation - ah.pad;
-                            &src[y * iw..][..iw]
-                        });
+                        reduce::<MAX>(as_uninit(col), ky1 - ky0, false, None, row);
+                        fill_row(padded, col, aw, len);
                     }
-                    fill_row(padded, col, aw, len);
                     let padded = &*padded;
-                    reduce::<MAX>(o, offs.len(), |k| &padded[offs[k]..][..ow]);
-                    if let Some((cy, cx)) = &self.counts {
-                        for (a, &n) in o.iter_mut().zip(cx) {
-                            let n = n * cy[oy];
-                            *a = if n == 0.0 { f32::NAN } else { *a / n };
-                        }
-                    }
+                    let div = self.counts.as_ref().map(|(cy, cx)| (&cx[..], cy[oy]));
+                    reduce::<MAX>(o, offs.len(), true, div, |k| &padded[offs[k]..]);
                 }
             }
         }
@@ -224,14 +296,20 @@ fn pool_separable<const MAX: bool>(
     if xv.len() != planes * ah.input * aw.input {
         return Err(Error::invalid("pool: data does not match the shape"));
     }
-    let mut out = super::zeros(&shape)?;
-    Separable {
+    let total = cc_ir::tensor::shape_count(&shape)?;
+    let sep = Separable {
         x: &xv,
         ah,
         aw,
         counts,
-    }
-    .run::<MAX>(&mut out);
+    };
+    // SAFETY: `run` writes every output element (each output row in `planes`).
+    let out = unsafe {
+        super::write_new(total, |o| {
+            sep.run::<MAX>(o);
+            Ok(())
+        })?
+    };
     Tensor::from_f32_vec(shape, out)
 }
 
@@ -441,7 +519,7 @@ mod tests {
     fn pools_match_naive_over_many_geometries() {
         let pool = cx_pool(3);
         let mut seed = 0u64;
-        for (h, w) in [(1, 1), (1, 9), (5, 7), (8, 8), (13, 20), (33, 18)] {
+        for (h, w) in [(1, 1), (1, 9), (5, 7), (8, 8), (13, 20), (33, 18), (4, 70), (3, 33)] {
             for k in [[1, 1], [2, 2], [3, 3], [3, 2], [1, 3], [5, 5]] {
                 for s in [[1, 1], [2, 2], [2, 1], [3, 3]] {
                     for p in [[0, 0, 0, 0], [1, 1, 1, 1], [0, 2, 1, 0], [2, 2, 2, 2]] {
