@@ -139,9 +139,9 @@ fn reduce<'s, const MAX: bool>(
             d.write(finish(i + j, v));
         }
     }
-    for i in full..n {
+    for (i, d) in dst.iter_mut().enumerate().skip(full) {
         let m = combine::<MAX, 1>(count, |k| &src(k)[i..]);
-        dst[i].write(finish(i, m[0]));
+        d.write(finish(i, m[0]));
     }
 }
 
