@@ -1,10 +1,13 @@
 //! Depthwise convolution (one input channel per output channel) on f32 planes.
 //!
-//! Two kernels, both computing a run of 16 output columns of one output row in
-//! registers (every tap summed, then the bias and the activation, then one store):
-//! - direct (AVX-512, horizontal stride 1 or 2, kernels 3x3, 5x5, 7x7, 1x3, 1x5): reads the input rows
-//!   in place with masked loads (lanes outside the row read nothing and count as the zero
-//!   padding); stride 2 picks the even columns of two loads with one permute;
+//! Two kernels, both computing runs of 16 output columns in registers (every tap
+//! summed, then the bias and the activation, then one store):
+//! - direct (AVX-512; horizontal stride 1 or 2; kernels 3x3, 5x5, 7x7, 1x3, 1x5): reads
+//!   the input rows in place with masked loads (lanes outside the row read nothing and
+//!   count as the zero padding); stride 2 picks the even columns of two loads with one
+//!   permute. 3x3 and 5x5 kernels with vertical dilation 1 compute a batch of output
+//!   rows at once (7 or 4 for stride 1, 2 for stride 2), loading each input row of the
+//!   batch once for all of them;
 //! - ring (any geometry; AVX-512, AVX2+FMA or portable code): copies each input row once
 //!   into a zero-bordered buffer split into `stride_w` column phases, kept in a ring of
 //!   `(kh - 1) * dilation_h + 1` rows, so that every tap reads 16 contiguous values.
