@@ -1,6 +1,7 @@
 //! Conv (im2col + GEMM; direct paths for 1x1 and depthwise) and ConvTranspose
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
+use super::depthwise::Depthwise;
 use super::matmul::{sgemm, Mat};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
@@ -223,10 +224,19 @@ pub fn conv(
     if cg == 1 && mg == 1 {
         // Depthwise writes each plane once, bias added, with no zeroing pass before.
         let fill = |o: &mut [std::mem::MaybeUninit<f32>]| {
-            depthwise(&xv, &wv, bias.as_deref(), o, (ah, aw), c, act);
+            let dw = Depthwise {
+                x: &xv,
+                w: &wv,
+                bias: bias.as_deref(),
+                ah,
+                aw,
+                c,
+                act,
+            };
+            dw.run(o, cx.threads);
             Ok(())
         };
-        // SAFETY: `depthwise` writes every element of every plane (see there).
+        // SAFETY: `Depthwise::run` writes every element of every plane (see there).
         let out = unsafe { super::write_new(total, fill)? };
         return Tensor::from_f32_vec(out_shape, out).map(Some);
     }
@@ -584,197 +594,6 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
                 }
             }
         });
-}
-
-/// Direct convolution with one input channel per output channel (depthwise), writing
-/// every element of `out` (the bias added, then the activation).
-///
-/// Each input plane is copied once into a zero-bordered buffer split into
-/// `stride_h x stride_w` phases (rows and columns by their remainder modulo the stride).
-/// In that layout every kernel tap reads, for all outputs at once, one contiguous run
-/// (rows `pitch` apart, a few unused columns between them), so a tap is a single long
-/// multiply-add.
-fn depthwise(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [std::mem::MaybeUninit<f32>],
-    (ah, aw): (Axis, Axis),
-    c: usize,
-    act: Option<Activation>,
-) {
-    let (kh, kw) = (ah.kernel, aw.kernel);
-    let (ih, iw) = (ah.input, aw.input);
-    let (oh, ow) = (ah.output, aw.output);
-    let (sh, sw) = (ah.stride, aw.stride);
-    // Padded extents covering every tap of every output, then per phase.
-    let ph = ((oh - 1) * sh + (kh - 1) * ah.dilation + 1).max(ah.pad + ih);
-    let pw = ((ow - 1) * sw + (kw - 1) * aw.dilation + 1).max(aw.pad + iw);
-    let (php, pitch) = (ph.div_ceil(sh), pw.div_ceil(sw));
-    let phase_len = php * pitch;
-    let geo = Depthwise {
-        x,
-        w,
-        bias,
-        ah,
-        aw,
-        c,
-        act,
-        pitch,
-        phase_len,
-    };
-    #[cfg(target_arch = "x86_64")]
-    let fast =
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let fast = false;
-    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || (vec![0f32; sh * sw * phase_len], vec![0f32; oh * pitch]),
-        |(phases, acc), (plane, dst)| {
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                unsafe { geo.plane_avx2(phases, acc, plane, dst) };
-                return;
-            }
-            let _ = fast;
-            geo.plane::<false>(phases, acc, plane, dst);
-        },
-    );
-}
-
-/// The geometry and operands of one depthwise Conv.
-struct Depthwise<'a> {
-    x: &'a [f32],
-    w: &'a [f32],
-    bias: Option<&'a [f32]>,
-    ah: Axis,
-    aw: Axis,
-    c: usize,
-    act: Option<Activation>,
-    pitch: usize,
-    phase_len: usize,
-}
-
-/// `d[i] += a * x[i]`, fused multiply-add when `FMA` (only inside code compiled for it).
-#[inline(always)]
-fn axpy_inline<const FMA: bool>(d: &mut [f32], x: &[f32], a: f32) {
-    for (o, &v) in d.iter_mut().zip(x) {
-        *o = if FMA { a.mul_add(v, *o) } else { *o + a * v };
-    }
-}
-
-impl Depthwise<'_> {
-    /// [`Self::plane`] compiled for AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn plane_avx2(
-        &self,
-        phases: &mut [f32],
-        acc: &mut [f32],
-        plane: usize,
-        dst: &mut [std::mem::MaybeUninit<f32>],
-    ) {
-        self.plane::<true>(phases, acc, plane, dst);
-    }
-
-    /// Writes every element of output plane `plane` into `dst`, using the scratch
-    /// buffers `phases` (`stride_h * stride_w * phase_len`) and `acc` (`oh * pitch`).
-    #[inline(always)]
-    fn plane<const FMA: bool>(
-        &self,
-        phases: &mut [f32],
-        acc: &mut [f32],
-        plane: usize,
-        dst: &mut [std::mem::MaybeUninit<f32>],
-    ) {
-        let Depthwise {
-            x,
-            w,
-            bias,
-            ah,
-            aw,
-            c,
-            act,
-            pitch,
-            phase_len,
-        } = *self;
-        let (kh, kw) = (ah.kernel, aw.kernel);
-        let (ih, iw) = (ah.input, aw.input);
-        let (oh, ow) = (ah.output, aw.output);
-        let (sh, sw) = (ah.stride, aw.stride);
-        let ch = plane % c;
-        let src = &x[plane * ih * iw..][..ih * iw];
-        let wk = &w[ch * kh * kw..][..kh * kw];
-        phases.fill(0.0);
-        for y in 0..ih {
-            let r = y + ah.pad;
-            let line = &src[y * iw..][..iw];
-            for p in 0..sw {
-                // Padded columns p, p+sw, ...: input column j*sw + p - pad.
-                let at = ((r % sh) * sw + p) * phase_len + (r / sh) * pitch;
-                let dst_row = &mut phases[at..][..pitch];
-                let j0 = aw.pad.saturating_sub(p).div_ceil(sw);
-                let j1 = (aw.pad + iw).saturating_sub(p).div_ceil(sw).min(pitch);
-                if j0 >= j1 {
-                    continue;
-                }
-                let first = j0 * sw + p - aw.pad;
-                let n = j1 - j0;
-                if sw == 1 {
-                    dst_row[j0..j1].copy_from_slice(&line[first..first + n]);
-                } else if sw == 2 {
-                    // Pairs vectorize where a generic stride does not.
-                    let src = &line[first..];
-                    let full = (src.len() / 2).min(n);
-                    for (o, pair) in dst_row[j0..j0 + full].iter_mut().zip(src.chunks_exact(2)) {
-                        *o = pair[0];
-                    }
-                    if full < n {
-                        dst_row[j0 + full] = src[2 * full];
-                    }
-                } else {
-                    for (o, &v) in dst_row[j0..j1]
-                        .iter_mut()
-                        .zip(line[first..].iter().step_by(sw))
-                    {
-                        *o = v;
-                    }
-                }
-            }
-        }
-        let b = bias.map_or(0.0, |b| b[ch]);
-        // Blocks of output rows small enough that the accumulator and the rows of
-        // the phases each tap reads stay in the L1 cache across the taps.
-        let rows = (2048 / pitch).clamp(1, oh);
-        for r0 in (0..oh).step_by(rows) {
-            let r1 = (r0 + rows).min(oh);
-            let run = (r1 - r0 - 1) * pitch + ow;
-            let acc = &mut acc[..run];
-            acc.fill(b);
-            for dy in 0..kh {
-                let offy = dy * ah.dilation;
-                for dx in 0..kw {
-                    let offx = dx * aw.dilation;
-                    let at = ((offy % sh) * sw + offx % sw) * phase_len
-                        + (offy / sh + r0) * pitch
-                        + offx / sw;
-                    axpy_inline::<FMA>(acc, &phases[at..][..run], wk[dy * kw + dx]);
-                }
-            }
-            if act.is_some() {
-                Activation::apply_with_bias(act, acc, 0.0);
-            }
-            // `acc` holds r1 - r0 rows of `pitch >= ow` values, so every element of
-            // output rows r0..r1 is written here.
-            let d = &mut dst[r0 * ow..r1 * ow];
-            for (d, a) in d.chunks_mut(ow).zip(acc.chunks(pitch)) {
-                for (o, &v) in d.iter_mut().zip(a) {
-                    o.write(v);
-                }
-            }
-        }
-    }
 }
 
 /// ONNX ConvTranspose on f32 with 1 or 2 spatial axes and explicit (or no) pads;
