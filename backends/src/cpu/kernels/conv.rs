@@ -2,6 +2,7 @@
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
 use super::matmul::{sgemm, Mat};
+use super::packed_gemm::{self, Epilogue, RowMajor};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
@@ -398,6 +399,24 @@ fn gemm_groups(
                 // mg x ohw output; rhs is kk x ohw; no other task writes these rows.
                 unsafe {
                     let dst = p.dst.add(start * ohw);
+                    if packed_gemm::sgemm_epilogue(
+                        rows,
+                        ohw,
+                        kk,
+                        RowMajor {
+                            ptr: p.w.add(start * kk),
+                            ld: kk,
+                        },
+                        RowMajor {
+                            ptr: rhs_ptr as *const f32,
+                            ld: ohw,
+                        },
+                        dst,
+                        ohw,
+                        Epilogue::new(bias_g.map(|b| &b[start..start + rows]), act),
+                    ) {
+                        return;
+                    }
                     sgemm(
                         rows,
                         ohw,
@@ -446,9 +465,24 @@ unsafe fn column_task(
     (mg, ohw, kk, hw, start, cnt): (usize, usize, usize, usize, usize, usize),
     (ah, aw): (Axis, Axis),
 ) {
-    let run = |rhs: Mat| {
-        // SAFETY: per the contract of `column_task`; rhs is kk x cnt.
+    let run = |rhs: Mat| -> bool {
+        // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major, cs 1).
         unsafe {
+            if packed_gemm::sgemm_epilogue(
+                mg,
+                cnt,
+                kk,
+                RowMajor { ptr: w, ld: kk },
+                RowMajor {
+                    ptr: rhs.ptr,
+                    ld: rhs.rs as usize,
+                },
+                dst.add(start),
+                ohw,
+                Epilogue::new(bias, act),
+            ) {
+                return true;
+            }
             sgemm(
                 mg,
                 cnt,
@@ -466,13 +500,14 @@ unsafe fn column_task(
                 gemm::Parallelism::None,
             );
         }
+        false
     };
-    if pointwise {
+    let fused = if pointwise {
         run(Mat {
             ptr: x[start..].as_ptr(),
             cs: 1,
             rs: hw as isize,
-        });
+        })
     } else {
         BLOCK.with(|cell| {
             let mut own = Vec::new();
@@ -490,10 +525,10 @@ unsafe fn column_task(
                 ptr: col.as_ptr(),
                 cs: 1,
                 rs: cnt as isize,
-            });
-        });
-    }
-    if bias.is_some() || act.is_some() {
+            })
+        })
+    };
+    if !fused && (bias.is_some() || act.is_some()) {
         for j in 0..mg {
             // SAFETY: row j, columns start..start + cnt of the block, owned by this task.
             let row = unsafe { std::slice::from_raw_parts_mut(dst.add(j * ohw + start), cnt) };

@@ -8,6 +8,7 @@ pub mod matmul;
 mod minifloat;
 pub mod movement;
 pub mod norm;
+mod packed_gemm;
 pub mod pool;
 pub mod quant;
 mod quant_conv;
