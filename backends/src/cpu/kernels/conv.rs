@@ -343,6 +343,20 @@ fn gemm_groups(
             let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
             let wg = &wv[g * mg * kk..][..mg * kk];
             let bias_g = bias.map(|b| &b[g * mg..][..mg]);
+            if !pointwise
+                && super::conv_implicit::conv_implicit(
+                    xg,
+                    wg,
+                    bias_g,
+                    act,
+                    block,
+                    (ah, aw),
+                    (cg, mg),
+                    threads,
+                )
+            {
+                continue;
+            }
             let ptrs = GroupPtrs {
                 x: xg.as_ptr(),
                 w: wg.as_ptr(),
@@ -1041,6 +1055,11 @@ mod tests {
             (1, 32, 5, 6, 40, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
             // Parallel pointwise.
             (1, 32, 16, 17, 20, 1, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+            // Stride 1 (implicit GEMM): dilation, asymmetric pads, groups, K blocks,
+            // several row blocks of output channels.
+            (2, 8, 7, 9, 12, 3, 2, 2, [1, 1], [2, 1], [2, 0, 1, 3]),
+            (1, 64, 9, 10, 40, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
+            (1, 3, 30, 31, 17, 7, 7, 1, [1, 1], [1, 1], [3, 3, 3, 3]),
             // Depthwise over several blocks of output rows.
             (1, 3, 70, 70, 3, 3, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
             (1, 3, 70, 69, 3, 3, 3, 3, [2, 2], [1, 1], [1, 0, 1, 1]),

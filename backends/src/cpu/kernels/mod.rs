@@ -2,6 +2,7 @@
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
 pub mod conv;
+mod conv_implicit;
 pub mod dq_gemm;
 pub mod elementwise;
 pub mod matmul;
