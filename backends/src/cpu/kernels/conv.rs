@@ -2,7 +2,7 @@
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
 use super::matmul::{sgemm, Mat};
-use super::packed_gemm::{self, Epilogue, RowMajor};
+use super::packed_gemm::{self, Epilogue, Operand};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
@@ -417,14 +417,8 @@ fn gemm_groups(
                         rows,
                         ohw,
                         kk,
-                        RowMajor {
-                            ptr: p.w.add(start * kk),
-                            ld: kk,
-                        },
-                        RowMajor {
-                            ptr: rhs_ptr as *const f32,
-                            ld: ohw,
-                        },
+                        Operand::a_rows(p.w.add(start * kk), kk),
+                        Operand::b_rows(rhs_ptr as *const f32, ohw),
                         dst,
                         ohw,
                         Epilogue::new(bias_g.map(|b| &b[start..start + rows]), act),
@@ -486,11 +480,8 @@ unsafe fn column_task(
                 mg,
                 cnt,
                 kk,
-                RowMajor { ptr: w, ld: kk },
-                RowMajor {
-                    ptr: rhs.ptr,
-                    ld: rhs.rs as usize,
-                },
+                Operand::a_rows(w, kk),
+                Operand::b_rows(rhs.ptr, rhs.rs as usize),
                 dst.add(start),
                 ohw,
                 Epilogue::new(bias, act),

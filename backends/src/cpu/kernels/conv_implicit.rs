@@ -10,7 +10,7 @@
 //! row too (a few percent more work), and each task copies its valid columns out.
 
 use super::conv::Axis;
-use super::packed_gemm::{self, BRows, Epilogue, RowMajor};
+use super::packed_gemm::{self, Epilogue, Operand};
 use super::Activation;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -137,14 +137,12 @@ pub(super) fn conv_implicit(
                     rows,
                     cnt,
                     kk,
-                    RowMajor {
-                        ptr: w.as_ptr().add(r0 * kk),
-                        ld: kk,
-                    },
-                    BRows {
+                    Operand::a_rows(w.as_ptr().add(r0 * kk), kk),
+                    Operand {
                         base: xp.as_ptr().add(q0),
-                        ld: 0,
+                        k_stride: 0,
                         offs: Some(offs),
+                        step: 1,
                     },
                     tmp.as_mut_ptr(),
                     cnt,

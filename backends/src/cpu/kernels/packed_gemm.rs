@@ -22,12 +22,14 @@ const KC: usize = 384;
 /// How far ahead (in elements of `k`) the microkernel prefetches rows of `A`.
 const PF: usize = 64;
 
-/// What the last `k` block does to each tile before storing it: add the row's bias,
-/// then clamp to `[lo, hi]` (NaN passes through).
+/// What the last `k` block does to each tile before storing it: add the bias (one
+/// value per row of `C`, or per column), then clamp to `[lo, hi]` (NaN passes through).
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
-    /// Per-row bias (`m` values), if any.
+    /// The bias (`m` values, or `n` when `per_column`), if any.
     pub bias: Option<&'a [f32]>,
+    /// Whether the bias runs along the columns of `C` instead of its rows.
+    pub per_column: bool,
     /// Lower clamp bound (`-inf` for none).
     pub lo: f32,
     /// Upper clamp bound (`+inf` for none).
@@ -35,14 +37,19 @@ pub(crate) struct Epilogue<'a> {
 }
 
 impl<'a> Epilogue<'a> {
-    /// The epilogue for an optional bias and activation.
+    /// The epilogue for an optional per-row bias and activation.
     pub fn new(bias: Option<&'a [f32]>, act: Option<Activation>) -> Self {
         let (lo, hi) = match act {
             None => (f32::NEG_INFINITY, f32::INFINITY),
             Some(Activation::Relu) => (0.0, f32::INFINITY),
             Some(Activation::Clip(lo, hi)) => (lo, hi),
         };
-        Epilogue { bias, lo, hi }
+        Epilogue {
+            bias,
+            per_column: false,
+            lo,
+            hi,
+        }
     }
 }
 
@@ -60,62 +67,67 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// A row-major matrix operand: element `(i, j)` at `ptr + i * ld + j`.
+/// How a GEMM operand is laid out. Element `(i, p)` of `A` (row `i` of `C`, step `p` of
+/// `k`) and element `(p, j)` of `B` (`j` a column of `C`, always contiguous) are at
+/// `base + i * step + koff(p)` and `base + koff(p) + j`, where `koff(p)` is
+/// `p * k_stride`, or `offs[p]` with an offset table (an implicit im2col: each step of
+/// `k` a shifted view of a zero-padded input plane).
 #[derive(Clone, Copy)]
-pub(crate) struct RowMajor {
-    /// Element (0, 0).
-    pub ptr: *const f32,
-    /// Row stride in elements.
-    pub ld: usize,
-}
-
-/// The rows of a `B` operand: row `p` starts at `base + p * ld`, or, with an offset
-/// table, at `base + offs[p]` (an implicit im2col: each row a shifted view of one
-/// zero-padded input plane).
-#[derive(Clone, Copy)]
-pub(crate) struct BRows<'a> {
+pub(crate) struct Operand<'a> {
     /// Element (0, 0).
     pub base: *const f32,
-    /// Row stride when there is no offset table.
-    pub ld: usize,
-    /// Per-row element offsets from `base` (at least `k` of them), if any.
+    /// Distance between steps of `k` when there is no offset table.
+    pub k_stride: usize,
+    /// Per-step element offsets from `base` (at least `k` of them), if any.
     pub offs: Option<&'a [usize]>,
+    /// Distance between rows of `A` (unused for `B`).
+    pub step: usize,
 }
 
-impl From<RowMajor> for BRows<'_> {
-    fn from(b: RowMajor) -> Self {
-        BRows {
-            base: b.ptr,
-            ld: b.ld,
+impl Operand<'_> {
+    /// A row-major `A` with row stride `ld`.
+    pub fn a_rows(base: *const f32, ld: usize) -> Self {
+        Operand {
+            base,
+            k_stride: 1,
             offs: None,
+            step: ld,
+        }
+    }
+
+    /// A row-major `B` (rows are steps of `k`) with row stride `ld`.
+    pub fn b_rows(base: *const f32, ld: usize) -> Self {
+        Operand {
+            base,
+            k_stride: ld,
+            offs: None,
+            step: 1,
         }
     }
 }
 
 /// `C = epilogue(A * B)`, overwriting (never reading before writing) the `m x n` block
 /// of `C` at `c` with row stride `ldc`. Returns `false` (having done nothing) when the
-/// CPU lacks AVX-512; the caller then uses another GEMM.
+/// CPU lacks AVX-512 or an offset table is shorter than `k`; the caller then uses
+/// another GEMM.
 ///
 /// # Safety
-/// `a` must be readable for `m x k`, `b` for `k x n` elements at their strides, `c`
+/// `a` must be readable for `m x k`, `b` for `k x n` elements as laid out, `c`
 /// writable for `m x n` at stride `ldc`, no other thread accessing that block, and the
-/// bias (if any) at least `m` long.
+/// bias (if any) at least `m` (per column: `n`) long.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_epilogue<'b>(
+pub(crate) unsafe fn sgemm_epilogue(
     m: usize,
     n: usize,
     k: usize,
-    a: RowMajor,
-    b: impl Into<BRows<'b>>,
+    a: Operand<'_>,
+    b: Operand<'_>,
     c: *mut f32,
     ldc: usize,
     epi: Epilogue<'_>,
 ) -> bool {
-    let b: BRows<'b> = b.into();
-    if b.offs.is_some_and(|o| o.len() < k) {
-        return false;
-    }
-    if !available() {
+    let short = |o: &Operand<'_>| o.offs.is_some_and(|o| o.len() < k);
+    if short(&a) || short(&b) || !available() {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -126,9 +138,11 @@ pub(crate) unsafe fn sgemm_epilogue<'b>(
         // SAFETY: AVX-512F is present (checked above); the pointer contract is the
         // caller's.
         unsafe {
-            match b.offs {
-                None => avx512::gemm::<false>(m, n, k, a, b, c, ldc, epi),
-                Some(_) => avx512::gemm::<true>(m, n, k, a, b, c, ldc, epi),
+            match (a.offs.is_some(), b.offs.is_some()) {
+                (false, false) => avx512::gemm::<false, false>(m, n, k, a, b, c, ldc, epi),
+                (false, true) => avx512::gemm::<false, true>(m, n, k, a, b, c, ldc, epi),
+                (true, false) => avx512::gemm::<true, false>(m, n, k, a, b, c, ldc, epi),
+                (true, true) => avx512::gemm::<true, true>(m, n, k, a, b, c, ldc, epi),
             }
         };
         true
@@ -142,23 +156,21 @@ pub(crate) unsafe fn sgemm_epilogue<'b>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BRows, Epilogue, RowMajor, KC, MR, NC, NR, PF};
+    use super::{Epilogue, Operand, KC, MR, NC, NR, PF};
+    use std::arch::x86_64::*;
 
-    /// Where row `p` of `B` starts, shifted by `j0` columns.
+    /// `koff(p)` of an operand (see [`Operand`]).
     ///
     /// # Safety
-    /// `p` must be a row of `b` (below the `k` the offsets were checked against).
+    /// `p` must be below the `k` the offsets were checked against.
     #[inline(always)]
-    unsafe fn b_row<const OFFS: bool>(b: &BRows<'_>, p: usize) -> *const f32 {
-        // SAFETY: per the contract.
-        unsafe {
-            match b.offs {
-                Some(o) if OFFS => b.base.add(*o.get_unchecked(p)),
-                _ => b.base.add(p * b.ld),
-            }
+    unsafe fn koff<const OFFS: bool>(o: &Operand<'_>, p: usize) -> usize {
+        match o.offs {
+            // SAFETY: per the contract.
+            Some(t) if OFFS => unsafe { *t.get_unchecked(p) },
+            _ => p * o.k_stride,
         }
     }
-    use std::arch::x86_64::*;
 
     /// See [`super::sgemm_epilogue`].
     ///
@@ -166,12 +178,12 @@ mod avx512 {
     /// As there, and AVX-512F must be available.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn gemm<const OFFS: bool>(
+    pub(super) unsafe fn gemm<const AO: bool, const BO: bool>(
         m: usize,
         n: usize,
         k: usize,
-        a: RowMajor,
-        b: BRows<'_>,
+        a: Operand<'_>,
+        b: Operand<'_>,
         c: *mut f32,
         ldc: usize,
         epi: Epilogue<'_>,
@@ -183,15 +195,22 @@ mod avx512 {
             // SAFETY: columns j0..j0 + nc of B and C, inside the caller's blocks.
             let (bj, cj) = unsafe {
                 (
-                    BRows {
+                    Operand {
                         base: b.base.add(j0),
                         ..b
                     },
                     c.add(j0),
                 )
             };
+            let ej = Epilogue {
+                bias: match epi.bias {
+                    Some(bv) if epi.per_column => Some(&bv[j0..]),
+                    other => other,
+                },
+                ..epi
+            };
             // SAFETY: as for this function, on a column block.
-            unsafe { column_block::<OFFS>(m, nc, k, a, bj, cj, ldc, epi) };
+            unsafe { column_block::<AO, BO>(m, nc, k, a, bj, cj, ldc, ej) };
             j0 += nc;
         }
     }
@@ -202,12 +221,12 @@ mod avx512 {
     /// As for [`gemm`].
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn column_block<const OFFS: bool>(
+    unsafe fn column_block<const AO: bool, const BO: bool>(
         m: usize,
         n: usize,
         k: usize,
-        a: RowMajor,
-        b: BRows<'_>,
+        a: Operand<'_>,
+        b: Operand<'_>,
         c: *mut f32,
         ldc: usize,
         epi: Epilogue<'_>,
@@ -221,58 +240,49 @@ mod avx512 {
             let last = p0 + len >= k;
             for i0 in (0..m).step_by(MR) {
                 let rows = MR.min(m - i0);
-                let bias = epi.bias.map(|bv| bv[i0..].as_ptr());
-                let tile_epi = last.then_some((bias, epi.lo, epi.hi));
-                // SAFETY: rows i0..i0 + rows of A (columns p0..p0 + len) and of C are
-                // inside the caller's blocks.
-                let ap = unsafe { a.ptr.add(i0 * a.ld + p0) };
+                // SAFETY: rows i0..i0 + rows of A and of C are inside the caller's
+                // blocks.
+                let ta = Operand {
+                    base: unsafe { a.base.add(i0 * a.step) },
+                    ..a
+                };
                 let cp = unsafe { c.add(i0 * ldc) };
                 let mut j0 = 0;
                 while j0 < n {
                     let cols = NR.min(n - j0);
-                    let ta = RowMajor { ptr: ap, ld: a.ld };
+                    let tile_epi = last.then(|| Epi {
+                        bias: epi.bias.map(|bv| {
+                            if epi.per_column {
+                                bv[j0..].as_ptr()
+                            } else {
+                                bv[i0..].as_ptr()
+                            }
+                        }),
+                        per_column: epi.per_column,
+                        lo: epi.lo,
+                        hi: epi.hi,
+                    });
                     // SAFETY: columns j0..j0 + cols of B and C are inside the blocks.
-                    let tb = BRows {
+                    let tb = Operand {
                         base: unsafe { b.base.add(j0) },
                         ..b
                     };
                     let tc = unsafe { cp.add(j0) };
+                    let t = Tile {
+                        p0,
+                        len,
+                        rows,
+                        cols,
+                        ldc,
+                        first,
+                        epi: tile_epi,
+                    };
                     // SAFETY: the tile lies inside the operands (see above).
                     unsafe {
                         match cols.div_ceil(16) {
-                            3 => tile::<3, OFFS>(
-                                (p0, len),
-                                ta,
-                                rows,
-                                tb,
-                                cols,
-                                tc,
-                                ldc,
-                                first,
-                                tile_epi,
-                            ),
-                            2 => tile::<2, OFFS>(
-                                (p0, len),
-                                ta,
-                                rows,
-                                tb,
-                                cols,
-                                tc,
-                                ldc,
-                                first,
-                                tile_epi,
-                            ),
-                            _ => tile::<1, OFFS>(
-                                (p0, len),
-                                ta,
-                                rows,
-                                tb,
-                                cols,
-                                tc,
-                                ldc,
-                                first,
-                                tile_epi,
-                            ),
+                            3 => tile::<3, AO, BO>(&t, &ta, &tb, tc),
+                            2 => tile::<2, AO, BO>(&t, &ta, &tb, tc),
+                            _ => tile::<1, AO, BO>(&t, &ta, &tb, tc),
                         }
                     }
                     j0 += cols;
@@ -285,27 +295,43 @@ mod avx512 {
         }
     }
 
-    /// One `rows x cols` tile (`rows <= 8`, `16 * (NV - 1) < cols <= 16 * NV`) over
-    /// `len` steps of `k` from `p0` (A's pointer already at column `p0`): `C = [C +] A * B`, then `epi` (bias pointer, lo, hi) if given.
-    ///
-    /// # Safety
-    /// AVX-512F; `a` readable for `rows x len`, `b` for `len x cols`, `c` writable for
-    /// `rows x cols` (and readable unless `first`), bias readable for `rows`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    unsafe fn tile<const NV: usize, const OFFS: bool>(
-        (p0, len): (usize, usize),
-        a: RowMajor,
+    /// A tile's epilogue: bias pointer (at the tile's first row or column), direction,
+    /// clamp bounds.
+    struct Epi {
+        bias: Option<*const f32>,
+        per_column: bool,
+        lo: f32,
+        hi: f32,
+    }
+
+    /// One tile's extent: `k` steps `p0..p0 + len`, `rows <= 8` rows, `cols` columns
+    /// (`16 * (NV - 1) < cols <= 16 * NV`); whether it is the first `k` block (`C` is
+    /// overwritten, else accumulated into), and the epilogue of the last block.
+    struct Tile {
+        p0: usize,
+        len: usize,
         rows: usize,
-        b: BRows<'_>,
         cols: usize,
-        c: *mut f32,
         ldc: usize,
         first: bool,
-        epi: Option<(Option<*const f32>, f32, f32)>,
+        epi: Option<Epi>,
+    }
+
+    /// One tile: `C = [C +] A * B`, then the epilogue if given.
+    ///
+    /// # Safety
+    /// AVX-512F; `a` readable for the tile's rows and `k` steps, `b` for its `k` steps
+    /// and columns, `c` writable for `rows x cols` at stride `ldc` (and readable unless
+    /// `first`), the bias readable for the tile's rows (per column: columns).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const NV: usize, const AO: bool, const BO: bool>(
+        t: &Tile,
+        a: &Operand<'_>,
+        b: &Operand<'_>,
+        c: *mut f32,
     ) {
-        let tail = cols - 16 * (NV - 1);
+        let tail = t.cols - 16 * (NV - 1);
         let mask: __mmask16 = if tail >= 16 {
             0xffff
         } else {
@@ -314,15 +340,16 @@ mod avx512 {
         // Rows past the edge repeat the last row (computed, never stored).
         let ar: [*const f32; MR] =
             // SAFETY: every row index is clamped to rows - 1, inside A.
-            std::array::from_fn(|r| unsafe { a.ptr.add(r.min(rows - 1) * a.ld) });
+            std::array::from_fn(|r| unsafe { a.base.add(r.min(t.rows - 1) * a.step) });
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        for p in 0..len {
-            // SAFETY: row p0 + p < k of B.
-            let bp = unsafe { b_row::<OFFS>(&b, p0 + p) };
+        for p in t.p0..t.p0 + t.len {
+            // SAFETY: p < k.
+            let (ka, kb) = unsafe { (koff::<AO>(a, p), koff::<BO>(b, p)) };
+            // SAFETY: step p of the B tile.
+            let bp = unsafe { b.base.add(kb) };
             let mut bv = [_mm512_setzero_ps(); NV];
             for (v, slot) in bv.iter_mut().enumerate() {
-                // SAFETY: row p of the B tile, columns 16v.. within `cols` (the last
-                // vector masked).
+                // SAFETY: columns 16v.. within `cols` (the last vector masked).
                 *slot = unsafe {
                     if v + 1 == NV {
                         _mm512_maskz_loadu_ps(mask, bp.add(16 * v))
@@ -331,36 +358,50 @@ mod avx512 {
                     }
                 };
             }
-            // Rows of A are far apart (whole weight rows): fetch ahead, one row a step.
-            _mm_prefetch::<_MM_HINT_T0>(ar[p & (MR - 1)].wrapping_add(p + PF) as *const i8);
+            // Rows of A may be far apart (whole weight rows): fetch ahead, one row a
+            // step (a prefetch never faults, whatever the address).
+            _mm_prefetch::<_MM_HINT_T0>(ar[p & (MR - 1)].wrapping_add(ka + PF) as *const i8);
             for r in 0..MR {
-                // SAFETY: element p of row r of the A tile.
-                let x = _mm512_set1_ps(unsafe { *ar[r].add(p) });
+                // SAFETY: element (r, p) of the A tile.
+                let x = _mm512_set1_ps(unsafe { *ar[r].add(ka) });
                 for v in 0..NV {
                     acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
                 }
             }
         }
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            // SAFETY: row r < rows of the C tile.
-            let cr = unsafe { c.add(r * ldc) };
-            let post = epi.map(|(bias, lo, hi)| {
-                // SAFETY: bias holds `rows` values.
-                let b = bias.map_or(0.0, |bp| unsafe { *bp.add(r) });
-                (_mm512_set1_ps(b), _mm512_set1_ps(lo), _mm512_set1_ps(hi))
+        let post = t.epi.as_ref().map(|e| {
+            let bias_col: [__m512; NV] = std::array::from_fn(|v| match e.bias {
+                Some(bp) if e.per_column => {
+                    let m = if v + 1 == NV { mask } else { 0xffff };
+                    // SAFETY: the tile's columns 16v.. of the bias, masked to `cols`.
+                    unsafe { _mm512_maskz_loadu_ps(m, bp.add(16 * v)) }
+                }
+                _ => _mm512_setzero_ps(),
             });
+            (e, bias_col, _mm512_set1_ps(e.lo), _mm512_set1_ps(e.hi))
+        });
+        for (r, row) in acc.iter().enumerate().take(t.rows) {
+            // SAFETY: row r < rows of the C tile.
+            let cr = unsafe { c.add(r * t.ldc) };
+            let bias_row = match post {
+                Some((e, _, _, _)) if !e.per_column => {
+                    // SAFETY: the bias holds the tile's rows.
+                    _mm512_set1_ps(e.bias.map_or(0.0, |bp| unsafe { *bp.add(r) }))
+                }
+                _ => _mm512_setzero_ps(),
+            };
             for (v, &x) in row.iter().enumerate() {
                 let m = if v + 1 == NV { mask } else { 0xffff };
                 // SAFETY: columns 16v.. of row r, masked to `cols`.
                 let dst = unsafe { cr.add(16 * v) };
                 let mut x = x;
-                if !first {
+                if !t.first {
                     x = _mm512_add_ps(x, unsafe { _mm512_maskz_loadu_ps(m, dst) });
                 }
-                if let Some((b, lo, hi)) = post {
-                    x = _mm512_add_ps(x, b);
+                if let Some((_, bias_col, lo, hi)) = &post {
+                    x = _mm512_add_ps(_mm512_add_ps(x, bias_row), bias_col[v]);
                     // max(lo, x) / min(hi, x) return x when x is NaN.
-                    x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+                    x = _mm512_min_ps(*hi, _mm512_max_ps(*lo, x));
                 }
                 // SAFETY: as above.
                 unsafe { _mm512_mask_storeu_ps(dst, m, x) };
@@ -431,14 +472,8 @@ mod tests {
                                 m,
                                 n,
                                 k,
-                                RowMajor {
-                                    ptr: a.as_ptr(),
-                                    ld: k,
-                                },
-                                RowMajor {
-                                    ptr: b.as_ptr(),
-                                    ld: n,
-                                },
+                                Operand::a_rows(a.as_ptr(), k),
+                                Operand::b_rows(b.as_ptr(), n),
                                 c.as_mut_ptr(),
                                 ldc,
                                 epi,
@@ -467,6 +502,67 @@ mod tests {
     }
 
     #[test]
+    fn transposed_and_offset_operands_with_column_bias() {
+        if !available() {
+            return;
+        }
+        for (m, n, k) in [
+            (1, 1, 1),
+            (5, 17, 9),
+            (9, 49, 160),
+            (20, 96, 400),
+            (49, 33, 7),
+        ] {
+            let a = data(m * k, (m * 31 + n + k) as u32);
+            let b = data(k * n, (n * 17 + k) as u32);
+            let bias = data(n, 77);
+            // A stored transposed (k x m), reached through an offset table; B through
+            // offsets that place row p at p * (n + 2).
+            let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+            let a_offs: Vec<usize> = (0..k).map(|p| p * m).collect();
+            let mut bw = vec![0f32; k * (n + 2)];
+            for p in 0..k {
+                bw[p * (n + 2)..][..n].copy_from_slice(&b[p * n..][..n]);
+            }
+            let b_offs: Vec<usize> = (0..k).map(|p| p * (n + 2)).collect();
+            for use_offs in [false, true] {
+                let ao = Operand {
+                    base: at.as_ptr(),
+                    k_stride: m,
+                    offs: use_offs.then_some(&a_offs[..]),
+                    step: 1,
+                };
+                let bo = Operand {
+                    base: bw.as_ptr(),
+                    k_stride: n + 2,
+                    offs: use_offs.then_some(&b_offs[..]),
+                    step: 1,
+                };
+                let epi = Epilogue {
+                    per_column: true,
+                    ..Epilogue::new(Some(&bias), Some(Activation::Clip(-0.3, 0.6)))
+                };
+                let mut c = vec![0f32; m * n];
+                assert!(unsafe { sgemm_epilogue(m, n, k, ao, bo, c.as_mut_ptr(), n, epi) });
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = 0f64;
+                        for p in 0..k {
+                            s += a[i * k + p] as f64 * b[p * n + j] as f64;
+                        }
+                        let w = (s as f32 + bias[j]).clamp(-0.3, 0.6);
+                        let got = c[i * n + j];
+                        assert!(
+                            (got - w).abs() <= 1e-4 * (1.0 + k as f32 / 8.0),
+                            "{got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn nan_passes_through_the_clamp() {
         if !available() {
             return;
@@ -480,14 +576,8 @@ mod tests {
                 2,
                 1,
                 1,
-                RowMajor {
-                    ptr: a.as_ptr(),
-                    ld: 1,
-                },
-                RowMajor {
-                    ptr: b.as_ptr(),
-                    ld: 1,
-                },
+                Operand::a_rows(a.as_ptr(), 1),
+                Operand::b_rows(b.as_ptr(), 1),
                 c.as_mut_ptr(),
                 1,
                 epi,
@@ -530,14 +620,8 @@ mod bench {
                             m,
                             n,
                             k,
-                            RowMajor {
-                                ptr: a.as_ptr(),
-                                ld: k,
-                            },
-                            RowMajor {
-                                ptr: b.as_ptr(),
-                                ld: n,
-                            },
+                            Operand::a_rows(a.as_ptr(), k),
+                            Operand::b_rows(b.as_ptr(), n),
                             c.as_mut_ptr(),
                             n,
                             Epilogue::new(None, None),
