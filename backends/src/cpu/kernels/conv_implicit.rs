@@ -143,6 +143,7 @@ pub(super) fn conv_implicit(
                         k_stride: 0,
                         offs: Some(offs),
                         step: 1,
+                        panel_step: 1,
                     },
                     tmp.as_mut_ptr(),
                     cnt,
@@ -185,4 +186,58 @@ pub(super) fn conv_implicit(
 thread_local! {
     /// Each task's GEMM output block before its valid columns are copied out.
     static TEMP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Timing of ResNet-like layers; run with `--ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn resnet_layers() {
+        let ax = |input: usize, kernel: usize, stride: usize, pad: usize| Axis {
+            input,
+            kernel,
+            stride,
+            dilation: 1,
+            pad,
+            output: (input + 2 * pad - kernel) / stride + 1,
+        };
+        for &(c, hw, m, k, s, p) in &[
+            (64usize, 56usize, 64usize, 3usize, 1usize, 1usize),
+            (128, 28, 128, 3, 1, 1),
+            (256, 14, 256, 3, 1, 1),
+            (512, 7, 512, 3, 1, 1),
+            (3, 224, 64, 7, 2, 3),
+            (64, 56, 128, 3, 2, 1),
+        ] {
+            let a = ax(hw, k, s, p);
+            let x = vec![0.5f32; c * hw * hw];
+            let w = vec![0.25f32; m * c * k * k];
+            let bias = vec![0.1f32; m];
+            let mut out = vec![MaybeUninit::new(0f32); m * a.output * a.output];
+            let mut best = f64::INFINITY;
+            for _ in 0..15 {
+                let t = std::time::Instant::now();
+                assert!(conv_implicit(
+                    &x,
+                    &w,
+                    Some(&bias),
+                    Some(Activation::Relu),
+                    &mut out,
+                    (a, a),
+                    (c, m),
+                    1
+                ));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let macs = (m * c * k * k * a.output * a.output) as f64;
+            println!(
+                "c{c} hw{hw} m{m} k{k} s{s}: {:.3} ms {:.1} GFLOP/s",
+                best * 1e3,
+                2.0 * macs / best / 1e9
+            );
+        }
+    }
 }

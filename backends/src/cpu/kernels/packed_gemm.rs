@@ -1,13 +1,17 @@
-//! An AVX-512 SGEMM for row-major operands with the bias and activation applied in
-//! registers before the single store of each output tile.
+//! An AVX-512 SGEMM with the bias and activation applied in registers before the single
+//! store of each output tile.
 //!
-//! `C (m x n) = A (m x k) * B (k x n)`, all three row-major with their own row strides.
-//! The microkernel holds an 8 x 48 tile of `C` in 24 zmm accumulators; for every `k` it
-//! broadcasts 8 elements of `A` (one per row, read in place: no packing of `A`, so
-//! constant weights are used as they are) and loads 48 contiguous elements of `B`
-//! (column edges with masked loads, which never touch memory outside the mask). `K` is
-//! split into blocks of at most [`KC`] so that the 8 rows of `A` a tile reads stay in
-//! L1; partial sums go through `C` between blocks.
+//! `C (m x n) = A (m x k) * B (k x n)`, `C` row-major, `A` and `B` as described by
+//! [`Operand`] (row-major, transposed, or through a table of per-step offsets: an
+//! implicit im2col). The microkernel holds an 8 x 48 tile of `C` in 24 zmm accumulators;
+//! for every step of `k` it broadcasts 8 elements of `A` (read in place: constant
+//! weights are used as they are; packing them into panels measured no faster) and loads
+//! 48 contiguous elements of `B` (column edges with masked loads, which never touch
+//! memory outside the mask). A strided `B` read by more than two row tiles is first
+//! copied into aligned 48-column panels, block by block; `B` through offsets (the
+//! implicit im2col, whose rows are already short contiguous runs) is read in place.
+//! `K` is split into blocks of at most [`KC`] and `N` into blocks of [`NC`] so that the
+//! working set stays in L1/L2; partial sums go through `C` between `K` blocks.
 
 use super::Activation;
 
@@ -17,10 +21,10 @@ const MR: usize = 8;
 const NR: usize = 48;
 /// Columns of one block of `B` (whole tiles), kept in L2 while all rows of `A` pass.
 const NC: usize = 5 * NR;
-/// Largest `k` block.
-const KC: usize = 384;
 /// How far ahead (in elements of `k`) the microkernel prefetches rows of `A`.
 const PF: usize = 64;
+/// Largest `k` block.
+const KC: usize = 256;
 
 /// What the last `k` block does to each tile before storing it: add the bias (one
 /// value per row of `C`, or per column), then clamp to `[lo, hi]` (NaN passes through).
@@ -80,8 +84,11 @@ pub(crate) struct Operand<'a> {
     pub k_stride: usize,
     /// Per-step element offsets from `base` (at least `k` of them), if any.
     pub offs: Option<&'a [usize]>,
-    /// Distance between rows of `A` (unused for `B`).
+    /// Distance between rows of `A` inside one 8-row tile (unused for `B`).
     pub step: usize,
+    /// Distance from row 0 to row `i` of `A` is `i * panel_step` for `i` a multiple of 8
+    /// (`step` unless `A` is packed in panels; unused for `B`).
+    pub panel_step: usize,
 }
 
 impl Operand<'_> {
@@ -92,6 +99,7 @@ impl Operand<'_> {
             k_stride: 1,
             offs: None,
             step: ld,
+            panel_step: ld,
         }
     }
 
@@ -102,6 +110,7 @@ impl Operand<'_> {
             k_stride: ld,
             offs: None,
             step: 1,
+            panel_step: 1,
         }
     }
 }
@@ -233,64 +242,153 @@ mod avx512 {
     ) {
         let blocks = k.div_ceil(KC).max(1);
         let kc = k.div_ceil(blocks).max(1);
-        let mut p0 = 0;
-        loop {
-            let len = kc.min(k - p0);
-            let first = p0 == 0;
-            let last = p0 + len >= k;
-            for i0 in (0..m).step_by(MR) {
-                let rows = MR.min(m - i0);
-                // SAFETY: rows i0..i0 + rows of A and of C are inside the caller's
-                // blocks.
-                let ta = Operand {
-                    base: unsafe { a.base.add(i0 * a.step) },
-                    ..a
+        // Packing B (each 48-column panel contiguous, aligned) pays when several row
+        // tiles read it.
+        let pack = !BO && m > 2 * MR;
+        PACKED.with(|cell| {
+            let mut own = Vec::new();
+            let mut held = cell.try_borrow_mut();
+            let buf = match held.as_mut() {
+                Ok(v) => &mut **v,
+                Err(_) => &mut own,
+            };
+            let panels = n.div_ceil(NR);
+            let need = if pack { panels * NR * kc + 16 } else { 0 };
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+            // 64-byte alignment for the panels.
+            let skip = buf.as_ptr().align_offset(64).min(16).min(buf.len());
+            let buf = &mut buf[skip..];
+            let mut p0 = 0;
+            loop {
+                let len = kc.min(k - p0);
+                if pack {
+                    // SAFETY: B's steps p0..p0 + len and columns 0..n are readable; the
+                    // buffer holds panels * NR * len values.
+                    unsafe { pack_b::<BO>(&b, p0, len, n, buf.as_mut_ptr()) };
+                }
+                let t0 = Tile {
+                    p0,
+                    len,
+                    rows: 0,
+                    cols: 0,
+                    ldc,
+                    first: p0 == 0,
+                    epi: None,
                 };
-                let cp = unsafe { c.add(i0 * ldc) };
-                let mut j0 = 0;
-                while j0 < n {
-                    let cols = NR.min(n - j0);
-                    let tile_epi = last.then(|| Epi {
-                        bias: epi.bias.map(|bv| {
-                            if epi.per_column {
-                                bv[j0..].as_ptr()
+                let last = p0 + len >= k;
+                for i0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - i0);
+                    // SAFETY: rows i0..i0 + rows of A and of C are inside the caller's
+                    // blocks.
+                    let ta = Operand {
+                        base: unsafe { a.base.add(i0 * a.panel_step) },
+                        ..a
+                    };
+                    let cp = unsafe { c.add(i0 * ldc) };
+                    let mut j0 = 0;
+                    while j0 < n {
+                        let cols = NR.min(n - j0);
+                        let t = Tile {
+                            rows,
+                            cols,
+                            epi: last.then(|| Epi {
+                                bias: epi.bias.map(|bv| {
+                                    if epi.per_column {
+                                        bv[j0..].as_ptr()
+                                    } else {
+                                        bv[i0..].as_ptr()
+                                    }
+                                }),
+                                per_column: epi.per_column,
+                                lo: epi.lo,
+                                hi: epi.hi,
+                            }),
+                            ..t0
+                        };
+                        // SAFETY: columns j0..j0 + cols of C are inside the block.
+                        let tc = unsafe { cp.add(j0) };
+                        let nv = cols.div_ceil(16);
+                        // SAFETY: the tile lies inside the operands: B's columns
+                        // j0..j0 + cols, or its packed panel (whose step p sits at
+                        // (p - p0) * NR, reached through the wrapped base).
+                        unsafe {
+                            if pack {
+                                let tb = Operand {
+                                    base: buf
+                                        .as_ptr()
+                                        .add((j0 / NR) * NR * len)
+                                        .wrapping_sub(p0 * NR),
+                                    k_stride: NR,
+                                    offs: None,
+                                    step: 1,
+                                    panel_step: 1,
+                                };
+                                match nv {
+                                    3 => tile::<3, AO, false>(&t, &ta, &tb, tc),
+                                    2 => tile::<2, AO, false>(&t, &ta, &tb, tc),
+                                    _ => tile::<1, AO, false>(&t, &ta, &tb, tc),
+                                }
                             } else {
-                                bv[i0..].as_ptr()
+                                let tb = Operand {
+                                    base: b.base.add(j0),
+                                    ..b
+                                };
+                                match nv {
+                                    3 => tile::<3, AO, BO>(&t, &ta, &tb, tc),
+                                    2 => tile::<2, AO, BO>(&t, &ta, &tb, tc),
+                                    _ => tile::<1, AO, BO>(&t, &ta, &tb, tc),
+                                }
                             }
-                        }),
-                        per_column: epi.per_column,
-                        lo: epi.lo,
-                        hi: epi.hi,
-                    });
-                    // SAFETY: columns j0..j0 + cols of B and C are inside the blocks.
-                    let tb = Operand {
-                        base: unsafe { b.base.add(j0) },
-                        ..b
-                    };
-                    let tc = unsafe { cp.add(j0) };
-                    let t = Tile {
-                        p0,
-                        len,
-                        rows,
-                        cols,
-                        ldc,
-                        first,
-                        epi: tile_epi,
-                    };
-                    // SAFETY: the tile lies inside the operands (see above).
-                    unsafe {
-                        match cols.div_ceil(16) {
-                            3 => tile::<3, AO, BO>(&t, &ta, &tb, tc),
-                            2 => tile::<2, AO, BO>(&t, &ta, &tb, tc),
-                            _ => tile::<1, AO, BO>(&t, &ta, &tb, tc),
                         }
+                        j0 += cols;
                     }
-                    j0 += cols;
+                }
+                p0 += len;
+                if p0 >= k {
+                    break;
                 }
             }
-            p0 += len;
-            if p0 >= k {
-                break;
+        });
+    }
+
+    thread_local! {
+        /// The packed panels of B of the running column block.
+        static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Copies steps `p0..p0 + len` of columns `0..n` of `b` into 48-column panels at
+    /// `dst`: panel `q` holds, step by step, columns `48q..48q + 48` (zero past `n`).
+    ///
+    /// # Safety
+    /// AVX-512F; `b` readable there; `dst` writable for `ceil(n / 48) * 48 * len`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b<const BO: bool>(
+        b: &Operand<'_>,
+        p0: usize,
+        len: usize,
+        n: usize,
+        dst: *mut f32,
+    ) {
+        for (q, j0) in (0..n).step_by(NR).enumerate() {
+            let cols = NR.min(n - j0);
+            let masks: [__mmask16; 3] = std::array::from_fn(|v| {
+                let c = cols.saturating_sub(16 * v).min(16);
+                ((1u32 << c) - 1) as __mmask16
+            });
+            // SAFETY: panel q of the destination.
+            let panel = unsafe { dst.add(q * NR * len) };
+            for p in 0..len {
+                // SAFETY: step p0 + p < k, columns j0.. masked to n.
+                unsafe {
+                    let src = b.base.add(koff::<BO>(b, p0 + p) + j0);
+                    let out = panel.add(p * NR);
+                    for (v, &mk) in masks.iter().enumerate() {
+                        let x = _mm512_maskz_loadu_ps(mk, src.add(16 * v));
+                        _mm512_storeu_ps(out.add(16 * v), x);
+                    }
+                }
             }
         }
     }
@@ -346,7 +444,7 @@ mod avx512 {
             // SAFETY: p < k.
             let (ka, kb) = unsafe { (koff::<AO>(a, p), koff::<BO>(b, p)) };
             // SAFETY: step p of the B tile.
-            let bp = unsafe { b.base.add(kb) };
+            let bp = b.base.wrapping_add(kb);
             let mut bv = [_mm512_setzero_ps(); NV];
             for (v, slot) in bv.iter_mut().enumerate() {
                 // SAFETY: columns 16v.. within `cols` (the last vector masked).
@@ -531,12 +629,14 @@ mod tests {
                     k_stride: m,
                     offs: use_offs.then_some(&a_offs[..]),
                     step: 1,
+                    panel_step: 1,
                 };
                 let bo = Operand {
                     base: bw.as_ptr(),
                     k_stride: n + 2,
                     offs: use_offs.then_some(&b_offs[..]),
                     step: 1,
+                    panel_step: 1,
                 };
                 let epi = Epilogue {
                     per_column: true,
@@ -606,6 +706,8 @@ mod bench {
             (1280, 49, 320),
             (64, 1024, 147),
             (960, 49, 160),
+            (4096, 352, 128),
+            (4096, 128, 352),
         ] {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
@@ -630,6 +732,37 @@ mod bench {
                 }
                 s = s.min(t.elapsed().as_secs_f64() / reps as f64);
             }
+            let mut g = f64::INFINITY;
+            for _ in 0..9 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    unsafe {
+                        crate::cpu::kernels::matmul::sgemm(
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            n,
+                            false,
+                            crate::cpu::kernels::matmul::Mat {
+                                ptr: a.as_ptr(),
+                                cs: 1,
+                                rs: k as isize,
+                            },
+                            crate::cpu::kernels::matmul::Mat {
+                                ptr: b.as_ptr(),
+                                cs: 1,
+                                rs: n as isize,
+                            },
+                            1.0,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+                g = g.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!("  gemm crate: {:.3} ms", g * 1e3);
+
             println!(
                 "m{m} n{n} k{k}: {:.3} ms {:.1} GFLOP/s",
                 s * 1e3,
