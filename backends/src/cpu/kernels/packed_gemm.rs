@@ -260,94 +260,101 @@ mod avx512 {
             // 64-byte alignment for the panels.
             let skip = buf.as_ptr().align_offset(64).min(16).min(buf.len());
             let buf = &mut buf[skip..];
-            let mut p0 = 0;
-            loop {
-                let len = kc.min(k - p0);
-                if pack {
-                    // SAFETY: B's steps p0..p0 + len and columns 0..n are readable; the
-                    // buffer holds panels * NR * len values.
-                    unsafe { pack_b::<BO>(&b, p0, len, n, buf.as_mut_ptr()) };
-                }
-                let t0 = Tile {
-                    p0,
-                    len,
-                    rows: 0,
-                    cols: 0,
-                    ldc,
-                    first: p0 == 0,
-                    epi: None,
-                };
-                let last = p0 + len >= k;
-                for i0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - i0);
-                    // SAFETY: rows i0..i0 + rows of A and of C are inside the caller's
-                    // blocks.
-                    let ta = Operand {
-                        base: unsafe { a.base.add(i0 * a.panel_step) },
-                        ..a
+            // Unpacked, each 8-row band of A runs through all of K before the next
+            // (its rows stream on, prefetched ahead); packed, all rows share each block
+            // of B.
+            let band = if pack { m } else { MR };
+            for r0 in (0..m).step_by(band) {
+                let r1 = (r0 + band).min(m);
+                let mut p0 = 0;
+                loop {
+                    let len = kc.min(k - p0);
+                    if pack {
+                        // SAFETY: B's steps p0..p0 + len and columns 0..n are readable; the
+                        // buffer holds panels * NR * len values.
+                        unsafe { pack_b::<BO>(&b, p0, len, n, buf.as_mut_ptr()) };
+                    }
+                    let t0 = Tile {
+                        p0,
+                        len,
+                        rows: 0,
+                        cols: 0,
+                        ldc,
+                        first: p0 == 0,
+                        epi: None,
                     };
-                    let cp = unsafe { c.add(i0 * ldc) };
-                    let mut j0 = 0;
-                    while j0 < n {
-                        let cols = NR.min(n - j0);
-                        let t = Tile {
-                            rows,
-                            cols,
-                            epi: last.then(|| Epi {
-                                bias: epi.bias.map(|bv| {
-                                    if epi.per_column {
-                                        bv[j0..].as_ptr()
-                                    } else {
-                                        bv[i0..].as_ptr()
-                                    }
-                                }),
-                                per_column: epi.per_column,
-                                lo: epi.lo,
-                                hi: epi.hi,
-                            }),
-                            ..t0
+                    let last = p0 + len >= k;
+                    for i0 in (r0..r1).step_by(MR) {
+                        let rows = MR.min(m - i0);
+                        // SAFETY: rows i0..i0 + rows of A and of C are inside the caller's
+                        // blocks.
+                        let ta = Operand {
+                            base: unsafe { a.base.add(i0 * a.panel_step) },
+                            ..a
                         };
-                        // SAFETY: columns j0..j0 + cols of C are inside the block.
-                        let tc = unsafe { cp.add(j0) };
-                        let nv = cols.div_ceil(16);
-                        // SAFETY: the tile lies inside the operands: B's columns
-                        // j0..j0 + cols, or its packed panel (whose step p sits at
-                        // (p - p0) * NR, reached through the wrapped base).
-                        unsafe {
-                            if pack {
-                                let tb = Operand {
-                                    base: buf
-                                        .as_ptr()
-                                        .add((j0 / NR) * NR * len)
-                                        .wrapping_sub(p0 * NR),
-                                    k_stride: NR,
-                                    offs: None,
-                                    step: 1,
-                                    panel_step: 1,
-                                };
-                                match nv {
-                                    3 => tile::<3, AO, false>(&t, &ta, &tb, tc),
-                                    2 => tile::<2, AO, false>(&t, &ta, &tb, tc),
-                                    _ => tile::<1, AO, false>(&t, &ta, &tb, tc),
-                                }
-                            } else {
-                                let tb = Operand {
-                                    base: b.base.add(j0),
-                                    ..b
-                                };
-                                match nv {
-                                    3 => tile::<3, AO, BO>(&t, &ta, &tb, tc),
-                                    2 => tile::<2, AO, BO>(&t, &ta, &tb, tc),
-                                    _ => tile::<1, AO, BO>(&t, &ta, &tb, tc),
+                        let cp = unsafe { c.add(i0 * ldc) };
+                        let mut j0 = 0;
+                        while j0 < n {
+                            let cols = NR.min(n - j0);
+                            let t = Tile {
+                                rows,
+                                cols,
+                                epi: last.then(|| Epi {
+                                    bias: epi.bias.map(|bv| {
+                                        if epi.per_column {
+                                            bv[j0..].as_ptr()
+                                        } else {
+                                            bv[i0..].as_ptr()
+                                        }
+                                    }),
+                                    per_column: epi.per_column,
+                                    lo: epi.lo,
+                                    hi: epi.hi,
+                                }),
+                                ..t0
+                            };
+                            // SAFETY: columns j0..j0 + cols of C are inside the block.
+                            let tc = unsafe { cp.add(j0) };
+                            let nv = cols.div_ceil(16);
+                            // SAFETY: the tile lies inside the operands: B's columns
+                            // j0..j0 + cols, or its packed panel (whose step p sits at
+                            // (p - p0) * NR, reached through the wrapped base).
+                            unsafe {
+                                if pack {
+                                    let tb = Operand {
+                                        base: buf
+                                            .as_ptr()
+                                            .add((j0 / NR) * NR * len)
+                                            .wrapping_sub(p0 * NR),
+                                        k_stride: NR,
+                                        offs: None,
+                                        step: 1,
+                                        panel_step: 1,
+                                    };
+                                    match nv {
+                                        3 => tile::<3, AO, false>(&t, &ta, &tb, tc),
+                                        2 => tile::<2, AO, false>(&t, &ta, &tb, tc),
+                                        _ => tile::<1, AO, false>(&t, &ta, &tb, tc),
+                                    }
+                                } else {
+                                    let tb = Operand {
+                                        base: b.base.add(j0),
+                                        ..b
+                                    };
+                                    match nv {
+                                        3 => tile::<3, AO, BO>(&t, &ta, &tb, tc),
+                                        2 => tile::<2, AO, BO>(&t, &ta, &tb, tc),
+                                        _ => tile::<1, AO, BO>(&t, &ta, &tb, tc),
+                                    }
                                 }
                             }
+                            j0 += cols;
                         }
-                        j0 += cols;
                     }
-                }
-                p0 += len;
-                if p0 >= k {
-                    break;
+                    p0 += len;
+                    if p0 >= k {
+                        break;
+                    }
                 }
             }
         });
