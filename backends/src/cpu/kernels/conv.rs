@@ -293,6 +293,11 @@ unsafe impl Send for GroupPtrs {}
 // SAFETY: as above.
 unsafe impl Sync for GroupPtrs {}
 
+/// Outputs with fewer positions per channel (7x7 maps) run faster through the gemm
+/// crate, which packs the weights for its microkernel (measured on ResNet-18's and
+/// MobileNet-v2's 7x7 layers), than through the fused AVX-512 kernel.
+const PACKED_MIN_COLUMNS: usize = 64;
+
 /// Column block width for one task: whole 16-column micro-tiles, at least `threads`
 /// tasks, and (with im2col) an unfolded block that stays in the per-core L2 cache.
 fn column_block(ohw: usize, kk: usize, threads: usize, unfold: bool) -> usize {
@@ -332,6 +337,7 @@ fn gemm_groups(
 ) {
     let (cg, mg) = (c / group, m / group);
     let threads = cx.threads.max(1);
+    let packed = ohw >= PACKED_MIN_COLUMNS;
     let work = mg.saturating_mul(ohw).saturating_mul(kk);
     // Below about five million multiply-adds, waking the other threads and moving the
     // operands between cores costs more than it saves (measured on MobileNet 1x1 convs).
@@ -344,6 +350,7 @@ fn gemm_groups(
             let wg = &wv[g * mg * kk..][..mg * kk];
             let bias_g = bias.map(|b| &b[g * mg..][..mg]);
             if !pointwise
+                && packed
                 && super::conv_implicit::conv_implicit(
                     xg,
                     wg,
@@ -413,16 +420,18 @@ fn gemm_groups(
                 // mg x ohw output; rhs is kk x ohw; no other task writes these rows.
                 unsafe {
                     let dst = p.dst.add(start * ohw);
-                    if packed_gemm::sgemm_epilogue(
-                        rows,
-                        ohw,
-                        kk,
-                        Operand::a_rows(p.w.add(start * kk), kk),
-                        Operand::b_rows(rhs_ptr as *const f32, ohw),
-                        dst,
-                        ohw,
-                        Epilogue::new(bias_g.map(|b| &b[start..start + rows]), act),
-                    ) {
+                    if packed
+                        && packed_gemm::sgemm_epilogue(
+                            rows,
+                            ohw,
+                            kk,
+                            Operand::a_rows(p.w.add(start * kk), kk),
+                            Operand::b_rows(rhs_ptr as *const f32, ohw),
+                            dst,
+                            ohw,
+                            Epilogue::new(bias_g.map(|b| &b[start..start + rows]), act),
+                        )
+                    {
                         return;
                     }
                     sgemm(
@@ -476,16 +485,18 @@ unsafe fn column_task(
     let run = |rhs: Mat| -> bool {
         // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major, cs 1).
         unsafe {
-            if packed_gemm::sgemm_epilogue(
-                mg,
-                cnt,
-                kk,
-                Operand::a_rows(w, kk),
-                Operand::b_rows(rhs.ptr, rhs.rs as usize),
-                dst.add(start),
-                ohw,
-                Epilogue::new(bias, act),
-            ) {
+            if ohw >= PACKED_MIN_COLUMNS
+                && packed_gemm::sgemm_epilogue(
+                    mg,
+                    cnt,
+                    kk,
+                    Operand::a_rows(w, kk),
+                    Operand::b_rows(rhs.ptr, rhs.rs as usize),
+                    dst.add(start),
+                    ohw,
+                    Epilogue::new(bias, act),
+                )
+            {
                 return true;
             }
             sgemm(
@@ -1192,5 +1203,78 @@ mod tests {
             (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
             "{lhs} vs {rhs}"
         );
+    }
+
+    /// ResNet-18 and MobileNet-v2 Conv layers timed with the AVX-512 path and with the
+    /// gemm-crate fallback (best of many runs); run with `--ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn layer_timings() {
+        use crate::cpu::kernels::packed_gemm::tests::DISABLED;
+        use std::sync::atomic::Ordering;
+        let threads: usize = std::env::var("BENCH_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let pool = cx_pool(threads);
+        let cx = KernelCx {
+            pool: &pool,
+            threads,
+        };
+        // (c, h, m, k, stride, pad)
+        let layers: &[(usize, usize, usize, usize, usize, usize)] = &[
+            (3, 224, 64, 7, 2, 3),
+            (64, 56, 64, 3, 1, 1),
+            (64, 56, 128, 3, 2, 1),
+            (64, 56, 128, 1, 2, 0),
+            (128, 28, 128, 3, 1, 1),
+            (128, 28, 256, 3, 2, 1),
+            (256, 14, 256, 3, 1, 1),
+            (256, 14, 512, 3, 2, 1),
+            (512, 7, 512, 3, 1, 1),
+            (3, 224, 32, 3, 2, 1),
+            (16, 112, 96, 1, 1, 0),
+            (24, 56, 144, 1, 1, 0),
+            (32, 28, 192, 1, 1, 0),
+            (64, 14, 384, 1, 1, 0),
+            (96, 14, 576, 1, 1, 0),
+            (160, 7, 960, 1, 1, 0),
+            (960, 7, 320, 1, 1, 0),
+            (320, 7, 1280, 1, 1, 0),
+        ];
+        for &(c, h, m, k, s, p) in layers {
+            let x = t(&[1, c, h, h], 1);
+            let w = t(&[m, c, k, k], 2);
+            let b = t(&[m], 3);
+            let attrs = ConvAttrs {
+                strides: Some(vec![s as i64; 2]),
+                pads: Some(vec![p as i64; 4]),
+                ..Default::default()
+            };
+            let mut times = [0f64; 2];
+            for (i, off) in [true, false].into_iter().enumerate() {
+                DISABLED.store(off, Ordering::Relaxed);
+                let mut best = f64::INFINITY;
+                for _ in 0..30 {
+                    let st = std::time::Instant::now();
+                    pool.install(|| {
+                        conv(
+                            &attrs,
+                            &[Some(&x), Some(&w), Some(&b)],
+                            Some(Activation::Relu),
+                            &cx,
+                        )
+                        .unwrap()
+                    });
+                    best = best.min(st.elapsed().as_secs_f64());
+                }
+                times[i] = best * 1e3;
+            }
+            DISABLED.store(false, Ordering::Relaxed);
+            println!(
+                "[{c},{h},{h}] -> {m} k{k} s{s}: gemm crate {:.3} ms, packed {:.3} ms",
+                times[0], times[1]
+            );
+        }
     }
 }

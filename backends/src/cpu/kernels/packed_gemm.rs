@@ -59,6 +59,10 @@ impl<'a> Epilogue<'a> {
 
 /// Whether this CPU runs the AVX-512 kernel (checked once).
 pub(crate) fn available() -> bool {
+    #[cfg(test)]
+    if tests::DISABLED.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
@@ -516,8 +520,12 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Turns the kernel off (tests timing the fallback against it).
+    pub(crate) static DISABLED: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 
     fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], epi: Epilogue) -> Vec<f32> {
         let mut c = vec![0f32; m * n];
