@@ -67,30 +67,48 @@ pub(super) fn conv_implicit(
     {
         return false;
     }
-    let mut xp = vec![0f32; cg * chan];
-    xp.par_chunks_mut(chan).enumerate().for_each(|(c, dst)| {
-        let src = &x[c * ih * iw..][..ih * iw];
-        for (y, line) in src.chunks_exact(iw).enumerate() {
-            let yy = y + ah.pad;
-            let row0 = (yy % sh) * sw * plane + (yy / sh) * wp;
-            if sw == 1 {
-                dst[row0 + aw.pad..][..iw].copy_from_slice(line);
-                continue;
-            }
-            // Column phase by phase: every sw-th input column, consecutive outputs.
-            for px in 0..sw {
-                let first = (px + sw - aw.pad % sw) % sw;
-                if first >= iw {
-                    continue;
+    // The padded planes live on in this thread between calls; only what the copy does
+    // not overwrite is zeroed.
+    let mut xp = PADDED.with(|cell| cell.take());
+    if xp.len() < cg * chan {
+        xp.resize(cg * chan, 0.0);
+    }
+    xp[..cg * chan]
+        .par_chunks_mut(chan)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let src = &x[c * ih * iw..][..ih * iw];
+            if sh == 1 && sw == 1 {
+                // One phase: zero the border rows and each row's border columns.
+                let (top, left) = (ah.pad, aw.pad);
+                dst[..top * wp].fill(0.0);
+                dst[(top + ih) * wp..].fill(0.0);
+                for (y, line) in src.chunks_exact(iw).enumerate() {
+                    let row = &mut dst[(top + y) * wp..][..wp];
+                    row[..left].fill(0.0);
+                    row[left..left + iw].copy_from_slice(line);
+                    row[left + iw..].fill(0.0);
                 }
-                let at = row0 + px * plane + (first + aw.pad) / sw;
-                let cols = line[first..].iter().step_by(sw);
-                for (d, &v) in dst[at..].iter_mut().zip(cols) {
-                    *d = v;
+                return;
+            }
+            dst.fill(0.0);
+            for (y, line) in src.chunks_exact(iw).enumerate() {
+                let yy = y + ah.pad;
+                let row0 = (yy % sh) * sw * plane + (yy / sh) * wp;
+                // Column phase by phase: every sw-th input column, consecutive outputs.
+                for px in 0..sw {
+                    let first = (px + sw - aw.pad % sw) % sw;
+                    if first >= iw {
+                        continue;
+                    }
+                    let at = row0 + px * plane + (first + aw.pad) / sw;
+                    let cols = line[first..].iter().step_by(sw);
+                    for (d, &v) in dst[at..].iter_mut().zip(cols) {
+                        *d = v;
+                    }
                 }
             }
-        }
-    });
+        });
     let offs: Vec<usize> = (0..cg)
         .flat_map(|c| {
             (0..kh).flat_map(move |ky| {
@@ -123,7 +141,7 @@ pub(super) fn conv_implicit(
         out: out.as_mut_ptr().cast::<f32>(),
     };
     let epi_all = Epilogue::new(bias, act);
-    let (xp, offs) = (&xp[..], &offs[..]);
+    let (xp_all, offs) = (&xp[..cg * chan], &offs[..]);
     let task = move |t: usize| {
         let sh = shared;
         let (rb, cb) = (t / col_blocks, t % col_blocks);
@@ -154,7 +172,7 @@ pub(super) fn conv_implicit(
                     kk,
                     Operand::a_rows(w.as_ptr().add(r0 * kk), kk),
                     Operand {
-                        base: xp.as_ptr().add(q0),
+                        base: xp_all.as_ptr().add(q0),
                         k_stride: 0,
                         offs: Some(offs),
                         step: 1,
@@ -195,10 +213,13 @@ pub(super) fn conv_implicit(
     } else {
         (0..tasks).into_par_iter().for_each(task);
     }
+    PADDED.with(|cell| cell.replace(xp));
     true
 }
 
 thread_local! {
+    /// The zero-bordered input planes of the last call on this thread.
+    static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Each task's GEMM output block before its valid columns are copied out.
     static TEMP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
