@@ -777,6 +777,40 @@ mod bench {
                 g = g.min(t.elapsed().as_secs_f64() / reps as f64);
             }
             println!("  gemm crate: {:.3} ms", g * 1e3);
+            // A packed in 8-row panels (step by step), as a weight cache would hold it.
+            let panels = m.div_ceil(8);
+            let mut ap = vec![0f32; panels * 8 * k];
+            for i in 0..m {
+                for p in 0..k {
+                    ap[(i / 8) * 8 * k + p * 8 + i % 8] = a[i * k + p];
+                }
+            }
+            let mut pk = f64::INFINITY;
+            for _ in 0..9 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    unsafe {
+                        sgemm_epilogue(
+                            m,
+                            n,
+                            k,
+                            Operand {
+                                base: ap.as_ptr(),
+                                k_stride: 8,
+                                offs: None,
+                                step: 1,
+                                panel_step: k,
+                            },
+                            Operand::b_rows(b.as_ptr(), n),
+                            c.as_mut_ptr(),
+                            n,
+                            Epilogue::new(None, None),
+                        );
+                    }
+                }
+                pk = pk.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!("  packed A: {:.3} ms", pk * 1e3);
 
             println!(
                 "m{m} n{n} k{k}: {:.3} ms {:.1} GFLOP/s",
