@@ -16,8 +16,6 @@ use std::sync::Mutex;
 pub struct CpuExecutor {
     /// Runs kernels' parallel loops (see [`crate::cpu::parallel`]).
     par: ParallelPool,
-    /// Hosts the run (and the `gemm` crate's own parallel loops).
-    pool: rayon::ThreadPool,
     threads: usize,
     aligned: Mutex<AlignedConsts>,
     /// Number of DequantizeLinear + MatMul/Gemm pairs run fused (see [`fusion`]).
@@ -67,16 +65,10 @@ impl CpuExecutor {
     pub fn new(threads: usize) -> Result<CpuExecutor> {
         let threads = threads.max(1);
         keep_freed_memory();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .start_handler(|_| flush_denormals())
-            .build()
-            .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
         let par = ParallelPool::new(threads, flush_denormals)
             .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
         Ok(CpuExecutor {
             par,
-            pool,
             threads,
             aligned: Mutex::new(AlignedConsts::default()),
             dq_fused: AtomicU64::new(0),
@@ -133,6 +125,39 @@ fn flush_denormals() {
             use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
             _mm_setcsr(_mm_getcsr() | 0x8040);
         }
+    }
+}
+
+/// Flushes denormals on the calling thread (see [`flush_denormals`]) while alive, and
+/// puts its previous floating-point mode back when dropped.
+struct FlushDenormals {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    saved: u32,
+}
+
+impl FlushDenormals {
+    fn enter() -> FlushDenormals {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+        {
+            #[allow(deprecated)]
+            // SAFETY: reading this thread's MXCSR register has no side effects.
+            let saved = unsafe { std::arch::x86_64::_mm_getcsr() };
+            flush_denormals();
+            FlushDenormals { saved }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+        FlushDenormals {}
+    }
+}
+
+impl Drop for FlushDenormals {
+    fn drop(&mut self) {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+        #[allow(deprecated)]
+        // SAFETY: restores the value this thread's MXCSR held before `enter`.
+        unsafe {
+            std::arch::x86_64::_mm_setcsr(self.saved)
+        };
     }
 }
 
@@ -198,10 +223,8 @@ fn check_input(
 
 impl Executor for CpuExecutor {
     fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        // The whole run happens on a pool thread, so kernels start their parallel loops
-        // without handing work across threads for every node.
-        self.pool
-            .install(|| self.par.install(|| self.run_on_pool(g, inputs)))
+        let _flushing = FlushDenormals::enter();
+        self.par.install(|| self.run_on_pool(g, inputs))
     }
 }
 
@@ -246,10 +269,7 @@ impl CpuExecutor {
                 }
             }
         }
-        let cx = KernelCx {
-            pool: &self.pool,
-            threads: self.threads,
-        };
+        let cx = KernelCx::new(self.threads);
         let fusions = plan_fusions(g, &order);
         let mut absorbed: HashSet<NodeId> = HashSet::new();
         // --- dequantize-GEMM fusion (fusion.rs) ---

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 /// How long a worker keeps polling for the next loop before it goes to sleep.
 const SPIN_FOR: Duration = Duration::from_micros(300);
 
+/// At most this many tasks per thread in [`ParallelPool::for_each_chunk`].
+const CHUNK_TASKS_PER_THREAD: usize = 8;
+
 /// A loop in flight: its tasks are claimed one index at a time.
 struct Job {
     /// The task body, with its lifetime erased; only called for claimed indices below
@@ -190,15 +193,21 @@ impl ParallelPool {
     ) {
         let chunk = chunk.max(1);
         let len = data.len();
+        let chunks = len.div_ceil(chunk);
+        // Runs of consecutive chunks per task, so that many tiny chunks do not each
+        // cost a claim on the shared counter.
+        let per_task = chunks.div_ceil(chunks.min(CHUNK_TASKS_PER_THREAD * self.threads));
         let base = SendPtr(data.as_mut_ptr());
-        self.for_each(len.div_ceil(chunk), &|i| {
-            let start = i * chunk;
-            let n = chunk.min(len - start);
-            let p = base;
-            // SAFETY: chunk `i` covers `start..start + n` of `data`, disjoint from every
-            // other chunk, and `data` is borrowed mutably for the whole loop.
-            let part = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), n) };
-            body(i, part);
+        self.for_each(chunks.div_ceil(per_task.max(1)), &|t| {
+            for i in t * per_task..((t + 1) * per_task).min(chunks) {
+                let start = i * chunk;
+                let n = chunk.min(len - start);
+                let p = base;
+                // SAFETY: chunk `i` covers `start..start + n` of `data`, disjoint from
+                // every other chunk, and `data` is borrowed mutably for the whole loop.
+                let part = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), n) };
+                body(i, part);
+            }
         });
     }
 }
@@ -212,15 +221,30 @@ impl ParallelPool {
     /// Runs `f` with this pool installed on the calling thread: the free functions
     /// [`for_each`] and [`for_each_chunk`] called meanwhile on this thread use it.
     pub fn install<R>(&self, f: impl FnOnce() -> R) -> R {
-        /// Puts back the previously installed pool, also when `f` panics.
-        struct Restore(*const ParallelPool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CURRENT.with(|c| c.set(self.0));
-            }
-        }
-        let _restore = Restore(CURRENT.with(|c| c.replace(self)));
+        let _installed = self.enter();
         f()
+    }
+
+    /// Installs this pool on the calling thread until the returned guard is dropped
+    /// (see [`ParallelPool::install`]).
+    pub fn enter(&self) -> Installed<'_> {
+        Installed {
+            previous: CURRENT.with(|c| c.replace(self)),
+            _pool: std::marker::PhantomData,
+        }
+    }
+}
+
+/// While alive, a pool is installed on this thread; dropping it puts back the pool
+/// installed before (see [`ParallelPool::enter`]).
+pub struct Installed<'a> {
+    previous: *const ParallelPool,
+    _pool: std::marker::PhantomData<&'a ParallelPool>,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
     }
 }
 

@@ -3,10 +3,10 @@
 
 use super::depthwise::Depthwise;
 use super::matmul::{sgemm, Mat};
+use super::packed_gemm::{self, Epilogue, Operand};
 use super::{f32s, input, Activation, KernelCx};
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// One spatial axis of a sliding-window op, with padding resolved.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -302,6 +302,11 @@ unsafe impl Send for GroupPtrs {}
 // SAFETY: as above.
 unsafe impl Sync for GroupPtrs {}
 
+/// Outputs with fewer positions per channel (7x7 maps) run faster through the gemm
+/// crate, which packs the weights for its microkernel (measured on ResNet-18's and
+/// MobileNet-v2's 7x7 layers), than through the fused AVX-512 kernel.
+const PACKED_MIN_COLUMNS: usize = 64;
+
 /// Column block width for one task: whole 16-column micro-tiles, at least `threads`
 /// tasks, and (with im2col) an unfolded block that stays in the per-core L2 cache.
 fn column_block(ohw: usize, kk: usize, threads: usize, unfold: bool) -> usize {
@@ -341,6 +346,7 @@ fn gemm_groups(
 ) {
     let (cg, mg) = (c / group, m / group);
     let threads = cx.threads.max(1);
+    let packed = ohw >= PACKED_MIN_COLUMNS;
     let work = mg.saturating_mul(ohw).saturating_mul(kk);
     // Below about five million multiply-adds, waking the other threads and moving the
     // operands between cores costs more than it saves (measured on MobileNet 1x1 convs).
@@ -352,6 +358,21 @@ fn gemm_groups(
             let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
             let wg = &wv[g * mg * kk..][..mg * kk];
             let bias_g = bias.map(|b| &b[g * mg..][..mg]);
+            if !pointwise
+                && packed
+                && super::conv_implicit::conv_implicit(
+                    xg,
+                    wg,
+                    bias_g,
+                    act,
+                    block,
+                    (ah, aw),
+                    (cg, mg),
+                    threads,
+                )
+            {
+                continue;
+            }
             let ptrs = GroupPtrs {
                 x: xg.as_ptr(),
                 w: wg.as_ptr(),
@@ -408,6 +429,20 @@ fn gemm_groups(
                 // mg x ohw output; rhs is kk x ohw; no other task writes these rows.
                 unsafe {
                     let dst = p.dst.add(start * ohw);
+                    if packed
+                        && packed_gemm::sgemm_epilogue(
+                            rows,
+                            ohw,
+                            kk,
+                            Operand::a_rows(p.w.add(start * kk), kk),
+                            Operand::b_rows(rhs_ptr as *const f32, ohw),
+                            dst,
+                            ohw,
+                            Epilogue::new(bias_g.map(|b| &b[start..start + rows]), act),
+                        )
+                    {
+                        return;
+                    }
                     sgemm(
                         rows,
                         ohw,
@@ -456,9 +491,23 @@ unsafe fn column_task(
     (mg, ohw, kk, hw, start, cnt): (usize, usize, usize, usize, usize, usize),
     (ah, aw): (Axis, Axis),
 ) {
-    let run = |rhs: Mat| {
-        // SAFETY: per the contract of `column_task`; rhs is kk x cnt.
+    let run = |rhs: Mat| -> bool {
+        // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major, cs 1).
         unsafe {
+            if ohw >= PACKED_MIN_COLUMNS
+                && packed_gemm::sgemm_epilogue(
+                    mg,
+                    cnt,
+                    kk,
+                    Operand::a_rows(w, kk),
+                    Operand::b_rows(rhs.ptr, rhs.rs as usize),
+                    dst.add(start),
+                    ohw,
+                    Epilogue::new(bias, act),
+                )
+            {
+                return true;
+            }
             sgemm(
                 mg,
                 cnt,
@@ -476,13 +525,14 @@ unsafe fn column_task(
                 gemm::Parallelism::None,
             );
         }
+        false
     };
-    if pointwise {
+    let fused = if pointwise {
         run(Mat {
             ptr: x[start..].as_ptr(),
             cs: 1,
             rs: hw as isize,
-        });
+        })
     } else {
         BLOCK.with(|cell| {
             let mut own = Vec::new();
@@ -500,10 +550,10 @@ unsafe fn column_task(
                 ptr: col.as_ptr(),
                 cs: 1,
                 rs: cnt as isize,
-            });
-        });
-    }
-    if bias.is_some() || act.is_some() {
+            })
+        })
+    };
+    if !fused && (bias.is_some() || act.is_some()) {
         for j in 0..mg {
             // SAFETY: row j, columns start..start + cnt of the block, owned by this task.
             let row = unsafe { std::slice::from_raw_parts_mut(dst.add(j * ohw + start), cnt) };
@@ -568,32 +618,30 @@ fn im2col(x: &[f32], col: &mut [f32], (ah, aw): (Axis, Axis)) {
     let (kh, kw) = (ah.kernel, aw.kernel);
     let (ih, iw) = (ah.input, aw.input);
     let (oh, ow) = (ah.output, aw.output);
-    col.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let ch = row / (kh * kw);
-            let (dy, dx) = ((row / kw) % kh, row % kw);
-            let src = &x[ch * ih * iw..][..ih * iw];
-            let (oy0, oy1) = ah.valid(dy * ah.dilation);
-            let (ox0, ox1) = aw.valid(dx * aw.dilation);
-            dst[..oy0 * ow].fill(0.0);
-            dst[oy1 * ow..].fill(0.0);
-            for oy in oy0..oy1 {
-                let y = oy * ah.stride + dy * ah.dilation - ah.pad;
-                let line = &src[y * iw..][..iw];
-                let d = &mut dst[oy * ow..][..ow];
-                d[..ox0].fill(0.0);
-                d[ox1..].fill(0.0);
-                let x0 = ox0 * aw.stride + dx * aw.dilation - aw.pad;
-                if aw.stride == 1 {
-                    d[ox0..ox1].copy_from_slice(&line[x0..x0 + (ox1 - ox0)]);
-                } else {
-                    for (j, o) in d[ox0..ox1].iter_mut().enumerate() {
-                        *o = line[x0 + j * aw.stride];
-                    }
+    crate::cpu::parallel::for_each_chunk(col, oh * ow, &|row, dst| {
+        let ch = row / (kh * kw);
+        let (dy, dx) = ((row / kw) % kh, row % kw);
+        let src = &x[ch * ih * iw..][..ih * iw];
+        let (oy0, oy1) = ah.valid(dy * ah.dilation);
+        let (ox0, ox1) = aw.valid(dx * aw.dilation);
+        dst[..oy0 * ow].fill(0.0);
+        dst[oy1 * ow..].fill(0.0);
+        for oy in oy0..oy1 {
+            let y = oy * ah.stride + dy * ah.dilation - ah.pad;
+            let line = &src[y * iw..][..iw];
+            let d = &mut dst[oy * ow..][..ow];
+            d[..ox0].fill(0.0);
+            d[ox1..].fill(0.0);
+            let x0 = ox0 * aw.stride + dx * aw.dilation - aw.pad;
+            if aw.stride == 1 {
+                d[ox0..ox1].copy_from_slice(&line[x0..x0 + (ox1 - ox0)]);
+            } else {
+                for (j, o) in d[ox0..ox1].iter_mut().enumerate() {
+                    *o = line[x0 + j * aw.stride];
                 }
             }
-        });
+        }
+    });
 }
 
 /// ONNX ConvTranspose on f32 with 1 or 2 spatial axes and explicit (or no) pads;
@@ -717,24 +765,22 @@ fn col2im(col: &[f32], dst: &mut [f32], (ah, aw): (Axis, Axis)) {
     let (kh, kw) = (ah.kernel, aw.kernel);
     let (oh, ow) = (ah.input, aw.input); // image being written
     let (ih, iw) = (ah.output, aw.output); // column grid
-    dst.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(ch, plane)| {
-            for dy in 0..kh {
-                let (y0, y1) = ah.valid(dy * ah.dilation);
-                for dx in 0..kw {
-                    let (x0, x1) = aw.valid(dx * aw.dilation);
-                    let row = &col[((ch * kh + dy) * kw + dx) * ih * iw..][..ih * iw];
-                    for y in y0..y1 {
-                        let py = y * ah.stride + dy * ah.dilation - ah.pad;
-                        for xx in x0..x1 {
-                            let px = xx * aw.stride + dx * aw.dilation - aw.pad;
-                            plane[py * ow + px] += row[y * iw + xx];
-                        }
+    crate::cpu::parallel::for_each_chunk(dst, oh * ow, &|ch, plane| {
+        for dy in 0..kh {
+            let (y0, y1) = ah.valid(dy * ah.dilation);
+            for dx in 0..kw {
+                let (x0, x1) = aw.valid(dx * aw.dilation);
+                let row = &col[((ch * kh + dy) * kw + dx) * ih * iw..][..ih * iw];
+                for y in y0..y1 {
+                    let py = y * ah.stride + dy * ah.dilation - ah.pad;
+                    for xx in x0..x1 {
+                        let px = xx * aw.stride + dx * aw.dilation - aw.pad;
+                        plane[py * ow + px] += row[y * iw + xx];
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 #[cfg(test)]
@@ -791,10 +837,8 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn conv_matches_naive_over_many_configurations() {
         let pool = cx_pool(2);
-        let cx = KernelCx {
-            pool: &pool,
-            threads: 2,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(2);
         // (n, c, h, w, m, kh, kw, group, stride, dilation, pads)
         let cases: &[(
             usize,
@@ -825,6 +869,15 @@ mod tests {
             (1, 32, 5, 6, 40, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
             // Parallel pointwise.
             (1, 32, 16, 17, 20, 1, 1, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+            // Stride 1 (implicit GEMM): dilation, asymmetric pads, groups, K blocks,
+            // several row blocks of output channels.
+            (2, 8, 7, 9, 12, 3, 2, 2, [1, 1], [2, 1], [2, 0, 1, 3]),
+            (1, 64, 9, 10, 40, 3, 3, 1, [1, 1], [1, 1], [1, 1, 1, 1]),
+            (1, 3, 30, 31, 17, 7, 7, 1, [1, 1], [1, 1], [3, 3, 3, 3]),
+            // Strided and dilated at once, pads past the kernel's reach, and wide enough
+            // (>= 64 positions per channel) for the implicit GEMM.
+            (1, 6, 21, 24, 10, 3, 3, 1, [2, 2], [2, 2], [1, 4, 3, 1]),
+            (2, 5, 17, 19, 9, 2, 3, 1, [1, 3], [3, 1], [4, 0, 0, 5]),
             // Depthwise over several blocks of output rows.
             (1, 3, 70, 70, 3, 3, 3, 3, [1, 1], [1, 1], [1, 1, 1, 1]),
             (1, 3, 70, 69, 3, 3, 3, 3, [2, 2], [1, 1], [1, 0, 1, 1]),
@@ -870,10 +923,8 @@ mod tests {
     #[test]
     fn conv_same_padding_and_1d() {
         let pool = cx_pool(1);
-        let cx = KernelCx {
-            pool: &pool,
-            threads: 1,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(1);
         let x = t(&[1, 2, 5, 6], 1);
         let w = t(&[3, 2, 3, 3], 2);
         let attrs = ConvAttrs {
@@ -932,10 +983,8 @@ mod tests {
     fn conv_transpose_is_the_adjoint_of_conv() {
         // <conv(x), y> == <x, convT(y)> for the same weight, stride, dilation, pads.
         let pool = cx_pool(2);
-        let cx = KernelCx {
-            pool: &pool,
-            threads: 2,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(2);
         let (c, m, h, w) = (4, 6, 7, 8);
         let x = t(&[1, c, h, w], 1);
         let wt = t(&[m, c / 2, 3, 2], 2);

@@ -16,7 +16,6 @@
 
 use super::conv::Axis;
 use super::Activation;
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Output columns computed together (one AVX-512 register).
@@ -119,9 +118,9 @@ impl Depthwise<'_> {
             return;
         }
         let per = planes.div_ceil(tasks);
-        out.par_chunks_mut(per * ohw)
-            .enumerate()
-            .for_each(|(i, dst)| self.planes(path, i * per, dst));
+        crate::cpu::parallel::for_each_chunk(out, per * ohw, &|i, dst| {
+            self.planes(path, i * per, dst)
+        });
     }
 
     /// Writes the whole output planes `dst`, the first of which is plane `first`.

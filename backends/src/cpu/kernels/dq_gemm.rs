@@ -520,10 +520,8 @@ mod tests {
     /// Checks dq_matmul against dequantize-then-matmul.
     fn check_matmul(x: &Tensor, w: &DqWeight<'_>, threads: usize) {
         let pool = cx_pool(threads);
-        let cx = KernelCx {
-            pool: &pool,
-            threads,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(threads);
         let got = dq_matmul(x, w, &cx).unwrap().unwrap();
         let b = dequantized(w);
         let want = matmul::matmul(x, &b, &cx).unwrap();
@@ -606,10 +604,8 @@ mod tests {
     fn gemm_with_trans_b_and_bias() {
         let threads = 2;
         let pool = cx_pool(threads);
-        let cx = KernelCx {
-            pool: &pool,
-            threads,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(threads);
         // B = dequant(W)ᵀ with W [N=50, K=301], blocked uint4 along K (axis 1).
         let q = codes(DType::U4, &[50, 301], (0, 15), 21);
         let s = scales(&[50, 10], 22);
@@ -683,10 +679,8 @@ mod tests {
     #[test]
     fn bad_parameters_are_errors_and_other_types_are_none() {
         let pool = cx_pool(1);
-        let cx = KernelCx {
-            pool: &pool,
-            threads: 1,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(1);
         let q = codes(DType::I8, &[4, 6], (-128, 127), 31);
         let s = scales(&[5], 32);
         let w = DqWeight {

@@ -3,7 +3,6 @@
 use super::{f32s, input, KernelCx};
 use crate::cpu::eval::broadcast_shapes;
 use cc_ir::{Error, Result, Tensor};
-use rayon::prelude::*;
 
 /// A strided row-major-or-transposed matrix operand.
 #[derive(Clone, Copy)]
@@ -45,6 +44,10 @@ pub(crate) unsafe fn sgemm(
         }
         return;
     }
+    if !matches!(par, gemm::Parallelism::None) {
+        split_sgemm(m, n, k, dst, ldd, accumulate, lhs, rhs, scale);
+        return;
+    }
     gemm::gemm(
         m,
         n,
@@ -66,6 +69,85 @@ pub(crate) unsafe fn sgemm(
         false,
         par,
     );
+}
+
+/// Multiply-adds below which a product runs on one thread.
+const SERIAL_WORK: usize = 1 << 18;
+
+/// [`sgemm`] split into blocks of rows or columns of `dst`, run on the installed
+/// [`crate::cpu::parallel`] pool (each block a single-threaded `gemm` call).
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn split_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+) {
+    let threads = crate::cpu::parallel::threads();
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let tasks = (work / SERIAL_WORK).clamp(1, 4 * threads);
+    /// The destination and operands, shared by the tasks.
+    #[derive(Clone, Copy)]
+    struct Shared {
+        dst: *mut f32,
+        lhs: Mat,
+        rhs: Mat,
+    }
+    // SAFETY: tasks read the operands and write disjoint blocks of `dst`.
+    unsafe impl Send for Shared {}
+    // SAFETY: as above.
+    unsafe impl Sync for Shared {}
+    let sh = Shared { dst, lhs, rhs };
+    let run = move |r0: usize, rows: usize, c0: usize, cols: usize| {
+        // Captures the whole `Shared` (Sync), not its raw-pointer fields.
+        #[allow(clippy::redundant_locals)]
+        let sh = sh;
+        // SAFETY: the block rows r0..r0 + rows, columns c0..c0 + cols lies inside the
+        // m x n product, which the caller guarantees valid; blocks are disjoint.
+        unsafe {
+            sgemm(
+                rows,
+                cols,
+                k,
+                sh.dst.add(r0 * ldd + c0),
+                ldd,
+                accumulate,
+                Mat {
+                    ptr: sh.lhs.ptr.offset(r0 as isize * sh.lhs.rs),
+                    ..sh.lhs
+                },
+                Mat {
+                    ptr: sh.rhs.ptr.offset(c0 as isize * sh.rhs.cs),
+                    ..sh.rhs
+                },
+                scale,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    if tasks <= 1 || threads <= 1 {
+        run(0, m, 0, n);
+    } else if n >= m {
+        let per = n.div_ceil(tasks).div_ceil(16) * 16;
+        crate::cpu::parallel::for_each(n.div_ceil(per), &|t| {
+            let c0 = t * per;
+            run(0, m, c0, per.min(n - c0));
+        });
+    } else {
+        let per = m.div_ceil(tasks).div_ceil(8) * 8;
+        crate::cpu::parallel::for_each(m.div_ceil(per), &|t| {
+            let r0 = t * per;
+            run(r0, per.min(m - r0), 0, n);
+        });
+    }
 }
 
 /// Row-major matrix product `c (m x n) = a (m x k) * b (k x n)` on slices, checked.
@@ -178,17 +260,23 @@ pub fn matmul(a: &Tensor, b: &Tensor, cx: &KernelCx<'_>) -> Result<Tensor> {
     }
     let mut out = super::zeros(&[nb, m, n])?;
     if nb >= cx.threads && m * n * k < 1 << 18 {
-        out.par_chunks_mut((m * n).max(1))
-            .enumerate()
-            .try_for_each(|(i, c)| {
-                matmul_slices(
-                    &av[a_off[i]..],
-                    &bv[b_off[i]..],
-                    c,
-                    (m, k, n),
-                    gemm::Parallelism::None,
-                )
-            })?;
+        let failed = std::sync::Mutex::new(None);
+        crate::cpu::parallel::for_each_chunk(&mut out, (m * n).max(1), &|i, c| {
+            if let Err(e) = matmul_slices(
+                &av[a_off[i]..],
+                &bv[b_off[i]..],
+                c,
+                (m, k, n),
+                gemm::Parallelism::None,
+            ) {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+            }
+        });
+        if let Some(e) = failed.into_inner().ok().flatten() {
+            return Err(e);
+        }
     } else {
         for (i, c) in out.chunks_mut((m * n).max(1)).enumerate() {
             matmul_slices(
@@ -261,7 +349,7 @@ pub fn gemm_op(
         if let Some(c) = c.filter(|_| beta != 0.0) {
             fill_broadcast_c(&mut out, c, m, n, beta)?;
         }
-        out.par_chunks_mut(64).enumerate().for_each(|(i, o)| {
+        crate::cpu::parallel::for_each_chunk(&mut out, 64, &|i, o| {
             for (j, o) in o.iter_mut().enumerate() {
                 let row = &bv[(i * 64 + j) * k..][..k];
                 *o += alpha * super::simd::dot(&av, row);
@@ -379,10 +467,8 @@ mod tests {
     #[test]
     fn matmul_broadcasts_batches() {
         let pool = cx_pool(2);
-        let cx = KernelCx {
-            pool: &pool,
-            threads: 2,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(2);
         let a = t(&[2, 1, 3, 5], 1);
         let b = t(&[3, 5, 7], 2);
         let out = matmul(&a, &b, &cx).unwrap();
@@ -419,10 +505,8 @@ mod tests {
     #[test]
     fn gemm_transposes_and_broadcasts_c() {
         let pool = cx_pool(2);
-        let cx = KernelCx {
-            pool: &pool,
-            threads: 2,
-        };
+        let _installed = pool.enter();
+        let cx = KernelCx::new(2);
         // m = 1 takes the dot-product path; n = 130 spans several of its blocks.
         for (m, k, n) in [(3, 4, 5), (1, 37, 130)] {
             check_gemm(m, k, n, &cx);

@@ -2,6 +2,7 @@
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
 pub mod conv;
+mod conv_implicit;
 mod depthwise;
 pub mod dq_gemm;
 pub mod elementwise;
@@ -9,6 +10,7 @@ pub mod matmul;
 mod minifloat;
 pub mod movement;
 pub mod norm;
+mod packed_gemm;
 pub mod pool;
 pub mod quant;
 mod quant_conv;
@@ -22,14 +24,25 @@ use cc_ir::{DType, Error, Op, Result, Tensor};
 use std::borrow::Cow;
 
 /// What a kernel may use besides its inputs.
+///
+/// Kernels run their parallel loops on the [`crate::cpu::parallel`] pool installed on
+/// the calling thread (the executor installs its own for each run).
 pub struct KernelCx<'a> {
-    /// The thread pool kernels parallelize on.
-    pub pool: &'a rayon::ThreadPool,
-    /// Number of threads in the pool.
+    /// Number of threads loops run on (for work-splitting decisions).
     pub threads: usize,
+    /// Ties the context to the run that made it.
+    pub _run: std::marker::PhantomData<&'a ()>,
 }
 
 impl KernelCx<'_> {
+    /// A context for kernels run with `threads` threads.
+    pub fn new(threads: usize) -> KernelCx<'static> {
+        KernelCx {
+            threads,
+            _run: std::marker::PhantomData,
+        }
+    }
+
     /// The gemm crate's parallelism setting for this context.
     pub fn gemm_par(&self) -> gemm::Parallelism {
         if self.threads > 1 {
@@ -114,7 +127,7 @@ pub fn run_fused(
     cx: &KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
     match op {
-        Op::Conv(a) if all_f32(inputs) => cx.pool.install(|| conv::conv(a, inputs, Some(act), cx)),
+        Op::Conv(a) if all_f32(inputs) => conv::conv(a, inputs, Some(act), cx),
         _ => Ok(None),
     }
 }
@@ -133,10 +146,7 @@ pub fn run_node(
     }
     // --- end quantization kernels ---
     // --- fast f32 kernels (begin) ---
-    if let Some(out) = cx
-        .pool
-        .install(|| fast_kernel(op, inputs, num_outputs, cx))?
-    {
+    if let Some(out) = fast_kernel(op, inputs, num_outputs, cx)? {
         return Ok(Some(out));
     }
     // --- fast f32 kernels (end) ---
@@ -348,12 +358,9 @@ pub(crate) fn zeros(shape: &[usize]) -> Result<Vec<f32>> {
 pub(crate) mod test_util {
     use cc_ir::Tensor;
 
-    /// A thread pool for kernel tests.
-    pub fn cx_pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
+    /// A thread pool for kernel tests (install it, or `enter` it, to use it).
+    pub fn cx_pool(threads: usize) -> crate::cpu::parallel::ParallelPool {
+        crate::cpu::parallel::ParallelPool::new(threads, || {}).unwrap()
     }
 
     /// Deterministic pseudo-random values in [-1, 1).

@@ -5,7 +5,6 @@ use super::depthwise::fill_row;
 use super::f32s;
 use cc_ir::op::{GlobalPoolOp, PoolAttrs};
 use cc_ir::{Error, Result, Tensor};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Geometry of a 1-D/2-D pool: N*C planes, the H and W axes, the output shape.
@@ -192,16 +191,16 @@ impl Separable<'_> {
             return;
         }
         let planes = out.len() / ohw;
-        let threads = rayon::current_num_threads();
+        let threads = crate::cpu::parallel::threads();
         let tasks = if threads > 1 {
             (out.len() / 4096).clamp(1, 4 * threads).min(planes)
         } else {
             1
         };
         let per = planes.div_ceil(tasks);
-        out.par_chunks_mut(per * ohw)
-            .enumerate()
-            .for_each(|(i, dst)| self.planes_dispatch::<MAX>(i * per, dst));
+        crate::cpu::parallel::for_each_chunk(out, per * ohw, &|i, dst| {
+            self.planes_dispatch::<MAX>(i * per, dst)
+        });
     }
 
     fn planes_dispatch<const MAX: bool>(&self, first: usize, dst: &mut [MaybeUninit<f32>]) {
@@ -399,12 +398,18 @@ pub fn global_pool(kind: GlobalPoolOp, x: &Tensor) -> Result<Tensor> {
     let out: Vec<f32> = if size == 0 {
         vec![f32::NAN; planes]
     } else {
-        xv.par_chunks(size)
-            .map(|p| match kind {
-                GlobalPoolOp::Average => p.iter().sum::<f32>() / size as f32,
-                GlobalPoolOp::Max => p.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-            })
-            .collect()
+        let mut out = vec![0f32; planes];
+        let per = (1usize << 14).div_ceil(size);
+        crate::cpu::parallel::for_each_chunk(&mut out, per, &|i, o| {
+            for (j, o) in o.iter_mut().enumerate() {
+                let p = &xv[(i * per + j) * size..][..size];
+                *o = match kind {
+                    GlobalPoolOp::Average => p.iter().sum::<f32>() / size as f32,
+                    GlobalPoolOp::Max => p.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                };
+            }
+        });
+        out
     };
     let mut shape = xs[..2].to_vec();
     shape.extend(std::iter::repeat_n(1, xs.len() - 2));
