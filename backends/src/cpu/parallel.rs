@@ -194,6 +194,9 @@ impl ParallelPool {
         let chunk = chunk.max(1);
         let len = data.len();
         let chunks = len.div_ceil(chunk);
+        if chunks == 0 {
+            return;
+        }
         // Runs of consecutive chunks per task, so that many tiny chunks do not each
         // cost a claim on the shared counter.
         let per_task = chunks.div_ceil(chunks.min(CHUNK_TASKS_PER_THREAD * self.threads));
@@ -379,6 +382,8 @@ mod tests {
     fn every_task_runs_once() {
         let pool = ParallelPool::new(3, || {}).unwrap();
         for tasks in [0, 1, 2, 7, 1000] {
+            let mut empty: Vec<u8> = Vec::new();
+            pool.for_each_chunk(&mut empty, 4, &|_, _| panic!("no chunks"));
             let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
             pool.for_each(tasks, &|i| {
                 hits[i].fetch_add(1, Ordering::Relaxed);
