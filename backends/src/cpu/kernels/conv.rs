@@ -348,9 +348,10 @@ fn gemm_groups(
     let threads = cx.threads.max(1);
     let packed = ohw >= PACKED_MIN_COLUMNS;
     let work = mg.saturating_mul(ohw).saturating_mul(kk);
-    // Below about five million multiply-adds, waking the other threads and moving the
-    // operands between cores costs more than it saves (measured on MobileNet 1x1 convs).
-    let serial = threads <= 1 || work < 5 << 20;
+    // Below about a million multiply-adds, handing blocks to the other threads and
+    // moving the operands between cores costs more than it saves (measured on
+    // MobileNet's 1x1 convs: 1 << 20 beat both 5 << 20 and 1 << 18).
+    let serial = threads <= 1 || work < 1 << 20;
     let by_cols = serial || ohw >= 64 * threads || ohw >= mg;
     for img in 0..n {
         for g in 0..group {
