@@ -60,6 +60,11 @@ struct Cli {
     /// Seed for passes that draw random numbers.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Calibration data for data-aware passes (`prune{criterion=activation}`,
+    /// `reconstruct=true`): a TensorProto file for a one-input model, or a folder of
+    /// input_<i>.pb files; axis 0 is the batch.
+    #[arg(long, value_name = "FILE.pb|DIR")]
+    calib: Option<PathBuf>,
 }
 
 /// Subcommands besides compiling.
@@ -158,6 +163,15 @@ fn run(cli: Cli) -> Result<()> {
     let mut graph = cc_ir::onnx::load_model(model)?;
     cc_ir::infer::infer_shapes(&mut graph).with_context(|| format!("{}", model.display()))?;
     cc_ir::verify::verify(&graph).with_context(|| format!("{}", model.display()))?;
+    let calibration = match &cli.calib {
+        Some(path) => {
+            let c = cc_passes::Calibration::load(path)?;
+            c.check(&graph)
+                .with_context(|| format!("{}", model.display()))?;
+            Some(std::sync::Arc::new(c))
+        }
+        None => None,
+    };
 
     let options = ManagerOptions {
         canonicalize: !cli.no_canonicalize,
@@ -170,6 +184,9 @@ fn run(cli: Cli) -> Result<()> {
         .with_executor(std::sync::Arc::new(cc_backends::cpu::CpuExecutor::new(
             threads(None),
         )?));
+    if let Some(c) = calibration {
+        manager = manager.with_calibration(c);
+    }
     let mut report = manager.run(&mut graph)?;
     if cli.print_ir {
         print!("{}", cc_ir::printer::print_graph(&graph));

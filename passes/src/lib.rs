@@ -8,6 +8,7 @@
 //! - Canonicalization (exact) passes: `fold`, `fold-batchnorm`, `remove-identity`,
 //!   `dce`, and `canonicalize` which runs them to a fixed point.
 
+pub mod calibration;
 pub mod canonicalize;
 pub mod dce;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod remove_identity;
 pub mod report;
 pub mod stats;
 
+pub use calibration::Calibration;
 pub use error::PassError;
 pub use manager::{ManagerOptions, PassManager, PrintAfter};
 pub use options::{OptionKind, OptionSpec, OptionValue, Options};

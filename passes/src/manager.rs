@@ -1,5 +1,6 @@
 //! The pass manager: runs a pipeline over a graph, verifying, timing and reporting.
 
+use crate::calibration::Calibration;
 use crate::error::PassError;
 use crate::pass::{Pass, PassCx};
 use crate::pipeline::{Pipeline, PipelineEntry};
@@ -65,6 +66,7 @@ pub struct PassManager {
     sink: Option<Box<dyn Write>>,
     dumps: Vec<(String, String)>,
     executor: Option<Arc<dyn Executor>>,
+    calibration: Option<Arc<Calibration>>,
 }
 
 impl PassManager {
@@ -91,6 +93,7 @@ impl PassManager {
             sink: None,
             dumps: Vec::new(),
             executor: None,
+            calibration: None,
         })
     }
 
@@ -103,6 +106,12 @@ impl PassManager {
     /// Gives passes an executor to run the model with (calibration, error measurement).
     pub fn with_executor(mut self, executor: Arc<dyn Executor>) -> Self {
         self.executor = Some(executor);
+        self
+    }
+
+    /// Gives passes calibration data (`--calib`) for activation-aware decisions.
+    pub fn with_calibration(mut self, calibration: Arc<Calibration>) -> Self {
+        self.calibration = Some(calibration);
         self
     }
 
@@ -129,7 +138,9 @@ impl PassManager {
         };
         let mut stats = report.before;
         for slot in &mut self.slots {
-            let mut cx = PassCx::new(self.opts.seed).with_executor(self.executor.clone());
+            let mut cx = PassCx::new(self.opts.seed)
+                .with_executor(self.executor.clone())
+                .with_calibration(self.calibration.clone());
             let t0 = Instant::now();
             let changed = slot.pass.run(g, &mut cx).map_err(|e| PassError::InPass {
                 pass: slot.canonical.clone(),

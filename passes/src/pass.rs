@@ -1,5 +1,6 @@
 //! The [`Pass`] trait and the context a pass runs in.
 
+use crate::calibration::Calibration;
 use crate::error::PassError;
 use cc_ir::{Executor, Graph};
 use std::fmt;
@@ -92,6 +93,7 @@ pub struct PassCx {
     seed: u64,
     stats: Vec<(String, Stat)>,
     executor: Option<Arc<dyn Executor>>,
+    calibration: Option<Arc<Calibration>>,
 }
 
 impl fmt::Debug for PassCx {
@@ -100,6 +102,7 @@ impl fmt::Debug for PassCx {
             .field("seed", &self.seed)
             .field("stats", &self.stats)
             .field("executor", &self.executor.is_some())
+            .field("calibration", &self.calibration.as_ref().map(|c| &c.source))
             .finish()
     }
 }
@@ -111,6 +114,7 @@ impl PassCx {
             seed,
             stats: Vec::new(),
             executor: None,
+            calibration: None,
         }
     }
     /// The same context with an executor that passes may use to run the model
@@ -127,9 +131,21 @@ impl PassCx {
             ))
         })
     }
-    /// A fresh context for a sub-pass: same seed and executor, no statistics.
+    /// The same context with calibration data (`--calib`) for data-aware passes.
+    pub fn with_calibration(mut self, calibration: Option<Arc<Calibration>>) -> Self {
+        self.calibration = calibration;
+        self
+    }
+    /// The calibration data, if any was given.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_deref()
+    }
+    /// A fresh context for a sub-pass: same seed, executor and calibration data, no
+    /// statistics.
     pub fn child(&self) -> PassCx {
-        PassCx::new(self.seed).with_executor(self.executor.clone())
+        PassCx::new(self.seed)
+            .with_executor(self.executor.clone())
+            .with_calibration(self.calibration.clone())
     }
     /// The seed for passes that make random choices.
     pub fn seed(&self) -> u64 {
@@ -189,8 +205,11 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("no executor"), "{err}");
         let cx = PassCx::new(7).with_executor(Some(Arc::new(Echo)));
+        assert!(cx.calibration().is_none());
+        let cx = cx.with_calibration(Some(Arc::new(Calibration::new("c.pb", vec![]))));
         let child = cx.child();
         assert_eq!(child.seed(), 7);
+        assert_eq!(child.calibration().map(|c| c.source.as_str()), Some("c.pb"));
         let t = cc_ir::Tensor::scalar_f32(2.0);
         let out = child
             .executor()
