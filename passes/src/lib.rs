@@ -14,6 +14,7 @@ pub mod dce;
 pub mod error;
 pub mod fold;
 pub mod fold_batchnorm;
+pub mod groups;
 pub mod manager;
 pub mod options;
 pub mod pass;
