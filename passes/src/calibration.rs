@@ -208,7 +208,10 @@ mod tests {
             vec![Tensor::from_f32(vec![2, 4], vec![0.0; 8]).unwrap()],
         );
         let e = bad.check(&g).unwrap_err().to_string();
-        assert!(e.contains("\"x\" has shape [N,3]") && e.contains("c.pb"), "{e}");
+        assert!(
+            e.contains("\"x\" has shape [N,3]") && e.contains("c.pb"),
+            "{e}"
+        );
         let bad = Calibration::new(
             "c.pb",
             vec![Tensor::from_i64(vec![2, 3], vec![0; 6]).unwrap()],

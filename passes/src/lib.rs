@@ -19,6 +19,7 @@ pub mod manager;
 pub mod options;
 pub mod pass;
 pub mod pipeline;
+pub mod prune;
 pub mod registry;
 pub mod remove_identity;
 pub mod report;

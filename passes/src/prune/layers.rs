@@ -51,10 +51,7 @@ pub struct Layer {
 fn usize_pair(v: &Option<Vec<i64>>, default: usize) -> Option<[usize; 2]> {
     match v {
         None => Some([default, default]),
-        Some(v) if v.len() == 2 => Some([
-            usize::try_from(v[0]).ok()?,
-            usize::try_from(v[1]).ok()?,
-        ]),
+        Some(v) if v.len() == 2 => Some([usize::try_from(v[0]).ok()?, usize::try_from(v[1]).ok()?]),
         Some(_) => None,
     }
 }
@@ -346,7 +343,10 @@ mod tests {
         // Corner (0,0) sees x[0..2, 0..2] of each channel.
         assert_eq!(y[0], (0. + 1. + 3. + 4.) + 2.0 * (9. + 10. + 12. + 13.));
         let ss = channel_sumsq(&l, &x).unwrap();
-        assert_eq!(ss[0], xs[..9].iter().map(|&v| f64::from(v * v)).sum::<f64>());
+        assert_eq!(
+            ss[0],
+            xs[..9].iter().map(|&v| f64::from(v * v)).sum::<f64>()
+        );
         let back = weight_tensor(
             &l,
             &wm.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),

@@ -53,12 +53,13 @@ pub fn add_at_b(out: &mut Mat, a: &[f32], ka: usize, b: &[f32], kb: usize) {
     }
 }
 
-/// Solves `(G + λ·mean(diag G)·I) X = R` for X by Cholesky (`g`: n×n symmetric
-/// positive semi-definite, `r`: n×m). If the factorization fails, the damping grows
-/// tenfold and it retries (up to 6 times).
-pub fn ridge_solve(g: &Mat, r: &Mat, damp: f64) -> Result<Mat> {
+/// Solves `(G + λI) X = R + λ·P` for X by Cholesky, with `λ = damp · mean(diag G)`:
+/// least squares damped towards the prior `P` (zero when `None`). `g`: n×n symmetric
+/// positive semi-definite, `r` and `p`: n×m. If the factorization fails, the damping
+/// grows tenfold and it retries (up to 6 times).
+pub fn ridge_solve(g: &Mat, r: &Mat, damp: f64, prior: Option<&Mat>) -> Result<Mat> {
     let n = g.rows;
-    if g.cols != n || r.rows != n {
+    if g.cols != n || r.rows != n || prior.is_some_and(|p| p.rows != n || p.cols != r.cols) {
         return Err(Error::invalid(format!(
             "ridge solve: Gram {}x{} and right-hand side {}x{} do not fit",
             g.rows, g.cols, r.rows, r.cols
@@ -69,7 +70,13 @@ pub fn ridge_solve(g: &Mat, r: &Mat, damp: f64) -> Result<Mat> {
     let mut lambda = damp.max(1e-12) * base;
     for _ in 0..6 {
         if let Some(l) = cholesky(g, lambda) {
-            return Ok(solve_with(&l, n, r));
+            let mut rhs = r.clone();
+            if let Some(p) = prior {
+                for (d, s) in rhs.data.iter_mut().zip(&p.data) {
+                    *d += lambda * s;
+                }
+            }
+            return Ok(solve_with(&l, n, &rhs));
         }
         lambda *= 10.0;
     }
@@ -155,7 +162,7 @@ mod tests {
         let mut r = Mat::zeros(2, 1);
         add_at_b(&mut r, &a, 2, &y, 1);
         assert_eq!(g.at(0, 1), g.at(1, 0));
-        let x = ridge_solve(&g, &r, 1e-9).unwrap();
+        let x = ridge_solve(&g, &r, 1e-9, None).unwrap();
         assert!((x.at(0, 0) - 2.0).abs() < 1e-6, "{x:?}");
         assert!((x.at(1, 0) + 1.0).abs() < 1e-6, "{x:?}");
     }
@@ -171,8 +178,17 @@ mod tests {
             cols: 1,
             data: vec![5.0, 5.0],
         };
-        let x = ridge_solve(&g, &r, 0.0).unwrap();
-        assert!((x.at(0, 0) - x.at(1, 0)).abs() < 1e-9);
-        assert!(ridge_solve(&g, &Mat::zeros(3, 1), 0.1).is_err());
+        let x = ridge_solve(&g, &r, 1e-6, None).unwrap();
+        assert!((x.at(0, 0) - x.at(1, 0)).abs() < 1e-6, "{x:?}");
+        assert!((x.at(0, 0) + x.at(1, 0) - 1.0).abs() < 1e-4, "{x:?}");
+        assert!(ridge_solve(&g, &Mat::zeros(3, 1), 0.1, None).is_err());
+        // Heavy damping towards a prior returns (nearly) the prior.
+        let p = Mat {
+            rows: 2,
+            cols: 1,
+            data: vec![7.0, -3.0],
+        };
+        let x = ridge_solve(&g, &Mat::zeros(2, 1), 1e9, Some(&p)).unwrap();
+        assert!((x.at(0, 0) - 7.0).abs() < 1e-6 && (x.at(1, 0) + 3.0).abs() < 1e-6);
     }
 }
