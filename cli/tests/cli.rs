@@ -401,3 +401,85 @@ fn eval_of_the_demo_model_against_itself_reports_its_accuracy() {
     assert_eq!(table.matches("0.98992 (393/397)").count(), 2, "{table}");
     assert!(table.contains("1.0000"), "{table}");
 }
+
+#[test]
+fn prune_rejects_a_ratio_outside_the_unit_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["1.5", "0", "1"] {
+        let (o, out) = compile(
+            dir.path(),
+            &demo_model(),
+            &["--passes", &format!("prune{{ratio={bad}}}")],
+        );
+        assert_rejected(
+            &o,
+            &out,
+            &format!("option ratio=\"{bad}\" is not a number in (0, 1)"),
+        );
+    }
+}
+
+#[test]
+fn prune_rejects_calibration_data_of_the_wrong_shape_or_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let passes = "prune{ratio=0.5,criterion=activation}";
+    let shape = dir.path().join("calib_shape.pb");
+    let t = cc_ir::Tensor::from_f32(vec![4, 1, 9, 9], vec![0.0; 324]).unwrap();
+    write_tensor(&shape, "input", &t);
+    let calib = shape.to_string_lossy().into_owned();
+    let (o, out) = compile(
+        dir.path(),
+        &demo_model(),
+        &["--passes", passes, "--calib", &calib],
+    );
+    assert_rejected(&o, &out, "calib_shape.pb: input \"input\" has shape");
+
+    let dtype = dir.path().join("calib_type.pb");
+    let t = cc_ir::Tensor::from_i64(vec![4, 1, 8, 8], vec![0; 256]).unwrap();
+    write_tensor(&dtype, "input", &t);
+    let calib = dtype.to_string_lossy().into_owned();
+    let (o, out) = compile(
+        dir.path(),
+        &demo_model(),
+        &["--passes", passes, "--calib", &calib],
+    );
+    assert_rejected(&o, &out, "has element type f32 but the data holds i64");
+
+    let missing = dir.path().join("absent.pb").to_string_lossy().into_owned();
+    let (o, out) = compile(
+        dir.path(),
+        &demo_model(),
+        &["--passes", passes, "--calib", &missing],
+    );
+    assert_rejected(&o, &out, "absent.pb not found");
+
+    // criterion=activation without --calib.
+    let (o, out) = compile(dir.path(), &demo_model(), &["--passes", passes]);
+    assert_rejected(&o, &out, "needs calibration data");
+}
+
+#[test]
+fn prune_with_calibration_writes_a_smaller_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = demo_dir()
+        .join("calibration.pb")
+        .to_string_lossy()
+        .into_owned();
+    let (o, out) = compile(
+        dir.path(),
+        &demo_model(),
+        &[
+            "--passes",
+            "prune{params=0.45,criterion=activation,reconstruct=true}",
+            "--calib",
+            &calib,
+            "--report",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("prune"), "{stderr}");
+    let before = std::fs::metadata(demo_model()).unwrap().len();
+    let after = std::fs::metadata(&out).unwrap().len();
+    assert!(after * 2 < before, "{after} vs {before}");
+}

@@ -13,6 +13,9 @@
 //! fixture name or a `model.onnx` path (default: resnet18, mobilenet_v2, tiny_lm);
 //! T defaults to 2, N to 10.
 //!
+//! After the models, one more row times `prune{ratio=0.5}` end to end on resnet18
+//! (import -> canonicalize -> prune -> export).
+//!
 //! The onnxruntime columns need `CC_PYTHON` (or `.venv/bin/python`) with onnxruntime.
 //! Prints medians and ratios; the machines are noisy, so no single run is quoted.
 
@@ -186,32 +189,7 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
     );
     for model in models {
         let size = std::fs::metadata(&model).map_err(|e| e.to_string())?.len() as f64;
-        let out = tmp.path().join("out.onnx");
-        let json = tmp.path().join("report.json");
-        let mut times = Vec::new();
-        let mut peak = 0u64;
-        for _ in 0..runs {
-            let start = Instant::now();
-            let o = Command::new(&compiler)
-                .arg(&model)
-                .arg("-o")
-                .arg(&out)
-                .arg("--report-json")
-                .arg(&json)
-                .output()
-                .map_err(|e| e.to_string())?;
-            times.push(start.elapsed().as_secs_f64());
-            if !o.status.success() {
-                return Err(format!(
-                    "{}: {}",
-                    model.display(),
-                    String::from_utf8_lossy(&o.stderr)
-                ));
-            }
-            let report = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
-            peak = peak.max(json_number(&report, "peak_memory_bytes").unwrap_or(0));
-        }
-        let cc = median(&mut times);
+        let (cc, peak) = time_compile(&compiler, &model, &[], runs, tmp.path())?;
         let ort = python_seconds(
             Command::new(&python)
                 .arg(&ort_script)
@@ -233,7 +211,61 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
                 .unwrap_or_else(|| "n/a".into()),
         );
     }
+    // The prune pass end to end (import -> canonicalize -> prune -> export).
+    let resnet = root.join("../shared/models/resnet18/model.onnx");
+    if resnet.is_file() {
+        let passes = "prune{ratio=0.5}";
+        let (cc, peak) = time_compile(&compiler, &resnet, &["--passes", passes], runs, tmp.path())?;
+        println!(
+            "{:<22} {:>9} {:>12.3} {:>10.1} {:>12} {:>10} {:>10}",
+            format!("resnet18 {passes}"),
+            "",
+            cc,
+            peak as f64 / (1024.0 * 1024.0),
+            "",
+            "",
+            ""
+        );
+    }
     Ok(())
+}
+
+/// Median wall time of `runs` runs of `cc-compile MODEL -o OUT --report-json J ARGS`, and
+/// the largest peak memory the reports give.
+fn time_compile(
+    compiler: &Path,
+    model: &Path,
+    args: &[&str],
+    runs: usize,
+    tmp: &Path,
+) -> Result<(f64, u64), String> {
+    let out = tmp.join("out.onnx");
+    let json = tmp.join("report.json");
+    let mut times = Vec::new();
+    let mut peak = 0u64;
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let o = Command::new(compiler)
+            .arg(model)
+            .arg("-o")
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&json)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64());
+        if !o.status.success() {
+            return Err(format!(
+                "{}: {}",
+                model.display(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let report = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
+        peak = peak.max(json_number(&report, "peak_memory_bytes").unwrap_or(0));
+    }
+    Ok((median(&mut times), peak))
 }
 
 fn median(v: &mut [f64]) -> f64 {
