@@ -214,12 +214,21 @@ pub fn prepare(g: &mut Graph, shapes: Option<&[Vec<usize>]>) -> Result<(), cc_ir
         };
         g.value_mut(v).ty = Some(cc_ir::ValueType::Tensor { elem, shape: new });
     }
-    reinfer(g)?;
-    let pipeline = crate::Pipeline::parse("canonicalize").map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
-    crate::PassManager::new(&pipeline, crate::ManagerOptions::default())
-        .and_then(|mut m| m.run(g))
-        .map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
-    Ok(())
+    let pipeline =
+        crate::Pipeline::parse("canonicalize").map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
+    // Folding a shape subgraph makes more types known, which lets more fold: repeat
+    // until the node count settles.
+    for _ in 0..6 {
+        let before = g.node_count();
+        reinfer(g)?;
+        crate::PassManager::new(&pipeline, crate::ManagerOptions::default())
+            .and_then(|mut m| m.run(g))
+            .map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
+        if g.node_count() == before {
+            break;
+        }
+    }
+    reinfer(g)
 }
 
 /// Forgets the types of values produced by typed ops and infers them again.

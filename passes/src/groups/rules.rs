@@ -716,7 +716,9 @@ pub(crate) fn reshape_links(dx: &[Dim], dy: &[Dim]) -> Vec<ReshapeLink> {
     let mut out = Vec::new();
     let (mut i, mut o) = (0, 0);
     while i < dx.len() && o < dy.len() {
-        if dx[i] == dy[o] && !matches!(dx[i], Dim::Unknown) {
+        // Equal sizes, or two unknown sizes at the same place (a batch axis that
+        // inference lost): one axis (unknown sizes have no atoms anyway).
+        if dx[i] == dy[o] {
             out.push(ReshapeLink::Same(i, o));
             i += 1;
             o += 1;
