@@ -4,5 +4,6 @@
 //! holds the figures (errors, cosine, top-1, accuracy, perplexity).
 
 pub mod eval;
+pub mod groups;
 pub mod metrics;
 pub mod run;

@@ -1,6 +1,6 @@
 //! `cc-compile`: import an ONNX model, run a pipeline of passes, write the result.
-//! Subcommands: `run` (run a model on the CPU executor) and `eval` (compare an original
-//! and a compressed model on a data folder); their logic is in the `cc_cli` library.
+//! Subcommands: `run` (run a model on the CPU executor), `eval` (compare an original
+//! and a compressed model on a data folder) and `groups` (print the channel groups); their logic is in the `cc_cli` library.
 //!
 //! Every failure is one line on stderr (`error: ...`) with exit code 2, and no output
 //! file is written (the writer goes through a temporary file and a rename).
@@ -74,6 +74,18 @@ enum Command {
     Run(RunArgs),
     /// Run an original and a compressed model on the same data and compare them.
     Eval(EvalArgs),
+    /// Print the channel groups (sets of slices removable together) of a model.
+    Groups(GroupsArgs),
+}
+
+/// Arguments of `cc-compile groups`.
+#[derive(clap::Args, Debug)]
+struct GroupsArgs {
+    /// The model (ONNX).
+    model: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `cc-compile run`.
@@ -141,6 +153,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Run(args)) => return run_command(args),
         Some(Command::Eval(args)) => return eval_command(args),
+        Some(Command::Groups(args)) => {
+            print!("{}", cc_cli::groups::report(&args.model, args.json)?);
+            return Ok(());
+        }
         None => {}
     }
     if cli.list_passes {

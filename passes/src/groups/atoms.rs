@@ -6,7 +6,7 @@
 //! ([`Atoms::block_unhandled`]), so anything a rule does not model is never pruned.
 
 use super::Role;
-use cc_ir::{Dim, Graph, ValueId};
+use cc_ir::{Dim, Graph, NodeId, ValueId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Index of a space.
@@ -21,6 +21,9 @@ pub(crate) struct Space {
     pub axis: usize,
     pub dim: usize,
     pub base: usize,
+    /// For a constant: the node reading it (each use of a constant is its own space,
+    /// so a constant shared by unrelated layers does not tie their channels).
+    pub user: Option<NodeId>,
     /// Role of a constant's axis (set by the rule that links it).
     pub role: Option<Role>,
 }
@@ -28,7 +31,8 @@ pub(crate) struct Space {
 /// The atom table.
 pub(crate) struct Atoms {
     pub spaces: Vec<Space>,
-    index: BTreeMap<(ValueId, usize), SpaceId>,
+    index: BTreeMap<(ValueId, usize, Option<NodeId>), SpaceId>,
+    cur: Option<NodeId>,
     parent: Vec<u32>,
     blocked: Vec<u32>,
     pub reasons: Vec<String>,
@@ -58,6 +62,7 @@ impl Atoms {
         Atoms {
             spaces: Vec::new(),
             index: BTreeMap::new(),
+            cur: None,
             parent: Vec::new(),
             blocked: Vec::new(),
             reasons: Vec::new(),
@@ -91,9 +96,19 @@ impl Atoms {
         self.consts.get(v.0 as usize).copied().unwrap_or(false)
     }
 
+    /// Sets the node whose rule runs now (constants get one space per reading node).
+    pub fn set_node(&mut self, node: Option<NodeId>) {
+        self.cur = node;
+    }
+
+    fn key(&self, v: ValueId, axis: usize) -> (ValueId, usize, Option<NodeId>) {
+        (v, axis, if self.is_const(v) { self.cur } else { None })
+    }
+
     /// The space of `(v, axis)`, created on first use; `None` when its size is unknown.
     pub fn space(&mut self, v: ValueId, axis: usize) -> Option<SpaceId> {
-        if let Some(&s) = self.index.get(&(v, axis)) {
+        let key = self.key(v, axis);
+        if let Some(&s) = self.index.get(&key) {
             return Some(s);
         }
         let dim = self.dim(v, axis)?;
@@ -104,17 +119,13 @@ impl Atoms {
             axis,
             dim,
             base,
+            user: key.2,
             role: None,
         });
         self.parent.extend((base..base + dim).map(|a| a as u32));
         self.blocked.resize(base + dim, NO_REASON);
-        self.index.insert((v, axis), id);
+        self.index.insert(key, id);
         Some(id)
-    }
-
-    /// The space of `(v, axis)` if it exists.
-    pub fn existing(&self, v: ValueId, axis: usize) -> Option<SpaceId> {
-        self.index.get(&(v, axis)).copied()
     }
 
     /// Number of atoms.

