@@ -479,6 +479,188 @@ mod tests {
         assert!(parse(&[("criterion", "l3")]).is_err());
     }
 
+    use crate::calibration::Calibration;
+    use cc_ir::{DType, Executor, Op, Tensor, ValueType};
+    use std::sync::Arc;
+
+    /// x[N,4] -> Gemm(W1: 8 hidden, transB) -> Relu -> Gemm(W2: 3 outputs) -> y, where
+    /// hidden units 4..8 are copies of 0..4 scaled by 0.5: pruning them loses their
+    /// contribution, which the second layer can take over exactly (relu(z/2) = relu(z)/2).
+    fn mlp() -> Graph {
+        let mut g = Graph::new("mlp");
+        let ty = |d: Vec<cc_ir::Dim>| {
+            Some(ValueType::Tensor {
+                elem: Some(DType::F32),
+                shape: Some(d),
+            })
+        };
+        let x = g
+            .add_value(
+                "x",
+                ty(vec![cc_ir::Dim::Sym("N".into()), cc_ir::Dim::Known(4)]),
+            )
+            .unwrap();
+        let mut w1 = Vec::new();
+        for k in 0..8 {
+            for i in 0..4 {
+                let base = ((k % 4) * 4 + i) as f32 * 0.37 - 2.0;
+                w1.push(if k < 4 { base.sin() } else { 0.5 * base.sin() });
+            }
+        }
+        let w1 = g
+            .add_const("w1", Tensor::from_f32(vec![8, 4], w1).unwrap())
+            .unwrap();
+        let b1 = g
+            .add_const("b1", Tensor::from_f32(vec![8], vec![0.0; 8]).unwrap())
+            .unwrap();
+        let w2: Vec<f32> = (0..24).map(|i| (i as f32 * 0.71).cos()).collect();
+        let w2 = g
+            .add_const("w2", Tensor::from_f32(vec![8, 3], w2).unwrap())
+            .unwrap();
+        let b2 = g
+            .add_const(
+                "b2",
+                Tensor::from_f32(vec![3], vec![0.1, 0.2, 0.3]).unwrap(),
+            )
+            .unwrap();
+        let (h, r, y) = (
+            g.add_value("h", None).unwrap(),
+            g.add_value("r", None).unwrap(),
+            g.add_value("y", None).unwrap(),
+        );
+        let gemm = |t: i64| Op::Gemm {
+            alpha: None,
+            beta: None,
+            trans_a: None,
+            trans_b: Some(t),
+        };
+        g.add_node(
+            "fc1",
+            gemm(1),
+            vec![Some(x), Some(w1), Some(b1)],
+            vec![Some(h)],
+        )
+        .unwrap();
+        g.add_node(
+            "relu",
+            Op::Unary(cc_ir::op::UnaryOp::Relu),
+            vec![Some(h)],
+            vec![Some(r)],
+        )
+        .unwrap();
+        g.add_node(
+            "fc2",
+            gemm(0),
+            vec![Some(r), Some(w2), Some(b2)],
+            vec![Some(y)],
+        )
+        .unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![y]);
+        cc_ir::infer::infer_shapes(&mut g).unwrap();
+        g
+    }
+
+    fn calib(n: usize) -> Calibration {
+        let v: Vec<f32> = (0..n * 4)
+            .map(|i| ((i * 7919) % 23) as f32 / 5.0 - 2.2)
+            .collect();
+        Calibration::new("synthetic", vec![Tensor::from_f32(vec![n, 4], v).unwrap()])
+    }
+
+    fn run_pass(g: &mut Graph, spec: &[(&str, &str)], c: Option<Calibration>) -> PassCx {
+        let mut p = parse(spec).unwrap();
+        let ex: Arc<dyn Executor> = Arc::new(cc_backends::cpu::CpuExecutor::new(1).unwrap());
+        let mut cx = PassCx::new(0)
+            .with_executor(Some(ex))
+            .with_calibration(c.map(Arc::new));
+        assert!(p.run(g, &mut cx).unwrap().is_changed());
+        cc_ir::verify::verify(g).unwrap();
+        cx
+    }
+
+    fn outputs(g: &Graph, c: &Calibration) -> Vec<f32> {
+        let ex = cc_backends::cpu::CpuExecutor::new(1).unwrap();
+        ex.run(g, &c.inputs).unwrap()[0].to_f32().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn prunes_the_weaker_copies_and_reconstruction_recovers_the_output() {
+        let c = calib(64);
+        let want = outputs(&mlp(), &c);
+        let mut plain = mlp();
+        let cx = run_pass(&mut plain, &[("ratio", "0.5")], None);
+        let w1 = plain.node(plain.node_ids()[0]).input(1).unwrap();
+        assert_eq!(plain.const_data(w1).unwrap().shape(), &[4, 4]);
+        let stats: Vec<String> = cx.stats().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert!(
+            stats.contains(&"units=4/8 removed".to_string()),
+            "{stats:?}"
+        );
+        assert!(stats.contains(&"params=71 -> 39".to_string()), "{stats:?}");
+        let lossy = max_diff(&outputs(&plain, &c), &want);
+        assert!(
+            lossy > 1e-2,
+            "pruning the copies must change the output: {lossy}"
+        );
+
+        let mut refit = mlp();
+        let cx = run_pass(
+            &mut refit,
+            &[("ratio", "0.5"), ("reconstruct", "true"), ("damp", "1e-9")],
+            Some(c.clone()),
+        );
+        let exact = max_diff(&outputs(&refit, &c), &want);
+        assert!(
+            exact < 1e-3,
+            "reconstruction should absorb the copies: {exact}"
+        );
+        let stats: Vec<String> = cx.stats().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert!(stats.contains(&"reconstructed=1".to_string()), "{stats:?}");
+        // Activation criterion on the same data also finds the weaker copies.
+        let mut act = mlp();
+        run_pass(&mut act, &[("criterion", "activation")], Some(c.clone()));
+        assert_eq!(max_diff(&outputs(&act, &c), &outputs(&plain, &c)), 0.0);
+    }
+
+    #[test]
+    fn calibration_is_required_and_checked() {
+        let mut p = parse(&[("reconstruct", "true")]).unwrap();
+        let mut g = mlp();
+        let e = p.run(&mut g, &mut PassCx::new(0)).unwrap_err().to_string();
+        assert!(e.contains("needs calibration data"), "{e}");
+        let bad = Calibration::new(
+            "bad.pb",
+            vec![Tensor::from_f32(vec![2, 5], vec![0.0; 10]).unwrap()],
+        );
+        let mut cx = PassCx::new(0).with_calibration(Some(Arc::new(bad)));
+        let e = p.run(&mut g, &mut cx).unwrap_err().to_string();
+        assert!(e.contains("bad.pb") && e.contains("shape"), "{e}");
+    }
+
+    #[test]
+    fn ignore_and_targets() {
+        let mut g = mlp();
+        let mut p = parse(&[("ignore", "fc?")]).unwrap();
+        let mut cx = PassCx::new(0);
+        assert!(!p.run(&mut g, &mut cx).unwrap().is_changed());
+        let mut g = mlp();
+        let cx = run_pass(&mut g, &[("params", "0.7")], None);
+        let kept = crate::stats::GraphStats::of(&g).params as f64 / 71.0;
+        assert!(kept <= 0.7, "{kept}");
+        assert!(cx
+            .stats()
+            .iter()
+            .any(|(k, v)| k == "target-met" && v.to_string() == "yes"));
+    }
+
     #[test]
     fn globs() {
         assert!(glob("fc*", "fc1.weight"));

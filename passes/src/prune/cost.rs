@@ -101,6 +101,7 @@ impl CostModel {
     /// The model for `groups` (the candidates, in order) of `g`.
     pub fn new(g: &Graph, groups: &[&ChannelGroup]) -> CostModel {
         let mut map: BTreeMap<ValueId, ConstUse> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
         for (ci, grp) in groups.iter().enumerate() {
             for m in &grp.members {
                 if m.role == Role::Carries {
@@ -114,7 +115,11 @@ impl CostModel {
                     slices: Vec::new(),
                     flops: 0,
                 });
-                e.slices.push((m.axis, ci, m.block));
+                // A constant read by several nodes is one member per reader: count the
+                // slice once.
+                if seen.insert((m.value, m.axis, ci, m.offset, m.stride)) {
+                    e.slices.push((m.axis, ci, m.block));
+                }
             }
         }
         let mut total_flops = 0u64;
@@ -220,6 +225,7 @@ mod tests {
                 block: 1,
                 stride: 1,
                 role: Role::Produces,
+                user: None,
             }],
             fixups: vec![],
             blocked: None,

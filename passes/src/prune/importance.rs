@@ -101,8 +101,10 @@ fn normalized(mut v: Vec<f64>) -> Vec<f64> {
 
 fn magnitude(g: &Graph, grp: &ChannelGroup, p: u8) -> Vec<f64> {
     let mut score = vec![0f64; grp.units];
+    let mut seen = std::collections::BTreeSet::new();
     for m in &grp.members {
-        if m.role == Role::Carries {
+        // A constant read by several nodes appears once per reader: count it once.
+        if m.role == Role::Carries || !seen.insert((m.value, m.axis, m.offset, m.stride)) {
             continue;
         }
         if let Some(n) = member_norms(g, grp.units, m, p) {
@@ -159,7 +161,12 @@ fn activation(g: &Graph, grp: &ChannelGroup, acts: &ActStats) -> Option<Vec<f64>
         if m.role != Role::Consumes {
             continue;
         }
-        for node in readers(g, m.value, acts) {
+        let nodes = match m.user {
+            Some(u) if acts.contains_key(&u) => vec![u],
+            Some(_) => vec![],
+            None => readers(g, m.value, acts),
+        };
+        for node in nodes {
             let Some((layer, sumsq)) = acts.get(&node) else {
                 continue;
             };
@@ -247,6 +254,7 @@ mod tests {
             block: 1,
             stride: 1,
             role,
+            user: None,
         }
     }
 

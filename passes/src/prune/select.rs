@@ -198,6 +198,7 @@ mod tests {
                     block: 1,
                     stride: 1,
                     role: Role::Produces,
+                    user: None,
                 }],
                 fixups: vec![],
                 blocked: None,
