@@ -103,3 +103,95 @@ fn group_counts_and_speed() {
         }
     }
 }
+
+/// A small deterministic generator (xorshift) for the random subsets.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// A random subset of 0..n with at least 1 and at most n-1 elements, sorted.
+    fn subset(&mut self, n: usize) -> Vec<usize> {
+        let k = 1 + self.below(n - 1);
+        let mut all: Vec<usize> = (0..n).collect();
+        for i in 0..k {
+            let j = i + self.below(n - i);
+            all.swap(i, j);
+        }
+        let mut s = all[..k].to_vec();
+        s.sort_unstable();
+        s
+    }
+}
+
+/// Largest relative error over all outputs.
+fn compare(a: &[Tensor], b: &[Tensor]) -> Result<f64, String> {
+    if a.len() != b.len() {
+        return Err(format!("{} outputs vs {}", a.len(), b.len()));
+    }
+    a.iter()
+        .zip(b)
+        .try_fold(0f64, |m, (x, y)| Ok(m.max(max_rel_error(x, y)?)))
+}
+
+/// Removes `units` of group `gi` and compares with the original whose consumers of
+/// those units are zeroed.
+fn check_group(
+    g: &Graph,
+    d: &Discovery,
+    gi: usize,
+    units: &[usize],
+    inputs: &[Tensor],
+    ex: &CpuExecutor,
+) -> Result<f64, String> {
+    let group = &d.groups[gi];
+    let mut pruned = g.clone();
+    groups::remove_units(&mut pruned, group, units).map_err(|e| format!("remove: {e}"))?;
+    cc_ir::verify::verify(&pruned).map_err(|e| format!("verify: {e}"))?;
+    let mut zeroed = g.clone();
+    groups::zero_consumers(&mut zeroed, group, units).map_err(|e| format!("zero: {e}"))?;
+    let a = ex.run(&pruned, inputs).map_err(|e| format!("run pruned: {e}"))?;
+    let b = ex.run(&zeroed, inputs).map_err(|e| format!("run zeroed: {e}"))?;
+    compare(&a, &b)
+}
+
+#[test]
+fn removing_units_equals_zeroing_their_consumers() {
+    let Some(shared) = shared_dir() else { return };
+    let ex = CpuExecutor::new(2).unwrap();
+    let mut failures = Vec::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (name, dir) in fixture_models(&shared) {
+        let (g, inputs) = load_prepared(&dir);
+        let d = groups::discover(&g).unwrap();
+        let mut checked = 0;
+        let mut worst = 0f64;
+        for (gi, group) in d.groups.iter().enumerate() {
+            if !group.is_prunable() {
+                continue;
+            }
+            let units = rng.subset(group.units);
+            checked += 1;
+            match check_group(&g, &d, gi, &units, &inputs, &ex) {
+                Ok(err) if err <= 1e-4 => worst = worst.max(err),
+                Ok(err) => failures.push(format!(
+                    "{name} group {gi} ({} units, removed {units:?}): relative error {err:.3e}",
+                    group.units
+                )),
+                Err(e) => failures.push(format!("{name} group {gi}: {e}")),
+            }
+        }
+        println!("{name}: {checked} prunable groups checked, worst relative error {worst:.2e}");
+    }
+    for f in &failures {
+        println!("  FAIL {f}");
+    }
+    assert!(failures.is_empty(), "{} groups failed", failures.len());
+}

@@ -40,6 +40,8 @@ pub(crate) struct Atoms {
     handled: BTreeSet<(ValueId, usize)>,
     /// Cut points per space (Slice bounds): units may not straddle them.
     pub cuts: BTreeMap<SpaceId, Vec<usize>>,
+    /// Channel shuffles: (input, axis, first Reshape, groups).
+    pub shuffles: Vec<(ValueId, usize, NodeId, usize)>,
     dims: Vec<Option<Vec<Dim>>>,
     consts: Vec<bool>,
 }
@@ -68,6 +70,7 @@ impl Atoms {
             reasons: Vec::new(),
             handled: BTreeSet::new(),
             cuts: BTreeMap::new(),
+            shuffles: Vec::new(),
             dims,
             consts,
         }

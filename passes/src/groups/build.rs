@@ -317,6 +317,35 @@ fn fixups(g: &Graph, a: &Atoms, members: &[Member], blocked: &mut Option<String>
             }
         }
     }
+    // The first Reshape of a channel shuffle: its per-group size shrinks.
+    for &(x, axis, r1, groups) in &a.shuffles {
+        let per_unit: usize = members
+            .iter()
+            .filter(|m| m.value == x && m.axis == axis)
+            .map(|m| m.block)
+            .sum();
+        if per_unit == 0 {
+            continue;
+        }
+        let n = g.node(r1);
+        match (n.input(1), const_ints(g, n.input(1))) {
+            (Some(value), Some(shape)) if shape.get(axis + 1).is_some_and(|&d| d > 0) => {
+                out.push(Fixup::ShapeDim {
+                    node: r1,
+                    slot: 1,
+                    value,
+                    index: axis + 1,
+                    per_unit: (per_unit / groups.max(1)) as i64,
+                });
+            }
+            (Some(_), Some(_)) => {}
+            _ => {
+                if blocked.is_none() {
+                    *blocked = Some(format!("{}: shape is not a constant", g.node_label(r1)));
+                }
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     out.retain(|f| seen.insert(format!("{f:?}")));
     out
@@ -345,17 +374,20 @@ fn kind(g: &Graph, members: &[Member]) -> GroupKind {
             }
         }
     }
-    let (Some(&lo), Some(&hi)) = (head_blocks.iter().min(), head_blocks.iter().max()) else {
+    if head_blocks.is_empty() {
+        return GroupKind::Channels;
+    }
+    // Weight slices: K/V projections hold one head (head_dim), Q projections q_per_kv.
+    let blocks: Vec<usize> = members
+        .iter()
+        .filter(|m| m.role == Role::Produces)
+        .map(|m| m.block)
+        .collect();
+    let (Some(&lo), Some(&hi)) = (blocks.iter().min(), blocks.iter().max()) else {
         return GroupKind::Channels;
     };
-    let wmin = members
-        .iter()
-        .filter(|m| m.role != Role::Carries)
-        .map(|m| m.block)
-        .min()
-        .unwrap_or(lo);
     GroupKind::Heads {
-        head_dim: (wmin / lo.max(1)).max(1),
+        head_dim: lo,
         q_per_kv: (hi / lo.max(1)).max(1),
     }
 }

@@ -779,6 +779,7 @@ pub(crate) fn reshape_links(dx: &[Dim], dy: &[Dim]) -> Vec<ReshapeLink> {
 /// A channel shuffle: Reshape (split C into g x C/g) -> Transpose (swap) -> Reshape
 /// (merge back), treated as one permutation of the channel axis.
 struct Shuffle {
+    r1: NodeId,
     x: ValueId,
     y: ValueId,
     axis: usize,
@@ -798,6 +799,10 @@ impl Shuffle {
         a.link_map((self.x, self.axis), (self.y, self.axis), r, move |c| {
             Some((c % per) * g + c / per)
         });
+        // The shuffle only survives removal when every group loses the same
+        // positions: channel b of each group (adjacent after the shuffle) is one unit.
+        a.union_within(self.y, self.axis, g);
+        a.shuffles.push((self.x, self.axis, self.r1, g));
     }
 }
 
@@ -861,6 +866,7 @@ fn find_shuffles(
         found.insert(
             r2,
             Shuffle {
+                r1,
                 x,
                 y,
                 axis,
