@@ -148,7 +148,10 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
     let mut int_by_value: BTreeMap<ValueId, Vec<((NodeId, usize), BTreeMap<usize, i64>)>> =
         BTreeMap::new();
     for ((node, slot, v), deltas) in ints {
-        int_by_value.entry(v).or_default().push(((node, slot), deltas));
+        int_by_value
+            .entry(v)
+            .or_default()
+            .push(((node, slot), deltas));
     }
     for (v, readers) in int_by_value {
         let t = g
@@ -159,9 +162,9 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
         let shrink = |deltas: &BTreeMap<usize, i64>| -> Result<Tensor> {
             let mut vals = t.to_i64_lossless()?;
             for (&i, &dlt) in deltas {
-                let x = vals.get_mut(i).ok_or_else(|| {
-                    Error::invalid(format!("{vname:?} has no element {i}"))
-                })?;
+                let x = vals
+                    .get_mut(i)
+                    .ok_or_else(|| Error::invalid(format!("{vname:?} has no element {i}")))?;
                 *x -= dlt;
             }
             match t.dtype() {
@@ -298,7 +301,9 @@ pub fn zero_consumers(g: &mut Graph, group: &ChannelGroup, units: &[usize]) -> R
         BTreeMap::new();
     for m in group.members.iter().filter(|m| m.role == Role::Consumes) {
         let set: BTreeSet<usize> = units.iter().flat_map(|&k| m.unit_range(k)).collect();
-        zero.entry((m.value, m.user)).or_default().push((m.axis, set));
+        zero.entry((m.value, m.user))
+            .or_default()
+            .push((m.axis, set));
     }
     for ((v, user), axes) in zero {
         let t = g
