@@ -313,27 +313,30 @@ impl Cx<'_> {
             return;
         }
         a.link((x, 0), (y, 0), r);
-        let b = self.input(2);
-        if let Some(b) = b {
+        let group = attrs.group();
+        let (cin, cout) = if group == 1 {
+            (0, 0)
+        } else {
+            let (Some(c), Some(m)) = (a.dim(x, 1), a.dim(y, 1)) else {
+                return; // channel axes unmapped: blocked
+            };
+            let gr = usize::try_from(group).unwrap_or(0);
+            if gr == 0 || c % gr != 0 || m % gr != 0 {
+                return;
+            }
+            (c / gr, m / gr)
+        };
+        if let Some(b) = self.input(2) {
             a.link((b, 0), (y, 1), r);
             a.set_role(b, 0, Role::Produces);
         }
         a.link((w, 0), (y, 1), r);
         a.set_role(w, 0, Role::Produces);
-        let group = attrs.group();
         if group == 1 {
             a.link((x, 1), (w, 1), r);
             a.set_role(w, 1, Role::Consumes);
             return;
         }
-        let (Some(c), Some(m)) = (a.dim(x, 1), a.dim(y, 1)) else {
-            return;
-        };
-        let gr = usize::try_from(group).unwrap_or(0);
-        if gr == 0 || c % gr != 0 || m % gr != 0 {
-            return;
-        }
-        let (cin, cout) = (c / gr, m / gr);
         // A group of the conv is one unit: its input and output channels go together.
         a.union_within(x, 1, cin);
         a.union_within(y, 1, cout);
