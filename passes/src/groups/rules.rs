@@ -28,8 +28,22 @@ pub(crate) fn apply(g: &Graph, a: &mut Atoms) -> Result<()> {
         a.set_node(Some(id));
         let unmapped = a.reason(format!("{label}: axis not mapped by the rule"));
         if skip.contains(&id) {
+            // The shuffle's intermediate values; its input and output are linked at
+            // the last Reshape.
             let r = a.reason(format!("{label}: inside a channel shuffle"));
-            touched(node).iter().for_each(|&v| a.block_value(v, r));
+            for &v in node.outputs().iter().flatten() {
+                a.block_value(v, r);
+            }
+            for v in node.inputs().iter().skip(1).flatten() {
+                for axis in 0..a.rank(*v).unwrap_or(0) {
+                    a.handled(*v, axis);
+                }
+            }
+            if let Some(x) = node.input(0) {
+                for axis in 0..a.rank(x).unwrap_or(0) {
+                    a.handled(x, axis);
+                }
+            }
         } else if let Some(sh) = shuffles.get(&id) {
             sh.apply(a, unmapped);
         } else {
