@@ -218,7 +218,7 @@ pub fn prepare(g: &mut Graph, shapes: Option<&[Vec<usize>]>) -> Result<(), cc_ir
         crate::Pipeline::parse("canonicalize").map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
     // Folding a shape subgraph makes more types known, which lets more fold: repeat
     // until the node count settles.
-    for _ in 0..6 {
+    for _ in 0..64 {
         let before = g.node_count();
         reinfer(g)?;
         crate::PassManager::new(&pipeline, crate::ManagerOptions::default())

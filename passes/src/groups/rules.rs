@@ -28,8 +28,22 @@ pub(crate) fn apply(g: &Graph, a: &mut Atoms) -> Result<()> {
         a.set_node(Some(id));
         let unmapped = a.reason(format!("{label}: axis not mapped by the rule"));
         if skip.contains(&id) {
+            // The shuffle's intermediate values; its input and output are linked at
+            // the last Reshape.
             let r = a.reason(format!("{label}: inside a channel shuffle"));
-            touched(node).iter().for_each(|&v| a.block_value(v, r));
+            for &v in node.outputs().iter().flatten() {
+                a.block_value(v, r);
+            }
+            for v in node.inputs().iter().skip(1).flatten() {
+                for axis in 0..a.rank(*v).unwrap_or(0) {
+                    a.handled(*v, axis);
+                }
+            }
+            if let Some(x) = node.input(0) {
+                for axis in 0..a.rank(x).unwrap_or(0) {
+                    a.handled(x, axis);
+                }
+            }
         } else if let Some(sh) = shuffles.get(&id) {
             sh.apply(a, unmapped);
         } else {
@@ -315,27 +329,30 @@ impl Cx<'_> {
             return;
         }
         a.link((x, 0), (y, 0), r);
-        let b = self.input(2);
-        if let Some(b) = b {
+        let group = attrs.group();
+        let (cin, cout) = if group == 1 {
+            (0, 0)
+        } else {
+            let (Some(c), Some(m)) = (a.dim(x, 1), a.dim(y, 1)) else {
+                return; // channel axes unmapped: blocked
+            };
+            let gr = usize::try_from(group).unwrap_or(0);
+            if gr == 0 || c % gr != 0 || m % gr != 0 {
+                return;
+            }
+            (c / gr, m / gr)
+        };
+        if let Some(b) = self.input(2) {
             a.link((b, 0), (y, 1), r);
             a.set_role(b, 0, Role::Produces);
         }
         a.link((w, 0), (y, 1), r);
         a.set_role(w, 0, Role::Produces);
-        let group = attrs.group();
         if group == 1 {
             a.link((x, 1), (w, 1), r);
             a.set_role(w, 1, Role::Consumes);
             return;
         }
-        let (Some(c), Some(m)) = (a.dim(x, 1), a.dim(y, 1)) else {
-            return;
-        };
-        let gr = usize::try_from(group).unwrap_or(0);
-        if gr == 0 || c % gr != 0 || m % gr != 0 {
-            return;
-        }
-        let (cin, cout) = (c / gr, m / gr);
         // A group of the conv is one unit: its input and output channels go together.
         a.union_within(x, 1, cin);
         a.union_within(y, 1, cout);
