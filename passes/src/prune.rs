@@ -377,6 +377,20 @@ impl Pass for Prune {
             .collect();
         let units_total: usize = cands.iter().map(|c| c.units).sum();
         let units_removed: usize = requests.iter().map(|(_, r)| r.len()).sum();
+        if self.heads {
+            let is_heads = |i: usize| matches!(disc.groups[i].kind, GroupKind::Heads { .. });
+            let total: usize = candidates
+                .iter()
+                .filter(|&&i| is_heads(i))
+                .map(|&i| disc.groups[i].units)
+                .sum();
+            let removed: usize = requests
+                .iter()
+                .filter(|(i, _)| is_heads(*i))
+                .map(|(_, r)| r.len())
+                .sum();
+            cx.stat("heads", format!("{removed}/{total} removed"));
+        }
         cx.stat("pruned-groups", requests.len());
         cx.stat("units", format!("{units_removed}/{units_total} removed"));
         if requests.is_empty() {

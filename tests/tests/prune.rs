@@ -115,6 +115,32 @@ fn ratio_half_on_every_fixture_runs_in_onnxruntime_with_the_expected_shapes() {
 }
 
 #[test]
+fn attention_heads_are_pruned_with_heads_true() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(oracle) = Oracle::find() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = shared.join("models/llama_tiny");
+    let mut g = load(&dir);
+    let report = prune(&mut g, "prune{ratio=0.5,heads=true}", None).unwrap();
+    let heads = stat(&report, "heads");
+    println!(
+        "llama_tiny heads=true: heads {heads}, params {}",
+        stat(&report, "params")
+    );
+    assert_eq!(
+        heads, "2/4 removed",
+        "one of the two key/value heads (with its query heads) in each of the two layers"
+    );
+    let out = tmp.path().join("llama_heads.onnx");
+    cc_ir::onnx::save_model(&g, &out).unwrap();
+    let inputs = test_inputs(&dir);
+    let want = oracle.run(&dir.join("model.onnx"), &inputs).unwrap();
+    let got = oracle.run(&out, &inputs).unwrap();
+    let shapes = |v: &[Tensor]| v.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>();
+    assert_eq!(shapes(&got), shapes(&want));
+}
+
+#[test]
 fn pruned_ir_snapshots() {
     let Some(shared) = shared_dir() else { return };
     for (name, dir) in fixture_models(&shared) {
