@@ -31,7 +31,7 @@ impl Mat {
 
 /// Adds `Aᵀ·B` to `out` (`a`: rows×ka, `b`: rows×kb, row-major f32) in f64.
 pub fn add_at_b(out: &mut Mat, a: &[f32], ka: usize, b: &[f32], kb: usize) {
-    let rows = if ka == 0 { 0 } else { a.len() / ka };
+    let rows = a.len().checked_div(ka).unwrap_or(0);
     let mut ar = vec![0f64; ka];
     let mut br = vec![0f64; kb];
     for r in 0..rows {

@@ -249,12 +249,14 @@ fn refit_one(
     };
     if centered {
         let mf = m as f64;
-        for i in 0..kc {
-            for j in 0..kc {
-                gram.data[i * kc + j] -= mf * mu_a[i] * mu_a[j];
+        for (i, &ui) in mu_a.iter().enumerate() {
+            let grow = &mut gram.data[i * kc..(i + 1) * kc];
+            for (gv, &uj) in grow.iter_mut().zip(&mu_a) {
+                *gv -= mf * ui * uj;
             }
-            for j in 0..n_out {
-                rhs.data[i * n_out + j] -= mf * mu_a[i] * mu_t[j];
+            let rrow = &mut rhs.data[i * n_out..(i + 1) * n_out];
+            for (rv, &tj) in rrow.iter_mut().zip(&mu_t) {
+                *rv -= mf * ui * tj;
             }
         }
     }
