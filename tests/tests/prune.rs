@@ -214,6 +214,7 @@ fn tiny_lm_perplexity_with_a_quarter_of_the_mlp_channels_pruned() {
     let mut figures = Vec::new();
     for spec in [
         "prune{ratio=0.25}",
+        "prune{ratio=0.25,reconstruct=true}",
         "prune{ratio=0.25,criterion=activation}",
         "prune{ratio=0.25,criterion=activation,reconstruct=true}",
     ] {
@@ -226,11 +227,14 @@ fn tiny_lm_perplexity_with_a_quarter_of_the_mlp_channels_pruned() {
             stat(&r, "params"),
             stat(&r, "reconstruct-error")
         );
+        // The only prunable channel groups of tiny_lm are its four MLPs (352 each).
+        assert_eq!(stat(&r, "units"), "352/1408 removed");
         assert!(ppl.is_finite() && ppl > 1.0);
         figures.push(ppl);
     }
     // Reconstruction must not make things worse than the same pruning without it.
-    assert!(figures[2] <= figures[1] * 1.001, "{figures:?}");
+    assert!(figures[1] <= figures[0] * 1.001, "{figures:?}");
+    assert!(figures[3] <= figures[2] * 1.001, "{figures:?}");
 }
 
 #[test]
