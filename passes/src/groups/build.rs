@@ -76,7 +76,10 @@ pub(crate) fn groups(g: &Graph, a: &mut Atoms) -> Result<Discovery> {
     // Only components that a runtime value carries are channels.
     let carried: Vec<bool> = comps
         .iter()
-        .map(|runs| runs.iter().any(|r| !a.is_const(a.spaces[r.space as usize].value)))
+        .map(|runs| {
+            runs.iter()
+                .any(|r| !a.is_const(a.spaces[r.space as usize].value))
+        })
         .collect();
     // Classes by signature.
     let mut classes: BTreeMap<Vec<(SpaceId, usize, usize)>, Vec<usize>> = BTreeMap::new();
@@ -197,10 +200,8 @@ fn fixups(g: &Graph, a: &Atoms, members: &[Member], blocked: &mut Option<String>
                 Op::Reshape { .. } | Op::Expand => {
                     let Some(shape) = const_ints(g, n.input(1)) else {
                         if blocked.is_none() {
-                            *blocked = Some(format!(
-                                "{}: shape is not a constant",
-                                g.node_label(node)
-                            ));
+                            *blocked =
+                                Some(format!("{}: shape is not a constant", g.node_label(node)));
                         }
                         continue;
                     };
@@ -257,11 +258,14 @@ fn fixups(g: &Graph, a: &Atoms, members: &[Member], blocked: &mut Option<String>
             if !matches!(n.op, Op::Slice) {
                 continue;
             }
-            let Some(rank) = a.rank(m.value) else { continue };
+            let Some(rank) = a.rank(m.value) else {
+                continue;
+            };
             let (Some(starts_v), Some(ends_v)) = (n.input(1), n.input(2)) else {
                 continue;
             };
-            let (Some(starts), Some(ends)) = (const_ints(g, Some(starts_v)), const_ints(g, Some(ends_v)))
+            let (Some(starts), Some(ends)) =
+                (const_ints(g, Some(starts_v)), const_ints(g, Some(ends_v)))
             else {
                 continue;
             };
@@ -358,11 +362,7 @@ fn kind(g: &Graph, members: &[Member]) -> GroupKind {
             if !matches!(n.op, Op::MatMul) {
                 continue;
             }
-            let runtime = n
-                .inputs()
-                .iter()
-                .flatten()
-                .all(|v| !g.value(*v).is_const());
+            let runtime = n.inputs().iter().flatten().all(|v| !g.value(*v).is_const());
             let rank = g
                 .value(m.value)
                 .ty
@@ -408,14 +408,23 @@ fn macs(g: &Graph, a: &Atoms, node: NodeId) -> u64 {
     };
     let batch = |v: ValueId| a.dim(v, 0).unwrap_or(1).max(1) as u64;
     match &n.op {
-        Op::Conv(_) => numel(a, y) / batch(y) * (numel(a, w) / a.dim(w, 0).unwrap_or(1).max(1) as u64),
-        Op::ConvTranspose(_) => numel(a, x) / batch(x) * (numel(a, w) / a.dim(w, 0).unwrap_or(1).max(1) as u64),
+        Op::Conv(_) => {
+            numel(a, y) / batch(y) * (numel(a, w) / a.dim(w, 0).unwrap_or(1).max(1) as u64)
+        }
+        Op::ConvTranspose(_) => {
+            numel(a, x) / batch(x) * (numel(a, w) / a.dim(w, 0).unwrap_or(1).max(1) as u64)
+        }
         Op::Gemm { trans_a, .. } => {
-            let k = a.dim(x, if trans_a.unwrap_or(0) != 0 { 0 } else { 1 }).unwrap_or(1);
+            let k = a
+                .dim(x, if trans_a.unwrap_or(0) != 0 { 0 } else { 1 })
+                .unwrap_or(1);
             numel(a, y) * k as u64
         }
         Op::MatMul => {
-            let k = a.rank(x).and_then(|r| a.dim(x, r.checked_sub(1)?)).unwrap_or(1);
+            let k = a
+                .rank(x)
+                .and_then(|r| a.dim(x, r.checked_sub(1)?))
+                .unwrap_or(1);
             numel(a, y) * k as u64
         }
         _ => 0,
@@ -451,7 +460,10 @@ fn cost(g: &Graph, a: &Atoms, members: &[Member], units: usize) -> (u64, u64) {
     let mut flops = 0.0;
     for node in nodes {
         let n = g.node(node);
-        if !matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm { .. } | Op::MatMul) {
+        if !matches!(
+            n.op,
+            Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm { .. } | Op::MatMul
+        ) {
             continue;
         }
         let f = n

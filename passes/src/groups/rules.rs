@@ -121,7 +121,9 @@ impl Cx<'_> {
                 }
                 // Scalar extra inputs (Clip bounds, CastLike target) carry no channel.
                 for v in self.node.inputs().iter().skip(1).flatten() {
-                    if a.rank(*v).is_some_and(|k| k > 0) && !matches!(self.node.op, Op::CastLike { .. }) {
+                    if a.rank(*v).is_some_and(|k| k > 0)
+                        && !matches!(self.node.op, Op::CastLike { .. })
+                    {
                         let why = a.reason(format!("{}: tensor bound", self.label));
                         a.block_value(*v, why);
                     }
@@ -465,8 +467,10 @@ impl Cx<'_> {
     }
 
     fn reshape(&self, a: &mut Atoms, x: ValueId, y: ValueId, r: u32) {
-        let (Some(dx), Some(dy)) = (a.dims(x).map(<[Dim]>::to_vec), a.dims(y).map(<[Dim]>::to_vec))
-        else {
+        let (Some(dx), Some(dy)) = (
+            a.dims(x).map(<[Dim]>::to_vec),
+            a.dims(y).map(<[Dim]>::to_vec),
+        ) else {
             return;
         };
         for link in reshape_links(&dx, &dy) {
@@ -908,7 +912,11 @@ mod tests {
             reshape_links(&k(&[1, 8, 2, 3]), &k(&[1, 48])),
             vec![
                 ReshapeLink::Same(0, 0),
-                ReshapeLink::Merge { i: 1, o: 1, inner: 6 }
+                ReshapeLink::Merge {
+                    i: 1,
+                    o: 1,
+                    inner: 6
+                }
             ]
         );
         // Heads split [1,S,H*D] -> [1,S,H,D].
@@ -917,14 +925,22 @@ mod tests {
             vec![
                 ReshapeLink::Same(0, 0),
                 ReshapeLink::Same(1, 1),
-                ReshapeLink::Split { i: 2, o: 2, inner: 16 }
+                ReshapeLink::Split {
+                    i: 2,
+                    o: 2,
+                    inner: 16
+                }
             ]
         );
         // GQA merge [1,KV,rep,S,D] -> [KV*rep,S,D].
         assert_eq!(
             reshape_links(&k(&[1, 2, 2, 16, 16]), &k(&[4, 16, 16])),
             vec![
-                ReshapeLink::Merge { i: 1, o: 0, inner: 2 },
+                ReshapeLink::Merge {
+                    i: 1,
+                    o: 0,
+                    inner: 2
+                },
                 ReshapeLink::Same(3, 1),
                 ReshapeLink::Same(4, 2)
             ]
