@@ -157,8 +157,12 @@ fn check_group(
     cc_ir::verify::verify(&pruned).map_err(|e| format!("verify: {e}"))?;
     let mut zeroed = g.clone();
     groups::zero_consumers(&mut zeroed, group, units).map_err(|e| format!("zero: {e}"))?;
-    let a = ex.run(&pruned, inputs).map_err(|e| format!("run pruned: {e}"))?;
-    let b = ex.run(&zeroed, inputs).map_err(|e| format!("run zeroed: {e}"))?;
+    let a = ex
+        .run(&pruned, inputs)
+        .map_err(|e| format!("run pruned: {e}"))?;
+    let b = ex
+        .run(&zeroed, inputs)
+        .map_err(|e| format!("run zeroed: {e}"))?;
     compare(&a, &b)
 }
 
@@ -194,4 +198,88 @@ fn removing_units_equals_zeroing_their_consumers() {
         println!("  FAIL {f}");
     }
     assert!(failures.is_empty(), "{} groups failed", failures.len());
+}
+
+#[test]
+fn groups_report_snapshots() {
+    let Some(shared) = shared_dir() else { return };
+    for (name, dir) in fixture_models(&shared) {
+        let text = cc_cli::groups::report(&dir.join("model.onnx"), false).unwrap();
+        insta::assert_snapshot!(format!("groups_{name}"), text);
+    }
+}
+
+/// Prunes about a quarter of the units of every prunable group at once
+/// ([`groups::remove_many`]), then checks that the model verifies, that onnxruntime
+/// loads and runs it, and that it agrees with our executor.
+#[test]
+fn pruned_models_run_in_onnxruntime() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(oracle) = cc_tests::Oracle::find() else {
+        return;
+    };
+    let ex = CpuExecutor::new(2).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (name, dir) in fixture_models(&shared) {
+        let (mut g, inputs) = load_prepared(&dir);
+        let d = groups::discover(&g).unwrap();
+        let requests: Vec<(usize, Vec<usize>)> = d
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.is_prunable())
+            .map(|(i, x)| {
+                (
+                    i,
+                    (0..(x.units / 4).max(1)).map(|k| k * 2 % x.units).collect(),
+                )
+            })
+            .map(|(i, mut u): (usize, Vec<usize>)| {
+                u.sort_unstable();
+                u.dedup();
+                (i, u)
+            })
+            .collect();
+        let before = param_count(&g);
+        groups::remove_many(&mut g, &d, &requests).unwrap();
+        cc_ir::verify::verify(&g).unwrap();
+        let after = param_count(&g);
+        let model = tmp.path().join(format!("{name}.onnx"));
+        cc_ir::onnx::save_model(&g, &model).unwrap();
+        let files: Vec<std::path::PathBuf> = inputs
+            .iter()
+            .zip(g.inputs().iter().filter(|&&v| !g.value(v).is_const()))
+            .enumerate()
+            .map(|(i, (t, &v))| {
+                let p = tmp.path().join(format!("{name}_input_{i}.pb"));
+                cc_ir::onnx::write_tensor_file(&p, g.value(v).name(), t).unwrap();
+                p
+            })
+            .collect();
+        let ours = ex.run(&g, &inputs).unwrap();
+        match oracle.run(&model, &files) {
+            Ok(theirs) => match compare(&ours, &theirs) {
+                Ok(err) if err <= 1e-4 => println!(
+                    "{name}: {} groups pruned, params {before} -> {after}, onnxruntime agrees ({err:.1e})",
+                    requests.len()
+                ),
+                Ok(err) => failures.push(format!("{name}: relative error {err:.3e}")),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            },
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    for f in &failures {
+        println!("  FAIL {f}");
+    }
+    assert!(failures.is_empty(), "{} models failed", failures.len());
+}
+
+fn param_count(g: &Graph) -> usize {
+    g.value_ids()
+        .filter(|&v| g.is_live(v))
+        .filter_map(|v| g.const_data(v))
+        .map(Tensor::len)
+        .sum()
 }

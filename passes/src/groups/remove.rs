@@ -10,6 +10,13 @@ use super::{ChannelGroup, Discovery, Fixup, Role};
 use cc_ir::{DType, Error, Graph, NodeId, Op, Result, Tensor, Use, ValueId};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Indices to drop, per axis.
+type AxisCuts = BTreeMap<usize, BTreeSet<usize>>;
+/// Element shrinks of an integer constant.
+type Deltas = BTreeMap<usize, i64>;
+/// A reading (node, input slot).
+type Reader = (NodeId, usize);
+
 /// Removes units `units` (sorted, unique, each < `group.units`, not all of them) of
 /// `group` from `g`: slices every constant member (a constant named by several members
 /// is rewritten once), applies the fixups, then re-runs shape inference. Errors if the
@@ -110,8 +117,7 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
         }
     }
     // Slice the constants.
-    let mut by_value: BTreeMap<ValueId, Vec<(Option<NodeId>, BTreeMap<usize, BTreeSet<usize>>)>> =
-        BTreeMap::new();
+    let mut by_value: BTreeMap<ValueId, Vec<(Option<NodeId>, AxisCuts)>> = BTreeMap::new();
     for ((v, user), axes) in cuts {
         by_value.entry(v).or_default().push((user, axes));
     }
@@ -145,8 +151,7 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
         }
     }
     // Integer constants of the fixups, per reading node.
-    let mut int_by_value: BTreeMap<ValueId, Vec<((NodeId, usize), BTreeMap<usize, i64>)>> =
-        BTreeMap::new();
+    let mut int_by_value: BTreeMap<ValueId, Vec<(Reader, Deltas)>> = BTreeMap::new();
     for ((node, slot, v), deltas) in ints {
         int_by_value
             .entry(v)
@@ -297,13 +302,14 @@ fn keep_map(t: &Tensor, axis: usize, keep: impl Fn(usize) -> bool) -> Result<Ten
 /// reference for the exactness check: same outputs as removing them). Each zeroed
 /// constant is copied for its reading node, so other readers are unaffected. f32 only.
 pub fn zero_consumers(g: &mut Graph, group: &ChannelGroup, units: &[usize]) -> Result<()> {
-    let mut zero: BTreeMap<(ValueId, Option<NodeId>), Vec<(usize, BTreeSet<usize>)>> =
-        BTreeMap::new();
+    let mut zero: BTreeMap<(ValueId, Option<NodeId>), AxisCuts> = BTreeMap::new();
     for m in group.members.iter().filter(|m| m.role == Role::Consumes) {
         let set: BTreeSet<usize> = units.iter().flat_map(|&k| m.unit_range(k)).collect();
         zero.entry((m.value, m.user))
             .or_default()
-            .push((m.axis, set));
+            .entry(m.axis)
+            .or_default()
+            .extend(set);
     }
     for ((v, user), axes) in zero {
         let t = g
@@ -313,6 +319,12 @@ pub fn zero_consumers(g: &mut Graph, group: &ChannelGroup, units: &[usize]) -> R
         let shape = t.shape().to_vec();
         let mut data = t.to_f32()?;
         let rank = shape.len();
+        if axes.keys().any(|&a| a >= rank) {
+            return Err(Error::invalid(format!(
+                "{:?} has no such axis",
+                g.value(v).name()
+            )));
+        }
         let mut strides = vec![1usize; rank];
         for i in (0..rank.saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * shape[i + 1];

@@ -23,8 +23,12 @@ fn role_text(r: Role) -> &'static str {
 }
 
 fn member_text(g: &Graph, m: &Member) -> String {
+    let reader = match m.user {
+        Some(n) if g.value(m.value).uses().len() > 1 => format!(" (in {})", g.node_label(n)),
+        _ => String::new(),
+    };
     format!(
-        "{} %{} axis {} offset {} block {} stride {}",
+        "{} %{} axis {} offset {} block {} stride {}{reader}",
         role_text(m.role),
         g.value(m.value).name(),
         m.axis,
@@ -128,6 +132,7 @@ pub fn to_json(g: &Graph, d: &Discovery) -> Value {
                     "block": m.block,
                     "stride": m.stride,
                     "role": role_text(m.role),
+                    "node": m.user.map(|n| g.node(n).name.clone()),
                 })).collect::<Vec<_>>(),
                 "fixups": gr.fixups.iter().map(|f| fixup_text(g, f)).collect::<Vec<_>>(),
             });
