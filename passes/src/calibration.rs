@@ -245,6 +245,12 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let e = Calibration::load(&d).unwrap_err();
         assert!(e.to_string().contains("no input_0.pb"), "{e}");
+        let t = Tensor::from_f32(vec![2, 3], vec![1.0; 6]).unwrap();
+        cc_ir::onnx::write_tensor_file(&d.join("input_0.pb"), "x", &t).unwrap();
+        let c = Calibration::load(&d).unwrap();
+        assert_eq!((c.inputs.len(), c.samples()), (1, 2));
+        let c = Calibration::load(&d.join("input_0.pb")).unwrap();
+        assert_eq!(c.inputs, vec![t]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

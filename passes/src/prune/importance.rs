@@ -288,4 +288,41 @@ mod tests {
         assert_eq!(scores(&g, &grp, Criterion::Bn, None), (s2.clone(), true));
         assert_eq!(scores(&g, &grp, Criterion::Activation, None), (s2, true));
     }
+
+    #[test]
+    fn bn_scale_magnitude_when_a_batchnorm_reads_the_group() {
+        let mut g = Graph::new("g");
+        let x = g.add_value("x", None).unwrap();
+        let c = |g: &mut Graph, n: &str, v: Vec<f32>| {
+            g.add_const(n, Tensor::from_f32(vec![3], v).unwrap())
+                .unwrap()
+        };
+        let scale = c(&mut g, "scale", vec![0.5, -2.0, 1.0]);
+        let bias = c(&mut g, "bias", vec![0.0; 3]);
+        let mean = c(&mut g, "mean", vec![0.0; 3]);
+        let var = c(&mut g, "var", vec![1.0; 3]);
+        let y = g.add_value("y", None).unwrap();
+        g.add_node(
+            "bn",
+            Op::BatchNormalization {
+                epsilon: None,
+                momentum: None,
+                training_mode: None,
+            },
+            vec![Some(x), Some(scale), Some(bias), Some(mean), Some(var)],
+            vec![Some(y)],
+        )
+        .unwrap();
+        let grp = group(
+            vec![
+                member(bias, 0, Role::Produces),
+                member(scale, 0, Role::Produces),
+            ],
+            3,
+        );
+        assert_eq!(
+            scores(&g, &grp, Criterion::Bn, None),
+            (vec![0.5, 2.0, 1.0], false)
+        );
+    }
 }

@@ -14,7 +14,8 @@
 //! or a MatMul followed by an Add of a constant vector; Conv and Gemm get one if they had
 //! none) the fit is on centered data and the bias takes the mean residual
 //! `b' = b + mean(T) − mean(A')·W'`. Layers whose fit would have more than
-//! [`MAX_COLS`] unknowns per output are left as they are (reported as skipped).
+//! [`MAX_COLS`] unknowns per output are left as they are (reported as skipped); at most
+//! [`MAX_ROWS`] evenly spaced rows enter a fit.
 
 use super::layers::{layer_of, rows, weight_matrix, weight_tensor, Layer};
 use super::linalg::{add_at_b, ridge_solve, Mat};
@@ -24,6 +25,22 @@ use cc_ir::{Error, Executor, Graph, NodeId, Op, Result, Tensor, ValueId};
 
 /// Largest number of unknowns per output (columns of `A'`) a refit solves for.
 pub const MAX_COLS: usize = 4096;
+
+/// Most rows (samples × output positions) a refit uses; beyond it, evenly spaced rows
+/// are taken, the same ones from `A'` and `A_full`.
+pub const MAX_ROWS: usize = 16384;
+
+/// Every `step`-th row of a row-major matrix with `cols` columns.
+fn every_nth_row(v: Vec<f32>, cols: usize, step: usize) -> Vec<f32> {
+    if step <= 1 || cols == 0 {
+        return v;
+    }
+    v.chunks_exact(cols)
+        .step_by(step)
+        .flatten()
+        .copied()
+        .collect()
+}
 
 /// Runs `g` on the calibration data and returns the given values.
 pub fn record(
@@ -204,6 +221,12 @@ fn refit_one(
     if m == 0 || a_full.len() / kf.max(1) != m {
         return Ok(None);
     }
+    let step = m.div_ceil(MAX_ROWS);
+    let (a_cur, a_full) = (
+        every_nth_row(a_cur, kc, step),
+        every_nth_row(a_full, kf, step),
+    );
+    let m = a_cur.len() / kc.max(1);
     // Target T = A_full · W_full[:, kept_out].
     let wf = weight_matrix(full, w_full_t)?;
     let nf = full.outputs;
@@ -336,4 +359,20 @@ fn refit_one(
         Bias::None => {}
     }
     Ok(Some((before, after)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_subsampling_keeps_whole_rows() {
+        let v: Vec<f32> = (0..12).map(|x| x as f32).collect();
+        assert_eq!(every_nth_row(v.clone(), 2, 1), v);
+        assert_eq!(
+            every_nth_row(v, 2, 4),
+            vec![0.0, 1.0, 8.0, 9.0],
+            "rows 0 and 4 of 6"
+        );
+    }
 }
