@@ -134,28 +134,55 @@ fn global_counts(scores: &[Vec<f64>], plan: &Plan, cost: &CostModel) -> Vec<usiz
     }
     pool.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     let units: Vec<usize> = scores.iter().map(Vec::len).collect();
+    let scaled = |t: Target, f: f64| match t {
+        Target::Params(x) => Target::Params(x * f),
+        Target::Flops(x) => Target::Flops(x * f),
+        r => r,
+    };
+    // Rounding kept counts up to multiples of round_to keeps more than the ranking
+    // chose: aim a little lower until the rounded choice meets the budget.
+    let mut removed = Vec::new();
+    for step in 0..40 {
+        let aim = scaled(plan.target, 1.0 - 0.02 * f64::from(step));
+        removed = greedy(&pool, &units, plan.round_to, aim, cost);
+        if matches!(plan.target, Target::Ratio(_)) || budget_met(plan.target, cost, &removed) {
+            break;
+        }
+    }
+    removed
+}
+
+/// Removes the lowest-ranked units of `pool` until `target` is met (or the ratio of
+/// all units is reached), then rounds kept counts up to multiples of `round_to`.
+fn greedy(
+    pool: &[(f64, usize, usize)],
+    units: &[usize],
+    round_to: usize,
+    target: Target,
+    cost: &CostModel,
+) -> Vec<usize> {
     let total: usize = units.iter().sum();
-    let mut removed = vec![0usize; scores.len()];
-    let want = match plan.target {
+    let mut removed = vec![0usize; units.len()];
+    let want = match target {
         Target::Ratio(r) => (r * total as f64 + 1e-9).floor() as usize,
         _ => total,
     };
     let mut taken = 0usize;
-    for &(_, gi, _) in &pool {
+    for &(_, gi, _) in pool {
         if taken >= want {
             break;
         }
-        if !matches!(plan.target, Target::Ratio(_)) && budget_met(plan.target, cost, &removed) {
+        if !matches!(target, Target::Ratio(_)) && budget_met(target, cost, &removed) {
             break;
         }
-        if units[gi] - removed[gi] <= min_keep(units[gi], plan.round_to) {
+        if units[gi] - removed[gi] <= min_keep(units[gi], round_to) {
             continue;
         }
         removed[gi] += 1;
         taken += 1;
     }
     // round_to: round each kept count up to a multiple (keeps more, never fewer).
-    let r = plan.round_to.max(1);
+    let r = round_to.max(1);
     for (gi, n) in removed.iter_mut().enumerate() {
         let keep = units[gi] - *n;
         let up = keep.div_ceil(r) * r;
@@ -263,5 +290,24 @@ mod tests {
         let scores = vec![vec![1.0, 1.0, 1.0, 1.0], vec![0.1, 0.1, 1.9, 1.9]];
         let s = select(&scores, &plan(Target::Ratio(0.25), true, 1), &cost);
         assert_eq!(s.remove, vec![Vec::<usize>::new(), vec![0, 1]]);
+    }
+
+    #[test]
+    fn global_target_with_round_to_still_meets_the_budget() {
+        let (g, groups) = model(&[24, 24, 24]);
+        let refs: Vec<&ChannelGroup> = groups.iter().collect();
+        let cost = CostModel::new(&g, &refs);
+        let scores: Vec<Vec<f64>> = (0..3)
+            .map(|j| {
+                (0..24)
+                    .map(|i| ((i * 7 + j * 5) % 24) as f64 + 1.0)
+                    .collect()
+            })
+            .collect();
+        let s = select(&scores, &plan(Target::Params(0.5), true, 8), &cost);
+        assert!(s.target_met);
+        for r in &s.remove {
+            assert_eq!((24 - r.len()) % 8, 0, "kept {}", 24 - r.len());
+        }
     }
 }
