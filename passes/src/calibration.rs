@@ -152,6 +152,35 @@ impl Calibration {
     }
 }
 
+/// Concatenates tensors along axis 0 (all of one element type, equal trailing dims).
+pub fn concat_rows(parts: &[Tensor]) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(Error::invalid("nothing to concatenate"));
+    };
+    if parts.len() == 1 {
+        return Ok(first.clone());
+    }
+    let tail = first.shape().get(1..).unwrap_or(&[]).to_vec();
+    let mut rows = 0usize;
+    let mut bytes = Vec::new();
+    for t in parts {
+        if t.dtype() != first.dtype() || t.shape().is_empty() || t.shape()[1..] != tail[..] {
+            return Err(Error::invalid(format!(
+                "calibration batches disagree: {} {:?} after {} {:?}",
+                t.dtype(),
+                t.shape(),
+                first.dtype(),
+                first.shape()
+            )));
+        }
+        rows += t.shape()[0];
+        bytes.extend_from_slice(t.raw()?);
+    }
+    let mut shape = vec![rows];
+    shape.extend(tail);
+    Tensor::from_raw(first.dtype(), shape, bytes::Bytes::from(bytes))
+}
+
 /// Rows `start..end` of axis 0 of a tensor with raw data.
 fn slice_rows(t: &Tensor, start: usize, end: usize) -> Result<Tensor> {
     let rows = t.shape().first().copied().unwrap_or(1);
@@ -234,6 +263,10 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!(b[2][0].shape(), &[1, 2]);
         assert_eq!(b[1][0].to_f32().unwrap(), vec![4.0, 5.0, 6.0, 7.0]);
+        let parts: Vec<Tensor> = b.into_iter().flatten().collect();
+        assert_eq!(concat_rows(&parts).unwrap(), c.inputs[0]);
+        let odd = Tensor::from_f32(vec![1, 3], vec![0.0; 3]).unwrap();
+        assert!(concat_rows(&[parts[0].clone(), odd]).is_err());
     }
 
     #[test]

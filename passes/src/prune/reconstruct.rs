@@ -42,7 +42,12 @@ fn every_nth_row(v: Vec<f32>, cols: usize, step: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Runs `g` on the calibration data and returns the given values.
+/// Calibration samples run through the executor at once.
+pub const BATCH: usize = 32;
+
+/// Runs `g` on the calibration data (in batches of [`BATCH`] samples, so the
+/// executor's intermediate activations stay small) and returns the given values,
+/// concatenated along axis 0.
 pub fn record(
     g: &Graph,
     ex: &dyn Executor,
@@ -51,15 +56,24 @@ pub fn record(
 ) -> Result<Vec<Tensor>> {
     let mut probe = g.clone();
     probe.set_outputs(values.to_vec());
-    let outs = ex.run(&probe, &calib.inputs)?;
-    if outs.len() != values.len() {
-        return Err(Error::invalid(format!(
-            "calibration run returned {} tensors for {} values",
-            outs.len(),
-            values.len()
-        )));
+    let mut per_value: Vec<Vec<Tensor>> = vec![Vec::new(); values.len()];
+    for batch in calib.batches(BATCH)? {
+        let outs = ex.run(&probe, &batch)?;
+        if outs.len() != values.len() {
+            return Err(Error::invalid(format!(
+                "calibration run returned {} tensors for {} values",
+                outs.len(),
+                values.len()
+            )));
+        }
+        for (acc, t) in per_value.iter_mut().zip(outs) {
+            acc.push(t);
+        }
     }
-    Ok(outs)
+    per_value
+        .iter()
+        .map(|parts| crate::calibration::concat_rows(parts))
+        .collect()
 }
 
 /// One layer to refit: its view in the original graph, its recorded input there, and
