@@ -108,6 +108,19 @@ fn group_counts_and_speed() {
             minimum(&name)
         );
         assert!(secs <= 1.0, "{name}: discovery took {secs:.3} s");
+        if name == "shufflenet_v2_x1_0" {
+            // Groups that cross channel shuffles rewrite the shuffle's Reshape shapes.
+            let across = prunable
+                .iter()
+                .filter(|x| {
+                    x.fixups
+                        .iter()
+                        .any(|f| matches!(f, groups::Fixup::ShapeDim { .. }))
+                })
+                .count();
+            println!("  {across} prunable groups cross a channel shuffle");
+            assert!(across > 0, "{name}: no group crosses a channel shuffle");
+        }
         if matches!(name.as_str(), "vit_tiny" | "llama_tiny" | "tiny_lm") {
             assert!(heads > 0, "{name}: no attention-head group");
         }
