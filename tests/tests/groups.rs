@@ -351,3 +351,34 @@ fn param_count(g: &Graph) -> usize {
         .map(Tensor::len)
         .sum()
 }
+
+/// Discovery never panics and never fails on a graph the IR accepts: every ONNX
+/// conformance model is analysed, and its prunable groups (if any) can be removed.
+#[test]
+fn discovery_runs_on_every_node_test_model() {
+    let Some(shared) = shared_dir() else { return };
+    let dirs = cc_tests::model_dirs(&shared.join("onnx-node-tests"));
+    assert!(!dirs.is_empty(), "no node tests found");
+    let (mut analysed, mut with_groups) = (0, 0);
+    for dir in dirs {
+        let Ok(mut g) = load_model(&dir.join("model.onnx")) else {
+            continue;
+        };
+        if cc_ir::infer::infer_shapes(&mut g).is_err() {
+            continue;
+        }
+        let d = groups::discover(&g)
+            .unwrap_or_else(|e| panic!("{}: discovery failed: {e}", dir.display()));
+        analysed += 1;
+        if let Some((i, gr)) = d.groups.iter().enumerate().find(|(_, x)| x.is_prunable()) {
+            with_groups += 1;
+            let mut h = g.clone();
+            groups::remove_units(&mut h, gr, &[0])
+                .unwrap_or_else(|e| panic!("{}: group {i}: {e}", dir.display()));
+            cc_ir::verify::verify(&h)
+                .unwrap_or_else(|e| panic!("{}: group {i}: {e}", dir.display()));
+        }
+    }
+    println!("node tests: {analysed} analysed, {with_groups} with a prunable group");
+    assert!(analysed > 1000);
+}

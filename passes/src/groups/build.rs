@@ -24,6 +24,14 @@ struct Run {
 pub(crate) fn groups(g: &Graph, a: &mut Atoms) -> Result<Discovery> {
     let n = a.len();
     let roots: Vec<usize> = (0..n).map(|i| a.find(i)).collect();
+    // A constant linked to channels is sliced with them: without an explicit role
+    // it produces them (a table sliced or broadcast into the channel axis).
+    for i in 0..a.spaces.len() {
+        let sp = &a.spaces[i];
+        if sp.role.is_none() && a.is_const(sp.value) {
+            a.spaces[i].role = Some(Role::Produces);
+        }
+    }
     let mut has_param = vec![false; n];
     for s in &a.spaces {
         if matches!(s.role, Some(Role::Produces | Role::Consumes)) {
