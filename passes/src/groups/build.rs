@@ -485,3 +485,35 @@ fn cost(g: &Graph, a: &Atoms, members: &[Member], units: usize) -> (u64, u64) {
     }
     (params.round() as u64, flops.round() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comp(starts: &[(SpaceId, usize)]) -> Vec<Run> {
+        starts
+            .iter()
+            .map(|&(space, start)| Run {
+                space,
+                start,
+                len: 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn affine_runs_need_a_common_stride_per_space() {
+        // Space 0 contiguous blocks of 2; space 1 interleaved with stride 4.
+        let comps = vec![
+            comp(&[(0, 0), (1, 1)]),
+            comp(&[(0, 2), (1, 5)]),
+            comp(&[(0, 4), (1, 9)]),
+            comp(&[(0, 6), (1, 12)]),
+        ];
+        assert!(affine(&comps, &[0, 1, 2]));
+        assert!(!affine(&comps, &[0, 1, 2, 3]));
+        // Overlapping runs are never affine.
+        let overlap = vec![comp(&[(0, 0)]), comp(&[(0, 1)])];
+        assert!(!affine(&overlap, &[0, 1]));
+    }
+}
