@@ -45,6 +45,19 @@ fn load_prepared(dir: &Path) -> (Graph, Vec<Tensor>) {
     (g, inputs)
 }
 
+/// Loads a fixture as the compiler sees it (canonicalized, symbolic dims kept) with the
+/// full `test_data_set_0` inputs.
+fn load_dynamic(dir: &Path) -> (Graph, Vec<Tensor>) {
+    let mut g = load_model(&dir.join("model.onnx")).unwrap();
+    cc_ir::infer::infer_shapes(&mut g).unwrap();
+    cc_tests::run_pipeline(&mut g, "").unwrap();
+    let inputs = test_inputs(dir)
+        .iter()
+        .map(|p| read_tensor_file(p).unwrap().1)
+        .collect();
+    (g, inputs)
+}
+
 /// The first entry along axis 0 of a tensor (f32 or i64).
 fn first_sample(t: &Tensor) -> Tensor {
     let mut shape = t.shape().to_vec();
@@ -87,15 +100,15 @@ fn group_counts_and_speed() {
             prunable.len(),
             secs * 1e3
         );
-        // For comparison: the canonical graph with its symbolic dims left as they are
-        // (shape subgraphs over a symbolic batch do not fold there).
-        let mut plain = load_model(&dir.join("model.onnx")).unwrap();
-        cc_ir::infer::infer_shapes(&mut plain).unwrap();
-        cc_tests::run_pipeline(&mut plain, "").unwrap();
+        // The canonical graph with its symbolic dims left as they are (what the prune
+        // pass sees): groups found on a fixed copy, mapped back.
+        let (plain, _) = load_dynamic(&dir);
+        let t = Instant::now();
         let dp = groups::discover(&plain).unwrap();
         println!(
-            "  without fixing symbolic dims: {} prunable",
-            dp.groups.iter().filter(|x| x.is_prunable()).count()
+            "  dynamic graph: {} prunable, discovery {:.1} ms",
+            dp.groups.iter().filter(|x| x.is_prunable()).count(),
+            t.elapsed().as_secs_f64() * 1e3
         );
         if std::env::var("GROUPS_DEBUG").is_ok_and(|v| v == name) {
             println!("{}", groups::to_text(&g, &d));
@@ -226,8 +239,14 @@ fn removing_units_equals_zeroing_their_consumers() {
     let ex = CpuExecutor::new(2).unwrap();
     let mut failures = Vec::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut runs = Vec::new();
     for (name, dir) in fixture_models(&shared) {
-        let (mut g, inputs) = load_prepared(&dir);
+        let (g, inputs) = load_prepared(&dir);
+        runs.push((name.clone(), g, inputs));
+        let (g, inputs) = load_dynamic(&dir);
+        runs.push((format!("{name} (dynamic)"), g, inputs));
+    }
+    for (name, mut g, inputs) in runs {
         let original = expose_features_if_zero(&mut g, &inputs, &ex, &name);
         let d = groups::discover(&g).unwrap();
         let mut checked = 0;

@@ -13,6 +13,7 @@
 
 mod atoms;
 mod build;
+mod dynamic;
 mod prepare;
 mod remove;
 mod report;
@@ -184,7 +185,25 @@ impl ChannelGroup {
 ///
 /// Analyse a canonicalized graph (constants folded, BatchNorm folded, Identity
 /// removed) with inferred shapes: spaces whose size is not known are blocked.
+///
+/// When graph inputs have symbolic dims (a dynamic batch), shape subgraphs do not fold
+/// and many spaces have no known size; then the analysis runs on a copy prepared with
+/// those dims fixed to 1 ([`prepare`]) and its groups are mapped back to `g`
+/// ([`dynamic`]): constants computed at run time in `g` block the groups that need
+/// them, and shape constants assembled by a Concat are fixed up piece by piece.
 pub fn discover(g: &Graph) -> Result<Discovery, cc_ir::Error> {
+    if dynamic::has_symbolic_inputs(g) {
+        let mut fixed = g.clone();
+        if prepare(&mut fixed, None).is_ok() {
+            let d = discover_static(&fixed)?;
+            return Ok(dynamic::map_back(g, d));
+        }
+    }
+    discover_static(g)
+}
+
+/// Discovery on `g` as it is (no specialisation of symbolic dims).
+pub fn discover_static(g: &Graph) -> Result<Discovery, cc_ir::Error> {
     let mut a = atoms::Atoms::new(g);
     rules::apply(g, &mut a)?;
     build::groups(g, &mut a)
