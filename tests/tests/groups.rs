@@ -105,6 +105,9 @@ fn group_counts_and_speed() {
         let (plain, _) = load_dynamic(&dir);
         let t = Instant::now();
         let dp = groups::discover(&plain).unwrap();
+        if std::env::var("GROUPS_DEBUG_DYN").is_ok_and(|v| v == name) {
+            println!("{}", groups::to_text(&plain, &dp));
+        }
         println!(
             "  dynamic graph: {} prunable, discovery {:.1} ms",
             dp.groups.iter().filter(|x| x.is_prunable()).count(),

@@ -10,7 +10,7 @@
 use super::rules::{const_ints, norm_axis};
 use super::{ChannelGroup, Discovery, Fixup, Role};
 use cc_ir::{Dim, Graph, Op, ValueId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// True when a graph input (without data) has a symbolic or unknown dim.
 pub(crate) fn has_symbolic_inputs(g: &Graph) -> bool {
@@ -41,13 +41,19 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
         }
     };
     gr.members.retain(|m| exists(g, m.value));
+    let carried: BTreeMap<(ValueId, usize), usize> = gr
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Carries)
+        .map(|m| ((m.value, m.axis), m.block))
+        .collect();
     for m in &gr.members {
         let v = g.value(m.value);
         if m.role != Role::Carries && !v.is_const() {
             block(&mut why, format!("{:?} is computed at run time", v.name()));
         }
         if m.role == Role::Carries {
-            if let Some(r) = shape_read(g, m.value, m.axis) {
+            if let Some(r) = shape_read(g, &carried, m.value, m.axis) {
                 block(&mut why, r);
             }
         }
@@ -71,22 +77,26 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
                     continue;
                 };
                 let _ = value;
-                match shape_piece(g, actual, index) {
-                    Some((n, s, v, i)) => fixups.push(Fixup::ShapeDim {
-                        node: n,
-                        slot: s,
-                        value: v,
-                        index: i,
+                let piece = shape_piece(g, actual, index);
+                match piece {
+                    Some(p) if g.value(p.value).is_const() => fixups.push(Fixup::ShapeDim {
+                        node: p.node,
+                        slot: p.slot,
+                        value: p.value,
+                        index: p.index,
                         per_unit,
                     }),
-                    None if g.value(actual).is_const() => fixups.push(Fixup::ShapeDim {
+                    // A dim read at run time from a value of this group on the same
+                    // axis shrinks by itself.
+                    Some(p) if adapts(&carried, g, p.value, p.index) => {}
+                    _ if g.value(actual).is_const() => fixups.push(Fixup::ShapeDim {
                         node,
                         slot,
                         value: actual,
                         index,
                         per_unit,
                     }),
-                    None => block(
+                    _ => block(
                         &mut why,
                         format!("{}: shape computed at run time", g.node_label(node)),
                     ),
@@ -125,6 +135,9 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
             }
         }
     }
+    // Several Reshape/Expand nodes of the copy may read one Concat-built shape here.
+    let mut seen = BTreeSet::new();
+    fixups.retain(|f| seen.insert(format!("{f:?}")));
     gr.fixups = fixups;
     if gr.blocked.is_none() {
         gr.blocked = why;
@@ -132,13 +145,48 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
     gr
 }
 
-/// For a runtime shape `v` (rank 1) built by a Concat of 1-D pieces: the Concat node,
-/// slot, piece and index within it of element `index`, when that piece is a constant.
-fn shape_piece(
-    g: &Graph,
-    v: ValueId,
+/// Element `index` of a shape built by a Concat: which input of the Concat holds it.
+struct Piece {
+    node: cc_ir::NodeId,
+    slot: usize,
+    value: ValueId,
     index: usize,
-) -> Option<(cc_ir::NodeId, usize, ValueId, usize)> {
+}
+
+/// `v = Slice(Shape(x), [a], [b])` with constant bounds: `x` and the dims it holds.
+fn shape_slice(g: &Graph, v: ValueId) -> Option<(ValueId, std::ops::Range<usize>)> {
+    let (node, _) = g.value(v).producer()?;
+    let n = g.node(node);
+    if !matches!(n.op, Op::Slice) || n.input(4).is_some() {
+        return None;
+    }
+    let (st, en) = (const_ints(g, n.input(1))?, const_ints(g, n.input(2))?);
+    let (&[a], &[b]) = (st.as_slice(), en.as_slice()) else {
+        return None;
+    };
+    let (sn, _) = g.value(n.input(0)?).producer()?;
+    let shape = g.node(sn);
+    let Op::Shape { start, end } = &shape.op else {
+        return None;
+    };
+    let x = shape.input(0)?;
+    let rank = g
+        .value(x)
+        .ty
+        .as_ref()
+        .and_then(|t| t.shape())
+        .map(<[Dim]>::len)?;
+    let dims: Vec<usize> = cc_ir::infer::shape_range(*start, *end, rank).collect();
+    let m = dims.len() as i64;
+    let clamp = |x: i64| (if x < 0 { x + m } else { x }).clamp(0, m) as usize;
+    let (a, b) = (clamp(a), clamp(b).max(clamp(a)));
+    let first = *dims.get(a).unwrap_or(&rank);
+    Some((x, first..first + (b - a)))
+}
+
+/// For a runtime shape `v` (rank 1) built by a Concat of 1-D pieces: the piece holding
+/// element `index`.
+fn shape_piece(g: &Graph, v: ValueId, index: usize) -> Option<Piece> {
     if g.value(v).is_const() {
         return None;
     }
@@ -158,21 +206,90 @@ fn shape_piece(
             .and_then(|d| match d {
                 [Dim::Known(k)] => usize::try_from(*k).ok(),
                 _ => None,
-            })?;
+            })
+            .or_else(|| shape_slice(g, piece).map(|(_, r)| r.len()))?;
         if index < off + len {
-            return g
-                .value(piece)
-                .is_const()
-                .then_some((node, slot, piece, index - off));
+            return Some(Piece {
+                node,
+                slot,
+                value: piece,
+                index: index - off,
+            });
         }
         off += len;
     }
     None
 }
 
+/// True when element `index` of `piece` (a `Slice(Shape(x))`) is a dim of `x` that the
+/// group carries.
+fn adapts(
+    carried: &BTreeMap<(ValueId, usize), usize>,
+    g: &Graph,
+    piece: ValueId,
+    index: usize,
+) -> bool {
+    shape_slice(g, piece).is_some_and(|(x, dims)| {
+        let d = dims.start + index;
+        d < dims.end && carried.contains_key(&(x, d))
+    })
+}
+
+/// True when the dim `axis` of `v`, read by `Slice(Shape(v))` into `piece`, only feeds
+/// Concat-built shapes of Reshapes whose output carries the group on the matching axis
+/// with the same block (the target then shrinks by itself).
+fn read_feeds_group_shapes(
+    carried: &BTreeMap<(ValueId, usize), usize>,
+    g: &Graph,
+    piece: ValueId,
+    v: ValueId,
+    axis: usize,
+) -> bool {
+    let Some((x, dims)) = shape_slice(g, piece) else {
+        return false;
+    };
+    if x != v || !dims.contains(&axis) {
+        return false;
+    }
+    let Some(&block) = carried.get(&(v, axis)) else {
+        return false;
+    };
+    g.value(piece).uses().iter().all(|u| {
+        let k = g.node(u.node());
+        if !matches!(k.op, Op::Concat { .. }) {
+            return false;
+        }
+        let Some(shape) = k.output(0) else {
+            return false;
+        };
+        g.value(shape).uses().iter().all(|ru| {
+            let r = g.node(ru.node());
+            let cc_ir::Use::Input { slot: 1, .. } = ru else {
+                return false;
+            };
+            if !matches!(r.op, Op::Reshape { .. }) {
+                return false;
+            }
+            let Some(out) = r.output(0) else { return false };
+            // The element of the target that holds our dim.
+            (0..64).any(|t| {
+                shape_piece(g, shape, t)
+                    .is_some_and(|p| p.value == piece && dims.start + p.index == axis)
+                    && carried.get(&(out, t)) == Some(&block)
+            })
+        })
+    })
+}
+
 /// Why axis `axis` of `v` must not change size: a `Shape`/`Size` node reads it (the
-/// dims read through Gather/Slice with constant indices are followed).
-fn shape_read(g: &Graph, v: ValueId, axis: usize) -> Option<String> {
+/// dims read through Gather/Slice with constant indices are followed; a read that only
+/// rebuilds a shape carrying the same units is fine).
+fn shape_read(
+    g: &Graph,
+    carried: &BTreeMap<(ValueId, usize), usize>,
+    v: ValueId,
+    axis: usize,
+) -> Option<String> {
     let rank = g
         .value(v)
         .ty
@@ -188,7 +305,19 @@ fn shape_read(g: &Graph, v: ValueId, axis: usize) -> Option<String> {
                 let r = cc_ir::infer::shape_range(*start, *end, rank);
                 let dims: Vec<usize> = r.collect();
                 match n.output(0) {
-                    Some(s) => dims_read(g, s, &dims),
+                    Some(s) => {
+                        let mut read = BTreeSet::new();
+                        for su in g.value(s).uses() {
+                            let c = su.node();
+                            let piece = g.node(c).output(0);
+                            let rebuilds = piece
+                                .is_some_and(|p| read_feeds_group_shapes(carried, g, p, v, axis));
+                            if !rebuilds {
+                                read.extend(dims_read_by(g, c, &dims));
+                            }
+                        }
+                        read
+                    }
                     None => BTreeSet::new(),
                 }
             }
@@ -201,34 +330,31 @@ fn shape_read(g: &Graph, v: ValueId, axis: usize) -> Option<String> {
     None
 }
 
-/// The dims of `dims` that uses of the shape value `s` read.
-fn dims_read(g: &Graph, s: ValueId, dims: &[usize]) -> BTreeSet<usize> {
-    let mut out = BTreeSet::new();
+/// The dims of `dims` (the elements of a shape value) that node `c` reads from it.
+fn dims_read_by(g: &Graph, c: cc_ir::NodeId, dims: &[usize]) -> BTreeSet<usize> {
     let n = dims.len();
-    for u in g.value(s).uses() {
-        let c = g.node(u.node());
-        match &c.op {
-            Op::Gather { axis } if axis.unwrap_or(0) == 0 => match const_ints(g, c.input(1)) {
-                Some(ix) => out.extend(
-                    ix.iter()
-                        .filter_map(|&i| norm_axis(i, n))
-                        .filter_map(|i| dims.get(i).copied()),
-                ),
-                None => out.extend(dims.iter().copied()),
-            },
-            Op::Slice => match (const_ints(g, c.input(1)), const_ints(g, c.input(2))) {
-                (Some(st), Some(en)) if st.len() == 1 && en.len() == 1 && c.input(4).is_none() => {
-                    let clamp = |x: i64| {
-                        let x = if x < 0 { x + n as i64 } else { x };
-                        x.clamp(0, n as i64) as usize
-                    };
-                    let (a, b) = (clamp(st[0]), clamp(en[0]));
-                    out.extend((a..b.max(a)).filter_map(|i| dims.get(i).copied()));
-                }
-                _ => out.extend(dims.iter().copied()),
-            },
-            _ => out.extend(dims.iter().copied()),
-        }
+    let c = g.node(c);
+    let all = || dims.iter().copied().collect::<BTreeSet<usize>>();
+    match &c.op {
+        Op::Gather { axis } if axis.unwrap_or(0) == 0 => match const_ints(g, c.input(1)) {
+            Some(ix) => ix
+                .iter()
+                .filter_map(|&i| norm_axis(i, n))
+                .filter_map(|i| dims.get(i).copied())
+                .collect(),
+            None => all(),
+        },
+        Op::Slice => match (const_ints(g, c.input(1)), const_ints(g, c.input(2))) {
+            (Some(st), Some(en)) if st.len() == 1 && en.len() == 1 && c.input(4).is_none() => {
+                let clamp = |x: i64| {
+                    let x = if x < 0 { x + n as i64 } else { x };
+                    x.clamp(0, n as i64) as usize
+                };
+                let (a, b) = (clamp(st[0]), clamp(en[0]));
+                (a..b.max(a)).filter_map(|i| dims.get(i).copied()).collect()
+            }
+            _ => all(),
+        },
+        _ => all(),
     }
-    out
 }
