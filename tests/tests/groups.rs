@@ -1,6 +1,10 @@
 //! Group discovery over every fixture: counts and speed, `cc-compile groups` snapshots,
 //! and the exactness check (removing a random subset of a group's units gives the same
-//! outputs as zeroing their consumers), plus onnxruntime loading a pruned model.
+//! outputs as zeroing their consumers) on the prepared graphs (symbolic dims fixed to 1)
+//! and on the dynamic canonical graphs, plus onnxruntime loading pruned models.
+//!
+//! `GROUPS_DEBUG=<fixture>` prints that fixture's report and prepared IR in the counts
+//! test; `GROUPS_DEBUG_DYN=<fixture>` prints the report on the dynamic graph.
 
 use cc_backends::cpu::CpuExecutor;
 use cc_ir::onnx::{load_model, read_tensor_file};
