@@ -459,6 +459,48 @@ mod tests {
     }
 
     #[test]
+    fn split_sizes_shrink_with_their_part() {
+        let (mut b, x) = B::new(&[1, 3, 4, 4]);
+        let a = b.conv(x, 3, 6, 1);
+        let sizes = b.ints(&[2, 4]);
+        let l = b.g.add_value("left", None).unwrap();
+        let r = b.g.add_value("right", None).unwrap();
+        let split = Op::Split {
+            axis: Some(1),
+            split: None,
+            num_outputs: None,
+        };
+        b.g.add_node(
+            "split",
+            split,
+            vec![Some(a), Some(sizes)],
+            vec![Some(l), Some(r)],
+        )
+        .unwrap();
+        let cl = b.conv(l, 2, 3, 1);
+        let cr = b.conv(r, 4, 3, 1);
+        let y = b.node(Op::Binary(cc_ir::op::BinaryOp::Add), &[cl, cr]);
+        let g = b.finish(y);
+        let d = discover(&g).unwrap();
+        let p = prunable(&d);
+        let right = p
+            .iter()
+            .find(|x| x.units == 4)
+            .expect("a group for the right part");
+        let node = g.value(l).producer().unwrap().0;
+        assert!(right.fixups.contains(&Fixup::SplitSize {
+            node,
+            value: sizes,
+            index: 1,
+            per_unit: 1
+        }));
+        let mut h = g.clone();
+        remove_units(&mut h, right, &[0, 2]).unwrap();
+        cc_ir::verify::verify(&h).unwrap();
+        assert_eq!(h.const_data(sizes).unwrap().to_i64().unwrap(), vec![2, 2]);
+    }
+
+    #[test]
     fn unmodelled_op_blocks_its_channels() {
         let (mut b, x) = B::new(&[1, 3, 4, 4]);
         let a = b.conv(x, 3, 6, 1);
