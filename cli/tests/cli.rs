@@ -483,3 +483,40 @@ fn prune_with_calibration_writes_a_smaller_model() {
     let after = std::fs::metadata(&out).unwrap().len();
     assert!(after * 2 < before, "{after} vs {before}");
 }
+
+#[test]
+fn groups_prints_text_and_json() {
+    let out = bin().arg("groups").arg(demo_model()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("groups: 5 (4 prunable)\n"), "{text}");
+    assert!(text.contains("blocked: graph output"), "{text}");
+    let out = bin()
+        .args(["groups", "--json"])
+        .arg(demo_model())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 5);
+    let prunable = groups.iter().filter(|g| g["prunable"] == true).count();
+    assert_eq!(prunable, 4);
+    assert!(v["discovery_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn groups_rejects_a_missing_model_in_one_line() {
+    let out = bin()
+        .args(["groups", "/nonexistent/m.onnx"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/m.onnx"), "{err}");
+}

@@ -1,6 +1,10 @@
 //! Group discovery over every fixture: counts and speed, `cc-compile groups` snapshots,
 //! and the exactness check (removing a random subset of a group's units gives the same
-//! outputs as zeroing their consumers), plus onnxruntime loading a pruned model.
+//! outputs as zeroing their consumers) on the prepared graphs (symbolic dims fixed to 1)
+//! and on the dynamic canonical graphs, plus onnxruntime loading pruned models.
+//!
+//! `GROUPS_DEBUG=<fixture>` prints that fixture's report and prepared IR in the counts
+//! test; `GROUPS_DEBUG_DYN=<fixture>` prints the report on the dynamic graph.
 
 use cc_backends::cpu::CpuExecutor;
 use cc_ir::onnx::{load_model, read_tensor_file};
@@ -42,6 +46,19 @@ fn load_prepared(dir: &Path) -> (Graph, Vec<Tensor>) {
         })
         .collect();
     groups::prepare(&mut g, None).unwrap();
+    (g, inputs)
+}
+
+/// Loads a fixture as the compiler sees it (canonicalized, symbolic dims kept) with the
+/// full `test_data_set_0` inputs.
+fn load_dynamic(dir: &Path) -> (Graph, Vec<Tensor>) {
+    let mut g = load_model(&dir.join("model.onnx")).unwrap();
+    cc_ir::infer::infer_shapes(&mut g).unwrap();
+    cc_tests::run_pipeline(&mut g, "").unwrap();
+    let inputs = test_inputs(dir)
+        .iter()
+        .map(|p| read_tensor_file(p).unwrap().1)
+        .collect();
     (g, inputs)
 }
 
@@ -87,6 +104,19 @@ fn group_counts_and_speed() {
             prunable.len(),
             secs * 1e3
         );
+        // The canonical graph with its symbolic dims left as they are (what the prune
+        // pass sees): groups found on a fixed copy, mapped back.
+        let (plain, _) = load_dynamic(&dir);
+        let t = Instant::now();
+        let dp = groups::discover(&plain).unwrap();
+        if std::env::var("GROUPS_DEBUG_DYN").is_ok_and(|v| v == name) {
+            println!("{}", groups::to_text(&plain, &dp));
+        }
+        println!(
+            "  dynamic graph: {} prunable, discovery {:.1} ms",
+            dp.groups.iter().filter(|x| x.is_prunable()).count(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
         if std::env::var("GROUPS_DEBUG").is_ok_and(|v| v == name) {
             println!("{}", groups::to_text(&g, &d));
             println!("{}", cc_ir::printer::print_graph(&g));
@@ -98,10 +128,52 @@ fn group_counts_and_speed() {
             minimum(&name)
         );
         assert!(secs <= 1.0, "{name}: discovery took {secs:.3} s");
+        if name == "shufflenet_v2_x1_0" {
+            // Groups that cross channel shuffles rewrite the shuffle's Reshape shapes.
+            let across = prunable
+                .iter()
+                .filter(|x| {
+                    x.fixups
+                        .iter()
+                        .any(|f| matches!(f, groups::Fixup::ShapeDim { .. }))
+                })
+                .count();
+            println!("  {across} prunable groups cross a channel shuffle");
+            assert!(across > 0, "{name}: no group crosses a channel shuffle");
+        }
         if matches!(name.as_str(), "vit_tiny" | "llama_tiny" | "tiny_lm") {
             assert!(heads > 0, "{name}: no attention-head group");
         }
     }
+}
+
+/// Runs `g`; when every output is zero (a zero-initialised classifier, as in
+/// torchvision's ViT, hides every change), adds the classifier's input as an extra
+/// output and runs again. Returns the outputs.
+fn expose_features_if_zero(
+    g: &mut Graph,
+    inputs: &[Tensor],
+    ex: &CpuExecutor,
+    name: &str,
+) -> Vec<Tensor> {
+    let original = ex.run(g, inputs).unwrap();
+    if !original
+        .iter()
+        .all(|t| t.to_f32().unwrap().iter().all(|&x| x == 0.0))
+    {
+        return original;
+    }
+    let out = g.outputs()[0];
+    let head = g.value(out).producer().unwrap().0;
+    let features = g.node(head).input(0).unwrap();
+    let mut outs = g.outputs().to_vec();
+    outs.push(features);
+    g.set_outputs(outs);
+    println!(
+        "{name}: outputs are all zero; also comparing {:?}",
+        g.value(features).name()
+    );
+    ex.run(g, inputs).unwrap()
 }
 
 /// A small deterministic generator (xorshift) for the random subsets.
@@ -142,7 +214,8 @@ fn compare(a: &[Tensor], b: &[Tensor]) -> Result<f64, String> {
 }
 
 /// Removes `units` of group `gi` and compares with the original whose consumers of
-/// those units are zeroed.
+/// those units are zeroed; returns the error and how far the zeroed model is from the
+/// original (so the check is not vacuous).
 fn check_group(
     g: &Graph,
     d: &Discovery,
@@ -150,7 +223,8 @@ fn check_group(
     units: &[usize],
     inputs: &[Tensor],
     ex: &CpuExecutor,
-) -> Result<f64, String> {
+    original: &[Tensor],
+) -> Result<(f64, f64), String> {
     let group = &d.groups[gi];
     let mut pruned = g.clone();
     groups::remove_units(&mut pruned, group, units).map_err(|e| format!("remove: {e}"))?;
@@ -163,7 +237,7 @@ fn check_group(
     let b = ex
         .run(&zeroed, inputs)
         .map_err(|e| format!("run zeroed: {e}"))?;
-    compare(&a, &b)
+    Ok((compare(&a, &b)?, compare(&b, original)?))
 }
 
 #[test]
@@ -172,10 +246,18 @@ fn removing_units_equals_zeroing_their_consumers() {
     let ex = CpuExecutor::new(2).unwrap();
     let mut failures = Vec::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut runs = Vec::new();
     for (name, dir) in fixture_models(&shared) {
         let (g, inputs) = load_prepared(&dir);
+        runs.push((name.clone(), g, inputs));
+        let (g, inputs) = load_dynamic(&dir);
+        runs.push((format!("{name} (dynamic)"), g, inputs));
+    }
+    for (name, mut g, inputs) in runs {
+        let original = expose_features_if_zero(&mut g, &inputs, &ex, &name);
         let d = groups::discover(&g).unwrap();
         let mut checked = 0;
+        let mut changed = 0;
         let mut worst = 0f64;
         for (gi, group) in d.groups.iter().enumerate() {
             if !group.is_prunable() {
@@ -183,16 +265,27 @@ fn removing_units_equals_zeroing_their_consumers() {
             }
             let units = rng.subset(group.units);
             checked += 1;
-            match check_group(&g, &d, gi, &units, &inputs, &ex) {
-                Ok(err) if err <= 1e-4 => worst = worst.max(err),
-                Ok(err) => failures.push(format!(
+            match check_group(&g, &d, gi, &units, &inputs, &ex, &original) {
+                Ok((err, effect)) if err <= 1e-4 => {
+                    worst = worst.max(err);
+                    changed += usize::from(effect > 1e-6);
+                }
+                Ok((err, _)) => failures.push(format!(
                     "{name} group {gi} ({} units, removed {units:?}): relative error {err:.3e}",
                     group.units
                 )),
                 Err(e) => failures.push(format!("{name} group {gi}: {e}")),
             }
         }
-        println!("{name}: {checked} prunable groups checked, worst relative error {worst:.2e}");
+        println!(
+            "{name}: {checked} prunable groups checked ({changed} change the outputs when \
+             removed), worst relative error {worst:.2e}"
+        );
+        if checked > 0 && changed == 0 {
+            failures.push(format!(
+                "{name}: no removal changed the outputs (vacuous check)"
+            ));
+        }
     }
     for f in &failures {
         println!("  FAIL {f}");
@@ -223,6 +316,7 @@ fn pruned_models_run_in_onnxruntime() {
     let mut failures = Vec::new();
     for (name, dir) in fixture_models(&shared) {
         let (mut g, inputs) = load_prepared(&dir);
+        expose_features_if_zero(&mut g, &inputs, &ex, &name);
         let d = groups::discover(&g).unwrap();
         let requests: Vec<(usize, Vec<usize>)> = d
             .groups
@@ -282,4 +376,35 @@ fn param_count(g: &Graph) -> usize {
         .filter_map(|v| g.const_data(v))
         .map(Tensor::len)
         .sum()
+}
+
+/// Discovery never panics and never fails on a graph the IR accepts: every ONNX
+/// conformance model is analysed, and its prunable groups (if any) can be removed.
+#[test]
+fn discovery_runs_on_every_node_test_model() {
+    let Some(shared) = shared_dir() else { return };
+    let dirs = cc_tests::model_dirs(&shared.join("onnx-node-tests"));
+    assert!(!dirs.is_empty(), "no node tests found");
+    let (mut analysed, mut with_groups) = (0, 0);
+    for dir in dirs {
+        let Ok(mut g) = load_model(&dir.join("model.onnx")) else {
+            continue;
+        };
+        if cc_ir::infer::infer_shapes(&mut g).is_err() {
+            continue;
+        }
+        let d = groups::discover(&g)
+            .unwrap_or_else(|e| panic!("{}: discovery failed: {e}", dir.display()));
+        analysed += 1;
+        if let Some((i, gr)) = d.groups.iter().enumerate().find(|(_, x)| x.is_prunable()) {
+            with_groups += 1;
+            let mut h = g.clone();
+            groups::remove_units(&mut h, gr, &[0])
+                .unwrap_or_else(|e| panic!("{}: group {i}: {e}", dir.display()));
+            cc_ir::verify::verify(&h)
+                .unwrap_or_else(|e| panic!("{}: group {i}: {e}", dir.display()));
+        }
+    }
+    println!("node tests: {analysed} analysed, {with_groups} with a prunable group");
+    assert!(analysed > 1000);
 }

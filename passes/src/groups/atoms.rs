@@ -300,3 +300,53 @@ impl Atoms {
         self.handled.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cc_ir::{DType, ValueType};
+
+    fn graph() -> (Graph, ValueId, ValueId, ValueId) {
+        let mut g = Graph::new("t");
+        let ty = |d: &[usize]| Some(ValueType::tensor(DType::F32, cc_ir::types::known_shape(d)));
+        let a = g.add_value("a", ty(&[1, 4])).unwrap();
+        let b = g.add_value("b", ty(&[1, 4])).unwrap();
+        let c = g.add_value("c", ty(&[1, 8])).unwrap();
+        (g, a, b, c)
+    }
+
+    #[test]
+    fn links_union_atoms_and_blocks_keep_the_first_reason() {
+        let (g, a, b, c) = graph();
+        let mut at = Atoms::new(&g);
+        let r0 = at.reason("first".into());
+        let r1 = at.reason("second".into());
+        at.link((a, 1), (b, 1), r0);
+        // c index 2k and 2k+1 both belong to a's index k.
+        at.link_map((c, 1), (a, 1), r0, |i| Some(i / 2));
+        let (sa, sc) = (at.space(a, 1).unwrap(), at.space(c, 1).unwrap());
+        let (ba, bc) = (at.spaces[sa as usize].base, at.spaces[sc as usize].base);
+        assert_eq!(at.find(bc + 5), at.find(ba + 2));
+        assert_ne!(at.find(ba + 1), at.find(ba + 2));
+        at.block(b, 1, r1);
+        at.block(b, 1, r0);
+        let sb = at.space(b, 1).unwrap();
+        assert_eq!(at.blocked_reason(at.spaces[sb as usize].base), Some(r1));
+        // Mismatched sizes block both sides.
+        at.link((a, 1), (c, 1), r0);
+        assert_eq!(at.blocked_reason(bc), Some(r0));
+    }
+
+    #[test]
+    fn unhandled_axes_are_blocked() {
+        let (g, a, b, _) = graph();
+        let mut at = Atoms::new(&g);
+        let r = at.reason("unmapped".into());
+        at.link((a, 1), (b, 1), r);
+        at.block_unhandled(&[a, b], r);
+        let sa0 = at.space(a, 0).unwrap();
+        let sa1 = at.space(a, 1).unwrap();
+        assert_eq!(at.blocked_reason(at.spaces[sa0 as usize].base), Some(r));
+        assert_eq!(at.blocked_reason(at.spaces[sa1 as usize].base), None);
+    }
+}

@@ -24,6 +24,14 @@ struct Run {
 pub(crate) fn groups(g: &Graph, a: &mut Atoms) -> Result<Discovery> {
     let n = a.len();
     let roots: Vec<usize> = (0..n).map(|i| a.find(i)).collect();
+    // A constant linked to channels is sliced with them: without an explicit role
+    // it produces them (a table sliced or broadcast into the channel axis).
+    for i in 0..a.spaces.len() {
+        let sp = &a.spaces[i];
+        if sp.role.is_none() && a.is_const(sp.value) {
+            a.spaces[i].role = Some(Role::Produces);
+        }
+    }
     let mut has_param = vec![false; n];
     for s in &a.spaces {
         if matches!(s.role, Some(Role::Produces | Role::Consumes)) {
@@ -476,4 +484,36 @@ fn cost(g: &Graph, a: &Atoms, members: &[Member], units: usize) -> (u64, u64) {
         flops += macs(g, a, node) as f64 * f;
     }
     (params.round() as u64, flops.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comp(starts: &[(SpaceId, usize)]) -> Vec<Run> {
+        starts
+            .iter()
+            .map(|&(space, start)| Run {
+                space,
+                start,
+                len: 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn affine_runs_need_a_common_stride_per_space() {
+        // Space 0 contiguous blocks of 2; space 1 interleaved with stride 4.
+        let comps = vec![
+            comp(&[(0, 0), (1, 1)]),
+            comp(&[(0, 2), (1, 5)]),
+            comp(&[(0, 4), (1, 9)]),
+            comp(&[(0, 6), (1, 12)]),
+        ];
+        assert!(affine(&comps, &[0, 1, 2]));
+        assert!(!affine(&comps, &[0, 1, 2, 3]));
+        // Overlapping runs are never affine.
+        let overlap = vec![comp(&[(0, 0)]), comp(&[(0, 1)])];
+        assert!(!affine(&overlap, &[0, 1]));
+    }
 }

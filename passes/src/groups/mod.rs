@@ -13,10 +13,16 @@
 
 mod atoms;
 mod build;
+mod dynamic;
+mod prepare;
 mod remove;
 mod report;
+mod reshape;
 mod rules;
+mod shuffle;
 
+pub use prepare::prepare;
+pub(crate) use prepare::reinfer;
 pub use remove::{remove_many, remove_units, zero_consumers};
 pub use report::{to_json, to_text};
 
@@ -179,70 +185,28 @@ impl ChannelGroup {
 ///
 /// Analyse a canonicalized graph (constants folded, BatchNorm folded, Identity
 /// removed) with inferred shapes: spaces whose size is not known are blocked.
+///
+/// When graph inputs have symbolic dims (a dynamic batch), shape subgraphs do not fold
+/// and many spaces have no known size; then the analysis runs on a copy prepared with
+/// those dims fixed to 1 ([`prepare`]) and its groups are mapped back to `g`
+/// ([`dynamic`]): constants computed at run time in `g` block the groups that need
+/// them, and shape constants assembled by a Concat are fixed up piece by piece.
 pub fn discover(g: &Graph) -> Result<Discovery, cc_ir::Error> {
+    if dynamic::has_symbolic_inputs(g) {
+        let mut fixed = g.clone();
+        if prepare(&mut fixed, None).is_ok() {
+            let d = discover_static(&fixed)?;
+            return Ok(dynamic::map_back(g, d));
+        }
+    }
+    discover_static(g)
+}
+
+/// Discovery on `g` as it is (no specialisation of symbolic dims).
+pub fn discover_static(g: &Graph) -> Result<Discovery, cc_ir::Error> {
     let mut a = atoms::Atoms::new(g);
     rules::apply(g, &mut a)?;
     build::groups(g, &mut a)
-}
-
-/// Fixes the shapes of the graph inputs (`shapes[i]` for the i-th input without data;
-/// `None`: every symbolic or unknown dim becomes 1), re-infers all types and runs
-/// `canonicalize`, so shape subgraphs fold to constants and every space has a size.
-/// Group discovery is meant to run on a graph prepared this way.
-pub fn prepare(g: &mut Graph, shapes: Option<&[Vec<usize>]>) -> Result<(), cc_ir::Error> {
-    let inputs: Vec<ValueId> = g
-        .inputs()
-        .iter()
-        .copied()
-        .filter(|&v| !g.value(v).is_const())
-        .collect();
-    for (i, v) in inputs.into_iter().enumerate() {
-        let Some(cc_ir::ValueType::Tensor { elem, shape }) = g.value(v).ty.clone() else {
-            continue;
-        };
-        let new = match (shapes.and_then(|s| s.get(i)), shape) {
-            (Some(s), _) => Some(s.iter().map(|&d| cc_ir::Dim::Known(d as i64)).collect()),
-            (None, Some(dims)) => Some(
-                dims.into_iter()
-                    .map(|d| match d {
-                        cc_ir::Dim::Known(k) => cc_ir::Dim::Known(k),
-                        _ => cc_ir::Dim::Known(1),
-                    })
-                    .collect(),
-            ),
-            (None, None) => None,
-        };
-        g.value_mut(v).ty = Some(cc_ir::ValueType::Tensor { elem, shape: new });
-    }
-    let pipeline =
-        crate::Pipeline::parse("canonicalize").map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
-    // Folding a shape subgraph makes more types known, which lets more fold: repeat
-    // until the node count settles.
-    for _ in 0..64 {
-        let before = g.node_count();
-        reinfer(g)?;
-        crate::PassManager::new(&pipeline, crate::ManagerOptions::default())
-            .and_then(|mut m| m.run(g))
-            .map_err(|e| cc_ir::Error::invalid(e.to_string()))?;
-        if g.node_count() == before {
-            break;
-        }
-    }
-    reinfer(g)
-}
-
-/// Forgets the types of values produced by typed ops and infers them again.
-pub(crate) fn reinfer(g: &mut Graph) -> Result<(), cc_ir::Error> {
-    for id in g.node_ids() {
-        if g.node(id).op.is_other() {
-            continue;
-        }
-        let outs: Vec<ValueId> = g.node(id).outputs().iter().flatten().copied().collect();
-        for v in outs {
-            g.value_mut(v).ty = None;
-        }
-    }
-    cc_ir::infer::infer_shapes(g)
 }
 
 #[cfg(test)]
@@ -492,6 +456,48 @@ mod tests {
             Op::Conv(a) => assert_eq!(a.group, Some(4)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn split_sizes_shrink_with_their_part() {
+        let (mut b, x) = B::new(&[1, 3, 4, 4]);
+        let a = b.conv(x, 3, 6, 1);
+        let sizes = b.ints(&[2, 4]);
+        let l = b.g.add_value("left", None).unwrap();
+        let r = b.g.add_value("right", None).unwrap();
+        let split = Op::Split {
+            axis: Some(1),
+            split: None,
+            num_outputs: None,
+        };
+        b.g.add_node(
+            "split",
+            split,
+            vec![Some(a), Some(sizes)],
+            vec![Some(l), Some(r)],
+        )
+        .unwrap();
+        let cl = b.conv(l, 2, 3, 1);
+        let cr = b.conv(r, 4, 3, 1);
+        let y = b.node(Op::Binary(cc_ir::op::BinaryOp::Add), &[cl, cr]);
+        let g = b.finish(y);
+        let d = discover(&g).unwrap();
+        let p = prunable(&d);
+        let right = p
+            .iter()
+            .find(|x| x.units == 4)
+            .expect("a group for the right part");
+        let node = g.value(l).producer().unwrap().0;
+        assert!(right.fixups.contains(&Fixup::SplitSize {
+            node,
+            value: sizes,
+            index: 1,
+            per_unit: 1
+        }));
+        let mut h = g.clone();
+        remove_units(&mut h, right, &[0, 2]).unwrap();
+        cc_ir::verify::verify(&h).unwrap();
+        assert_eq!(h.const_data(sizes).unwrap().to_i64().unwrap(), vec![2, 2]);
     }
 
     #[test]

@@ -145,3 +145,71 @@ pub fn to_json(g: &Graph, d: &Discovery) -> Value {
         .collect();
     json!({ "groups": groups })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cc_ir::{DType, Tensor, ValueType};
+
+    #[test]
+    fn text_and_json_show_members_fixups_and_status() {
+        let mut g = Graph::new("t");
+        let w = g
+            .add_const("w", Tensor::from_f32(vec![2, 2], vec![0.0; 4]).unwrap())
+            .unwrap();
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(
+                    DType::F32,
+                    cc_ir::types::known_shape(&[1, 2]),
+                )),
+            )
+            .unwrap();
+        let d = Discovery {
+            groups: vec![ChannelGroup {
+                units: 2,
+                kind: GroupKind::Heads {
+                    head_dim: 1,
+                    q_per_kv: 1,
+                },
+                members: vec![
+                    Member {
+                        value: w,
+                        axis: 0,
+                        offset: 0,
+                        block: 1,
+                        stride: 1,
+                        role: Role::Consumes,
+                        user: None,
+                    },
+                    Member {
+                        value: x,
+                        axis: 1,
+                        offset: 0,
+                        block: 1,
+                        stride: 1,
+                        role: Role::Carries,
+                        user: None,
+                    },
+                ],
+                fixups: vec![],
+                blocked: Some("graph input \"x\"".into()),
+                params: 4,
+                flops: 4,
+            }],
+        };
+        let text = to_text(&g, &d);
+        assert!(text.starts_with("groups: 1 (0 prunable)\n"), "{text}");
+        assert!(text.contains("2 heads (head_dim 1, q_per_kv 1)"), "{text}");
+        assert!(text.contains("blocked: graph input \"x\""), "{text}");
+        assert!(
+            text.contains("consumes %w axis 0 offset 0 block 1 stride 1"),
+            "{text}"
+        );
+        let j = to_json(&g, &d);
+        assert_eq!(j["groups"][0]["kind"], "heads");
+        assert_eq!(j["groups"][0]["prunable"], false);
+        assert_eq!(j["groups"][0]["members"][1]["role"], "carries");
+    }
+}
