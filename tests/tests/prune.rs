@@ -7,7 +7,7 @@
 
 use cc_ir::{Executor, Graph, Tensor};
 use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
-use cc_tests::{fixture_models, shared_dir, test_inputs, Oracle};
+use cc_tests::{fixture_models, max_rel_error, shared_dir, test_inputs, Oracle};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -119,25 +119,46 @@ fn attention_heads_are_pruned_with_heads_true() {
     let Some(shared) = shared_dir() else { return };
     let Some(oracle) = Oracle::find() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let dir = shared.join("models/llama_tiny");
-    let mut g = load(&dir);
-    let report = prune(&mut g, "prune{ratio=0.5,heads=true}", None).unwrap();
-    let heads = stat(&report, "heads");
-    println!(
-        "llama_tiny heads=true: heads {heads}, params {}",
-        stat(&report, "params")
-    );
-    assert_eq!(
-        heads, "2/4 removed",
-        "one of the two key/value heads (with its query heads) in each of the two layers"
-    );
-    let out = tmp.path().join("llama_heads.onnx");
-    cc_ir::onnx::save_model(&g, &out).unwrap();
-    let inputs = test_inputs(&dir);
-    let want = oracle.run(&dir.join("model.onnx"), &inputs).unwrap();
-    let got = oracle.run(&out, &inputs).unwrap();
-    let shapes = |v: &[Tensor]| v.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>();
-    assert_eq!(shapes(&got), shapes(&want));
+    // llama_tiny: 2 layers of 2 key/value heads; tiny_lm: 4 layers of 2, with a symbolic
+    // batch, so the key/value repetition's Expand shape is built at run time by one
+    // Concat that all layers share (each layer must get its own copy).
+    for (name, removed, why) in [
+        (
+            "llama_tiny",
+            "2/4 removed",
+            "one of the two key/value heads (with its query heads) in each of the two layers",
+        ),
+        (
+            "tiny_lm",
+            "4/8 removed",
+            "one of the two key/value heads (with its query heads) in each of the four layers",
+        ),
+    ] {
+        let dir = shared.join("models").join(name);
+        let mut g = load(&dir);
+        let report = prune(&mut g, "prune{ratio=0.5,heads=true}", None).unwrap();
+        let heads = stat(&report, "heads");
+        println!(
+            "{name} heads=true: heads {heads}, params {}",
+            stat(&report, "params")
+        );
+        assert_eq!(heads, removed, "{name}: {why}");
+        let out = tmp.path().join(format!("{name}_heads.onnx"));
+        cc_ir::onnx::save_model(&g, &out).unwrap();
+        let inputs = test_inputs(&dir);
+        let want = oracle.run(&dir.join("model.onnx"), &inputs).unwrap();
+        let got = oracle.run(&out, &inputs).unwrap();
+        let shapes = |v: &[Tensor]| v.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>();
+        assert_eq!(shapes(&got), shapes(&want), "{name}");
+        // Our executor agrees with onnxruntime on the pruned model.
+        let tensors: Vec<Tensor> = inputs
+            .iter()
+            .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+            .collect();
+        let ours = run(&g, &tensors);
+        let err = max_rel_error(&ours[0], &got[0]).unwrap();
+        assert!(err < 1e-3, "{name}: ours vs onnxruntime {err}");
+    }
 }
 
 #[test]

@@ -226,6 +226,7 @@ fn fixups(g: &Graph, a: &Atoms, members: &[Member], blocked: &mut Option<String>
                                 value,
                                 index,
                                 per_unit: per,
+                                via: None,
                             });
                         }
                     }
@@ -344,6 +345,7 @@ fn fixups(g: &Graph, a: &Atoms, members: &[Member], blocked: &mut Option<String>
                     value,
                     index: axis + 1,
                     per_unit: (per_unit / groups.max(1)) as i64,
+                    via: None,
                 });
             }
             (Some(_), Some(_)) => {}

@@ -67,6 +67,7 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
                 value,
                 index,
                 per_unit,
+                ..
             } => {
                 if !g.contains_node(node) {
                     block(&mut why, "a shape fixup's node is gone".into());
@@ -85,6 +86,7 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
                         value: p.value,
                         index: p.index,
                         per_unit,
+                        via: Some((node, slot)),
                     }),
                     // A dim read at run time from a value of this group on the same
                     // axis shrinks by itself.
@@ -95,6 +97,7 @@ fn map_group(g: &Graph, mut gr: ChannelGroup) -> ChannelGroup {
                         value: actual,
                         index,
                         per_unit,
+                        via: None,
                     }),
                     _ => block(
                         &mut why,

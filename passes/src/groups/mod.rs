@@ -135,6 +135,12 @@ pub enum Fixup {
         index: usize,
         /// Shrink per removed unit.
         per_unit: i64,
+        /// When `node` is a Concat that builds the shape read by another node (a shape
+        /// assembled at run time from pieces): that reader and its input slot. Removal
+        /// then gives the reader its own copy of the Concat, so a shape shared by
+        /// readers of several groups (one per layer) shrinks for each reader by its
+        /// own group's removals only.
+        via: Option<(NodeId, usize)>,
     },
     /// Split sizes constant `value` (input 1 of Split `node`): element `index` shrinks
     /// by `per_unit` per unit.

@@ -41,6 +41,8 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
     // (reader, slot, value) -> element -> shrink.
     let mut ints: BTreeMap<(NodeId, usize, ValueId), BTreeMap<usize, i64>> = BTreeMap::new();
     let mut conv_groups: BTreeMap<NodeId, i64> = BTreeMap::new();
+    // Shapes built by a Concat at run time: reader -> (concat, slot, piece) -> shrinks.
+    let mut pieces: BTreeMap<Reader, BTreeMap<(NodeId, usize, ValueId), Deltas>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for (gi, units) in requests {
         if units.is_empty() {
@@ -73,6 +75,23 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
                     value,
                     index,
                     per_unit,
+                    via: Some(reader),
+                } => {
+                    *pieces
+                        .entry(reader)
+                        .or_default()
+                        .entry((node, slot, value))
+                        .or_default()
+                        .entry(index)
+                        .or_default() += per_unit * n;
+                }
+                Fixup::ShapeDim {
+                    node,
+                    slot,
+                    value,
+                    index,
+                    per_unit,
+                    via: None,
                 } => {
                     *ints
                         .entry((node, slot, value))
@@ -164,21 +183,7 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
             .cloned()
             .ok_or_else(|| Error::invalid(format!("{:?} is not a constant", g.value(v).name())))?;
         let vname = g.value(v).name().to_string();
-        let shrink = |deltas: &BTreeMap<usize, i64>| -> Result<Tensor> {
-            let mut vals = t.to_i64_lossless()?;
-            for (&i, &dlt) in deltas {
-                let x = vals
-                    .get_mut(i)
-                    .ok_or_else(|| Error::invalid(format!("{vname:?} has no element {i}")))?;
-                *x -= dlt;
-            }
-            match t.dtype() {
-                DType::I32 => {
-                    Tensor::from_i32(t.shape().to_vec(), vals.iter().map(|&x| x as i32).collect())
-                }
-                _ => Tensor::from_i64(t.shape().to_vec(), vals),
-            }
-        };
+        let shrink = |deltas: &Deltas| shrink_ints(&t, deltas, &vname);
         let same = readers.windows(2).all(|w| w[0].1 == w[1].1);
         let uses = g.value(v).uses().len();
         if same && uses == readers.len() && !g.is_output(v) {
@@ -193,6 +198,9 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
             }
         }
     }
+    for (reader, shrinks) in pieces {
+        concat_for_reader(g, reader, &shrinks)?;
+    }
     for (node, dlt) in conv_groups {
         if let Op::Conv(attrs) = &mut g.node_mut(node).op {
             let gr = attrs.group() - dlt;
@@ -203,6 +211,82 @@ pub fn remove_many(g: &mut Graph, d: &Discovery, requests: &[(usize, Vec<usize>)
         }
     }
     super::reinfer(g)
+}
+
+/// `t` (an integer constant named `name`) with element `i` reduced by `deltas[i]`.
+fn shrink_ints(t: &Tensor, deltas: &Deltas, name: &str) -> Result<Tensor> {
+    let mut vals = t.to_i64_lossless()?;
+    for (&i, &dlt) in deltas {
+        let x = vals
+            .get_mut(i)
+            .ok_or_else(|| Error::invalid(format!("{name:?} has no element {i}")))?;
+        let before = *x;
+        *x -= dlt;
+        if before >= 0 && *x < 0 {
+            return Err(Error::invalid(format!(
+                "{name:?}: element {i} would become negative ({x})"
+            )));
+        }
+    }
+    match t.dtype() {
+        DType::I32 => {
+            Tensor::from_i32(t.shape().to_vec(), vals.iter().map(|&x| x as i32).collect())
+        }
+        _ => Tensor::from_i64(t.shape().to_vec(), vals),
+    }
+}
+
+/// Gives `reader` its own copy of the Concat that builds the shape it reads, with the
+/// pieces in `shrinks` (keyed by concat, slot, piece) shrunk; the original Concat stays
+/// for its other readers, or is removed when none is left.
+fn concat_for_reader(
+    g: &mut Graph,
+    (reader, rslot): Reader,
+    shrinks: &BTreeMap<(NodeId, usize, ValueId), Deltas>,
+) -> Result<()> {
+    let Some(&(concat, _, _)) = shrinks.keys().next() else {
+        return Ok(());
+    };
+    if shrinks.keys().any(|&(c, _, _)| c != concat) {
+        return Err(Error::invalid(format!(
+            "{}: its shape is built by more than one Concat",
+            g.node_label(reader)
+        )));
+    }
+    let old_out = g
+        .node(concat)
+        .output(0)
+        .ok_or_else(|| Error::invalid("shape Concat without output"))?;
+    if g.node(reader).input(rslot) != Some(old_out) {
+        return Err(Error::invalid(format!(
+            "{}: input {rslot} is not the shape Concat's output",
+            g.node_label(reader)
+        )));
+    }
+    let mut inputs = g.node(concat).inputs().to_vec();
+    for (&(_, slot, piece), deltas) in shrinks {
+        let t = g.const_data(piece).cloned().ok_or_else(|| {
+            Error::invalid(format!("{:?} is not a constant", g.value(piece).name()))
+        })?;
+        let nt = shrink_ints(&t, deltas, g.value(piece).name())?;
+        let name = g.unique_name(g.value(piece).name());
+        let nv = g.add_const(&name, nt)?;
+        match inputs.get_mut(slot) {
+            Some(x) => *x = Some(nv),
+            None => return Err(Error::invalid("shape Concat has no such input")),
+        }
+    }
+    let base = format!("{}_{}", g.node(concat).name, g.node(reader).name);
+    let out_name = g.unique_name(&format!("{}_shape", g.node(reader).name));
+    let out = g.add_value(&out_name, None)?;
+    let op = g.node(concat).op.clone();
+    let node_name = g.unique_name(&base);
+    g.add_node(&node_name, op, inputs, vec![Some(out)])?;
+    g.set_input(reader, rslot, Some(out));
+    if g.value(old_out).uses().is_empty() && !g.is_output(old_out) {
+        g.remove_node(concat);
+    }
+    Ok(())
 }
 
 fn check_request(gi: usize, group: &ChannelGroup, units: &[usize]) -> Result<()> {
