@@ -13,8 +13,10 @@
 //! fixture name or a `model.onnx` path (default: resnet18, mobilenet_v2, tiny_lm);
 //! T defaults to 2, N to 10.
 //!
-//! After the models, one more row times `prune{ratio=0.5}` end to end on resnet18
-//! (import -> canonicalize -> prune -> export).
+//! The `groups s` column is the median wall time of `cc-compile groups MODEL` (import ->
+//! fix symbolic dims -> canonicalize -> group discovery -> report) per model. After the
+//! models, one more row times `prune{ratio=0.5}` end to end on resnet18 (import ->
+//! canonicalize -> prune -> export).
 //!
 //! The onnxruntime columns need `CC_PYTHON` (or `.venv/bin/python`) with onnxruntime.
 //! Prints medians and ratios; the machines are noisy, so no single run is quoted.
@@ -184,12 +186,13 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
     let ort_script = root.join("tests/oracle/time_ort.py");
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     println!(
-        "{:<22} {:>9} {:>12} {:>10} {:>12} {:>10} {:>10}",
-        "model", "size MB", "cc median s", "peak MB", "peak/size", "ort s", "cc/ort"
+        "{:<22} {:>9} {:>12} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "model", "size MB", "cc median s", "peak MB", "peak/size", "ort s", "cc/ort", "groups s"
     );
     for model in models {
         let size = std::fs::metadata(&model).map_err(|e| e.to_string())?.len() as f64;
         let (cc, peak) = time_compile(&compiler, &model, &[], runs, tmp.path())?;
+        let groups = time_groups(&compiler, &model, runs)?;
         let ort = python_seconds(
             Command::new(&python)
                 .arg(&ort_script)
@@ -199,7 +202,7 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
         let name = model_name(&model);
         let mb = |b: f64| b / (1024.0 * 1024.0);
         println!(
-            "{:<22} {:>9.1} {:>12.3} {:>10.1} {:>12.2} {:>10} {:>10}",
+            "{:<22} {:>9.1} {:>12.3} {:>10.1} {:>12.2} {:>10} {:>10} {:>10.3}",
             name,
             mb(size),
             cc,
@@ -209,6 +212,7 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
                 .unwrap_or_else(|| "n/a".into()),
             ort.map(|t| format!("{:.2}", cc / t))
                 .unwrap_or_else(|| "n/a".into()),
+            groups,
         );
     }
     // The prune pass end to end (import -> canonicalize -> prune -> export).
@@ -228,6 +232,29 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Median wall time of `runs` runs of `cc-compile groups MODEL` (output discarded).
+fn time_groups(compiler: &Path, model: &Path, runs: usize) -> Result<f64, String> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let o = Command::new(compiler)
+            .arg("groups")
+            .arg(model)
+            .output()
+            .map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64());
+        if !o.status.success() {
+            return Err(format!(
+                "groups {}: {}",
+                model.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Median wall time of `runs` runs of `cc-compile MODEL -o OUT --report-json J ARGS`, and
