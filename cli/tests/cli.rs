@@ -161,21 +161,35 @@ fn malformed_options_are_rejected() {
 
 #[test]
 fn output_is_byte_identical_across_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.onnx");
-    let b = dir.path().join("b.onnx");
-    for out in [&a, &b] {
-        let o = bin()
-            .arg(demo_model())
-            .args(["--passes", "fold", "-o"])
-            .arg(out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let calib = demo_model().with_file_name("calibration.pb");
+    let calib = calib.to_str().unwrap();
+    // `fold`, and the README's main command (pruning with calibration, on threads).
+    for args in [
+        vec!["--passes", "fold"],
+        vec![
+            "--passes",
+            "prune{params=0.45,criterion=activation,reconstruct=true}",
+            "--calib",
+            calib,
+        ],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.onnx");
+        let b = dir.path().join("b.onnx");
+        for out in [&a, &b] {
+            let o = bin()
+                .arg(demo_model())
+                .args(&args)
+                .arg("-o")
+                .arg(out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+        assert!(!a.is_empty());
+        assert!(a == b, "{args:?}: two runs wrote different bytes");
     }
-    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    assert!(!a.is_empty());
-    assert!(a == b, "two runs wrote different bytes");
 }
 
 #[test]
