@@ -181,6 +181,29 @@ pub enum Fixup {
 }
 
 impl ChannelGroup {
+    /// A prunable channel group of `units` units whose only member produces them along
+    /// `axis` of constant `value` (for tests of code that consumes groups).
+    #[cfg(test)]
+    pub(crate) fn single_member(units: usize, value: ValueId, axis: usize) -> ChannelGroup {
+        ChannelGroup {
+            units,
+            kind: GroupKind::Channels,
+            members: vec![Member {
+                value,
+                axis,
+                offset: 0,
+                block: 1,
+                stride: 1,
+                role: Role::Produces,
+                user: None,
+            }],
+            fixups: vec![],
+            blocked: None,
+            params: 0,
+            flops: 0,
+        }
+    }
+
     /// True when the group can be pruned.
     pub fn is_prunable(&self) -> bool {
         self.blocked.is_none() && self.units > 1

@@ -177,7 +177,6 @@ impl CostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::groups::{GroupKind, Member};
     use cc_ir::op::ConvAttrs;
     use cc_ir::Tensor;
 
@@ -215,23 +214,7 @@ mod tests {
         cc_ir::infer::infer_shapes(&mut g).unwrap();
         // 4*16 outputs, each 2*9 multiply-adds.
         assert_eq!(flops(&g), 64 * 18);
-        let grp = |axis| ChannelGroup {
-            units: 4,
-            kind: GroupKind::Channels,
-            members: vec![Member {
-                value: w,
-                axis,
-                offset: 0,
-                block: 1,
-                stride: 1,
-                role: Role::Produces,
-                user: None,
-            }],
-            fixups: vec![],
-            blocked: None,
-            params: 0,
-            flops: 0,
-        };
+        let grp = |axis| ChannelGroup::single_member(4, w, axis);
         let (a, b) = (grp(0), grp(1));
         let m = CostModel::new(&g, &[&a, &b]);
         assert_eq!(m.predict(&[0, 0]), (72, 64 * 18));

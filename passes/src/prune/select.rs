@@ -194,7 +194,7 @@ fn greedy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::groups::{ChannelGroup, GroupKind, Member, Role};
+    use crate::groups::ChannelGroup;
     use cc_ir::{Graph, Tensor};
 
     fn model(sizes: &[usize]) -> (Graph, Vec<ChannelGroup>) {
@@ -215,23 +215,7 @@ mod tests {
                 vec![Some(y)],
             )
             .unwrap();
-            groups.push(ChannelGroup {
-                units: n,
-                kind: GroupKind::Channels,
-                members: vec![Member {
-                    value: w,
-                    axis: 0,
-                    offset: 0,
-                    block: 1,
-                    stride: 1,
-                    role: Role::Produces,
-                    user: None,
-                }],
-                fixups: vec![],
-                blocked: None,
-                params: 0,
-                flops: 0,
-            });
+            groups.push(ChannelGroup::single_member(n, w, 0));
         }
         (g, groups)
     }
