@@ -63,6 +63,9 @@ pub struct Value {
     pub ty: Option<ValueType>,
     /// Constant data: set for weights (initializers, folded constants).
     pub data: Option<Tensor>,
+    /// A compressed weight (quantized, ...): set instead of `data`; `ty` is the logical
+    /// type. See [`crate::compressed`].
+    pub compressed: Option<crate::compressed::Compressed>,
     producer: Option<(NodeId, usize)>,
     uses: Vec<Use>,
 }
@@ -198,6 +201,7 @@ impl Graph {
             name: name.to_string(),
             ty,
             data: None,
+            compressed: None,
             producer: None,
             uses: Vec::new(),
         });

@@ -6,6 +6,7 @@
 //! canonical text printer ([`printer`]) and ONNX import/export ([`onnx`]).
 
 pub mod attr;
+pub mod compressed;
 pub mod dtype;
 pub mod error;
 pub mod exec;
@@ -19,6 +20,7 @@ pub mod types;
 pub mod verify;
 
 pub use attr::{AttrValue, Attribute};
+pub use compressed::{Compressed, QuantizedWeight};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use exec::Executor;

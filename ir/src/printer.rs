@@ -54,6 +54,25 @@ pub fn print_graph(g: &Graph) -> String {
             let _ = writeln!(s, "  {}: {}", name(g, v), tensor_summary(t));
         }
     }
+    let mut packed = crate::compressed::compressed_values(g);
+    packed.sort_by(|a, b| g.value(*a).name().cmp(g.value(*b).name()));
+    for v in packed {
+        if let Some(crate::compressed::Compressed::Quantized(q)) = &g.value(v).compressed {
+            let _ = write!(
+                s,
+                "  {}: {} = quantized {} scale {}",
+                name(g, v),
+                ty(g, v),
+                q.granularity(),
+                tensor_summary(&q.scale)
+            );
+            let _ = write!(s, " codes {}", tensor_summary(&q.q));
+            if let Some(z) = &q.zero_point {
+                let _ = write!(s, " zero_point {}", tensor_summary(z));
+            }
+            s.push('\n');
+        }
+    }
     s.push_str("nodes:\n");
     for id in order {
         print_node(&mut s, g, id);

@@ -107,7 +107,10 @@ pub(crate) fn check_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<()
 }
 
 fn is_defined(g: &Graph, v: ValueId) -> bool {
-    g.is_input(v) || g.value(v).is_const() || g.value(v).producer().is_some()
+    g.is_input(v)
+        || g.value(v).is_const()
+        || g.value(v).compressed.is_some()
+        || g.value(v).producer().is_some()
 }
 
 fn check_defined(g: &Graph) -> Result<()> {

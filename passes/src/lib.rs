@@ -20,6 +20,7 @@ pub mod options;
 pub mod pass;
 pub mod pipeline;
 pub mod prune;
+pub mod quant;
 pub mod registry;
 pub mod remove_identity;
 pub mod report;

@@ -29,6 +29,12 @@ impl GraphStats {
                     s.bytes += t.byte_len();
                 }
             }
+            if let Some(c) = &g.value(v).compressed {
+                if g.is_live(v) {
+                    s.params += c.params();
+                    s.bytes += c.byte_len();
+                }
+            }
         }
         s
     }

@@ -224,6 +224,13 @@ fn check_input(
 impl Executor for CpuExecutor {
     fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let _flushing = FlushDenormals::enter();
+        // Compressed weights run as their DequantizeLinear lowering: a MatMul/Gemm reader
+        // takes the fused dequantize-GEMM (the f32 weight is never built whole); other
+        // readers (Conv, ...) get the weight dequantized at run time.
+        if cc_ir::compressed::has_compressed(g) {
+            let lowered = cc_ir::compressed::lower_compressed(g)?;
+            return self.par.install(|| self.run_on_pool(&lowered, inputs));
+        }
         self.par.install(|| self.run_on_pool(g, inputs))
     }
 }

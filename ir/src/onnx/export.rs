@@ -95,6 +95,14 @@ fn name_of(g: &Graph, v: Option<ValueId>) -> String {
 /// Serializes `g` except the weight payloads. With `external`, raw weights are placed
 /// in that file (its name, relative to the model) instead of inline.
 pub fn prepare(g: &Graph, external: Option<&str>) -> Result<Prepared> {
+    // Compressed weights are written as standard ops (see `compressed::lower_compressed`).
+    let lowered;
+    let g = if crate::compressed::has_compressed(g) {
+        lowered = crate::compressed::lower_compressed(g)?;
+        &lowered
+    } else {
+        g
+    };
     let order = g.topo_order()?;
     let mut gp = if g.meta.graph_extra.is_empty() {
         GraphProto::new()

@@ -1,0 +1,470 @@
+//! `quant`: post-training weight quantization (round to nearest).
+//!
+//! Each constant f32 weight read by a selected op (MatMul input 1 of rank 2, Gemm input
+//! 1, Conv input 1) becomes a first-class quantized value ([`cc_ir::QuantizedWeight`]):
+//! per output channel (`granularity=channel`) or per block of `block` elements along the
+//! reduction axis (`granularity=block`), 8 or 4 bits, symmetric (signed codes, no zero
+//! point) or asymmetric (unsigned codes with zero points). The ONNX writer lowers each to
+//! initializers + `DequantizeLinear`; the CPU executor runs MatMul/Gemm readers through
+//! its fused dequantize-GEMM and dequantizes Conv weights at run time.
+//!
+//! Not yet implemented (clear errors): `weights=gptq`, `activations=static|dynamic`.
+
+use crate::error::PassError;
+use crate::options::{OptionKind, OptionSpec, Options};
+use crate::pass::{Changed, Pass, PassCx};
+use crate::prune::glob;
+use crate::registry::PassInfo;
+use cc_ir::compressed::{pack_4bit, ScaleLayout};
+use cc_ir::{Compressed, DType, Error, Graph, Op, QuantizedWeight, Tensor, ValueId};
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "bits",
+        kind: OptionKind::Enum(&["8", "4"]),
+        default: "8",
+        help: "bits per weight code",
+    },
+    OptionSpec {
+        name: "granularity",
+        kind: OptionKind::Enum(&["channel", "block"]),
+        default: "channel",
+        help: "one scale per output channel, or per block along the reduction axis",
+    },
+    OptionSpec {
+        name: "block",
+        kind: OptionKind::Enum(&["32", "64", "128"]),
+        default: "32",
+        help: "block length with granularity=block",
+    },
+    OptionSpec {
+        name: "symmetric",
+        kind: OptionKind::Bool,
+        default: "true",
+        help: "signed codes without zero point (false: unsigned codes with zero points)",
+    },
+    OptionSpec {
+        name: "weights",
+        kind: OptionKind::Enum(&["rtn", "gptq"]),
+        default: "rtn",
+        help: "weight rounding: round to nearest (gptq: not implemented yet)",
+    },
+    OptionSpec {
+        name: "activations",
+        kind: OptionKind::Enum(&["none", "static", "dynamic"]),
+        default: "none",
+        help: "activation quantization (only none is implemented yet)",
+    },
+    OptionSpec {
+        name: "ops",
+        kind: OptionKind::Str,
+        default: "MatMul|Gemm|Conv",
+        help: "op types whose weights are quantized, separated by | or ;",
+    },
+    OptionSpec {
+        name: "ignore",
+        kind: OptionKind::Str,
+        default: "",
+        help: "name globs (* and ?) separated by | or ;: weights or nodes matching are kept in f32",
+    },
+];
+
+inventory::submit! {
+    PassInfo {
+        name: "quant",
+        summary: "weight quantization (int8 per channel, int4 per block; round to nearest)",
+        options: OPTIONS,
+        create: |o| Ok(Box::new(Quant::from_options(o)?)),
+    }
+}
+
+/// Op types `ops=` may name.
+const QUANT_OPS: &[&str] = &["MatMul", "Gemm", "Conv"];
+
+/// The quantization pass and its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quant {
+    /// Bits per code: 8 or 4.
+    pub bits: u32,
+    /// Block length along the reduction axis; `None` = per output channel.
+    pub block: Option<usize>,
+    /// Signed codes without zero points.
+    pub symmetric: bool,
+    /// Op types whose weights are quantized.
+    pub ops: Vec<String>,
+    /// Name globs left in f32.
+    pub ignore: Vec<String>,
+}
+
+fn bad(option: &str, value: &str, expected: &str) -> PassError {
+    PassError::BadOptionValue {
+        pass: "quant".into(),
+        option: option.into(),
+        value: value.into(),
+        expected: expected.into(),
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(['|', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl Quant {
+    /// The pass with parsed options; options not implemented yet are errors naming them.
+    pub fn from_options(o: &Options) -> Result<Quant, PassError> {
+        let bits = match o.get_str("bits")? {
+            "4" => 4,
+            _ => 8,
+        };
+        let block = match o.get_str("granularity")? {
+            "block" => {
+                let b = o.get_str("block")?;
+                Some(b.parse().map_err(|_| bad("block", b, "one of 32|64|128"))?)
+            }
+            _ => None,
+        };
+        let weights = o.get_str("weights")?;
+        if weights != "rtn" {
+            return Err(bad("weights", weights, "rtn (gptq is not implemented yet)"));
+        }
+        let act = o.get_str("activations")?;
+        if act != "none" {
+            return Err(bad(
+                "activations",
+                act,
+                "none (static and dynamic activation quantization are not implemented yet)",
+            ));
+        }
+        let ops = split_list(o.get_str("ops")?);
+        if let Some(op) = ops.iter().find(|op| !QUANT_OPS.contains(&op.as_str())) {
+            return Err(bad("ops", op, "a list of MatMul|Gemm|Conv"));
+        }
+        Ok(Quant {
+            bits,
+            block,
+            symmetric: o.get_bool("symmetric")?,
+            ops,
+            ignore: split_list(o.get_str("ignore")?),
+        })
+    }
+
+    fn ignored(&self, name: &str) -> bool {
+        self.ignore.iter().any(|p| glob(p, name))
+    }
+
+    /// The weights to quantize: (value, output-channel axis, reduction axis), each once.
+    fn targets(&self, g: &Graph) -> Result<Vec<(ValueId, usize, usize)>, PassError> {
+        let mut out: Vec<(ValueId, usize, usize)> = Vec::new();
+        for id in g.topo_order()? {
+            let node = g.node(id);
+            let (op, axes) = match &node.op {
+                Op::MatMul => ("MatMul", Some((1, 0, 2))),
+                Op::Gemm { trans_b, .. } => {
+                    if trans_b.unwrap_or(0) != 0 {
+                        ("Gemm", Some((0, 1, 2)))
+                    } else {
+                        ("Gemm", Some((1, 0, 2)))
+                    }
+                }
+                Op::Conv { .. } => ("Conv", Some((0, 1, 0))),
+                _ => ("", None),
+            };
+            let Some((out_axis, red_axis, rank)) = axes else {
+                continue;
+            };
+            if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
+                continue;
+            }
+            let Some(w) = node.input(1) else { continue };
+            let Some(t) = g.const_data(w) else { continue };
+            let rank_ok = if rank == 0 {
+                t.shape().len() >= 3
+            } else {
+                t.shape().len() == rank
+            };
+            if t.dtype() != DType::F32
+                || !rank_ok
+                || t.is_empty()
+                || g.is_input(w)
+                || g.is_output(w)
+                || self.ignored(g.value(w).name())
+                || out.iter().any(|(v, ..)| *v == w)
+            {
+                continue;
+            }
+            out.push((w, out_axis, red_axis));
+        }
+        Ok(out)
+    }
+
+    /// Quantizes `w` (logical `shape`): codes, scales and zero points.
+    fn quantize(
+        &self,
+        name: &str,
+        w: &[f32],
+        shape: &[usize],
+        out_axis: usize,
+        red_axis: usize,
+    ) -> Result<QuantizedWeight, Error> {
+        let axis = if self.block.is_some() {
+            red_axis
+        } else {
+            out_axis
+        };
+        let layout = ScaleLayout::new(shape, axis, self.block)?;
+        let scale_shape = layout.scale_shape(shape, axis);
+        let n_scales: usize = scale_shape.iter().product();
+        let (mut lo, mut hi) = (vec![0f32; n_scales], vec![0f32; n_scales]);
+        for (i, &x) in w.iter().enumerate() {
+            if !x.is_finite() {
+                return Err(Error::invalid(format!(
+                    "weight {name}: element {i} is not finite"
+                )));
+            }
+            let s = layout.index(i);
+            if let (Some(l), Some(h)) = (lo.get_mut(s), hi.get_mut(s)) {
+                *l = l.min(x);
+                *h = h.max(x);
+            }
+        }
+        // Code ranges: symmetric uses ±(2^(b-1)-1) so that 0 stays exact and the range is
+        // balanced; asymmetric uses the full unsigned range with a zero point.
+        let qmax_s = ((1i32 << (self.bits - 1)) - 1) as f32;
+        let qmax_u = ((1i32 << self.bits) - 1) as f32;
+        let mut scale = vec![1f32; n_scales];
+        let mut zp = vec![0i32; n_scales];
+        for s in 0..n_scales {
+            let (l, h) = (lo[s], hi[s]);
+            if self.symmetric {
+                let m = l.abs().max(h.abs());
+                if m > 0.0 {
+                    scale[s] = m / qmax_s;
+                }
+            } else if h > l {
+                scale[s] = (h - l) / qmax_u;
+                zp[s] = (-l / scale[s]).round().clamp(0.0, qmax_u) as i32;
+            }
+        }
+        let (cmin, cmax) = if self.symmetric {
+            (-qmax_s, qmax_s)
+        } else {
+            (0.0, qmax_u)
+        };
+        let codes: Vec<i32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let s = layout.index(i);
+                ((x / scale[s]).round() + zp[s] as f32).clamp(cmin, cmax) as i32
+            })
+            .collect();
+        let dtype = match (self.bits, self.symmetric) {
+            (4, true) => DType::I4,
+            (4, false) => DType::U4,
+            (_, true) => DType::I8,
+            (_, false) => DType::U8,
+        };
+        let pack = |c: &[i32]| -> Vec<u8> {
+            if self.bits == 4 {
+                pack_4bit(c)
+            } else {
+                c.iter().map(|&v| v as u8).collect()
+            }
+        };
+        let q = Tensor::from_raw(dtype, shape.to_vec(), pack(&codes).into())?;
+        let zero_point = if self.symmetric {
+            None
+        } else {
+            Some(Tensor::from_raw(
+                dtype,
+                scale_shape.clone(),
+                pack(&zp).into(),
+            )?)
+        };
+        Ok(QuantizedWeight {
+            q,
+            scale: Tensor::from_f32(scale_shape, scale)?,
+            zero_point,
+            axis,
+            block_size: self.block,
+        })
+    }
+}
+
+impl Pass for Quant {
+    fn name(&self) -> &str {
+        "quant"
+    }
+
+    fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
+        let targets = self.targets(g)?;
+        let (mut params, mut before, mut after) = (0usize, 0usize, 0usize);
+        let (mut err2, mut norm2, mut worst) = (0f64, 0f64, 0f64);
+        for (v, out_axis, red_axis) in &targets {
+            let Some(t) = g.const_data(*v).cloned() else {
+                continue;
+            };
+            let name = g.value(*v).name().to_string();
+            let w = t.f32_view()?;
+            let qw = self.quantize(&name, &w, t.shape(), *out_axis, *red_axis)?;
+            let d = cc_ir::compressed::dequantize(&qw)?;
+            let (mut e, mut n) = (0f64, 0f64);
+            for (a, b) in w.iter().zip(&d) {
+                e += f64::from(a - b).powi(2);
+                n += f64::from(*a).powi(2);
+            }
+            err2 += e;
+            norm2 += n;
+            if n > 0.0 {
+                worst = worst.max((e / n).sqrt());
+            }
+            params += t.len();
+            before += t.byte_len();
+            after += qw.byte_len();
+            let val = g.value_mut(*v);
+            val.data = None;
+            val.compressed = Some(Compressed::Quantized(qw));
+        }
+        cx.stat("quantized_weights", targets.len());
+        cx.stat("quantized_params", params);
+        cx.stat("weight_bytes_before", before);
+        cx.stat("weight_bytes_after", after);
+        let rel = if norm2 > 0.0 {
+            (err2 / norm2).sqrt()
+        } else {
+            0.0
+        };
+        cx.stat("weight_rel_error", rel);
+        cx.stat("weight_rel_error_max", worst);
+        Ok(Changed(!targets.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+    use cc_ir::types::{known_shape, ValueType};
+
+    fn quant(text: &str) -> Result<Quant, PassError> {
+        let spec = lookup("quant").unwrap();
+        let given: Vec<(String, String)> = text
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let o = Options::parse("quant", spec.options, &given)?;
+        Quant::from_options(&o)
+    }
+
+    fn matmul_graph(k: usize, n: usize) -> (Graph, Vec<f32>) {
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(DType::F32, known_shape(&[1, k]))),
+            )
+            .unwrap();
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let wv = g
+            .add_const("w", Tensor::from_f32(vec![k, n], w.clone()).unwrap())
+            .unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.add_node("mm", Op::MatMul, vec![Some(x), Some(wv)], vec![Some(y)])
+            .unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![y]);
+        (g, w)
+    }
+
+    fn run(q: &mut Quant, g: &mut Graph) -> PassCx {
+        let mut cx = PassCx::new(0);
+        q.run(g, &mut cx).unwrap();
+        cx
+    }
+
+    #[test]
+    fn int8_per_channel_is_close_and_a_quarter_the_size() {
+        let (mut g, w) = matmul_graph(64, 8);
+        let mut q = quant("").unwrap();
+        let cx = run(&mut q, &mut g);
+        let v = g.value_by_name("w").unwrap();
+        assert!(g.const_data(v).is_none());
+        let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
+            panic!("not quantized")
+        };
+        assert_eq!(qw.q.dtype(), DType::I8);
+        assert_eq!(qw.scale.shape(), &[8]);
+        assert_eq!(qw.axis, 1);
+        let d = cc_ir::compressed::dequantize(qw).unwrap();
+        let max = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (a, b) in w.iter().zip(&d) {
+            assert!((a - b).abs() <= max / 127.0 * 0.5 + 1e-6);
+        }
+        let stat = |k: &str| cx.stats().iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!(stat("weight_bytes_before").to_string(), "2048");
+        assert_eq!(
+            stat("weight_bytes_after").to_string(),
+            (512 + 32).to_string()
+        );
+        cc_ir::verify::verify(&g).unwrap();
+    }
+
+    #[test]
+    fn int4_blocks_run_along_the_reduction_axis_and_pack() {
+        let (mut g, w) = matmul_graph(64, 8);
+        let mut q = quant("bits=4,granularity=block,block=32,symmetric=false").unwrap();
+        run(&mut q, &mut g);
+        let v = g.value_by_name("w").unwrap();
+        let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
+            panic!("not quantized")
+        };
+        assert_eq!(qw.q.dtype(), DType::U4);
+        assert_eq!(qw.q.byte_len(), 64 * 8 / 2);
+        assert_eq!(qw.scale.shape(), &[2, 8]);
+        assert_eq!(qw.axis, 0);
+        assert_eq!(qw.block_size, Some(32));
+        let d = cc_ir::compressed::dequantize(qw).unwrap();
+        let err: f32 = w
+            .iter()
+            .zip(&d)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        let range = w.iter().fold(0f32, |m, x| m.max(x.abs())) * 2.0;
+        assert!(err <= range / 15.0 * 0.5 + 1e-5, "err {err}");
+    }
+
+    #[test]
+    fn ignore_and_ops_select_weights() {
+        let (mut g, _) = matmul_graph(4, 4);
+        let mut q = quant("ignore=w").unwrap();
+        assert!(!run(&mut q, &mut g).stats().is_empty());
+        assert!(g.value(g.value_by_name("w").unwrap()).compressed.is_none());
+        let mut q = quant("ops=Conv").unwrap();
+        run(&mut q, &mut g);
+        assert!(g.value(g.value_by_name("w").unwrap()).compressed.is_none());
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        for (text, option) in [
+            ("bits=5", "bits"),
+            ("granularity=block,block=0", "block"),
+            ("weights=gptq", "weights"),
+            ("activations=static", "activations"),
+            ("ops=Add", "ops"),
+        ] {
+            let e = quant(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("option {option}=")), "{text}: {e}");
+        }
+    }
+}
