@@ -534,3 +534,31 @@ fn groups_rejects_a_missing_model_in_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/m.onnx"), "{err}");
 }
+
+#[test]
+fn quant_rejects_unsupported_bits_block_and_modes_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (passes, needle) in [
+        ("quant{bits=5}", "option bits=\"5\""),
+        ("quant{granularity=block,block=0}", "option block=\"0\""),
+        ("quant{weights=gptq}", "option weights=\"gptq\""),
+        ("quant{activations=static}", "option activations=\"static\""),
+    ] {
+        let (o, out) = compile(dir.path(), &demo_model(), &["--passes", passes]);
+        assert_rejected(&o, &out, needle);
+    }
+}
+
+#[test]
+fn quant_output_is_smaller_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = compile(dir.path(), &demo_model(), &["--passes", "quant"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = std::fs::metadata(demo_model()).unwrap().len();
+    let after = std::fs::metadata(&out).unwrap().len();
+    assert!(after * 3 < before, "{after} vs {before}");
+    let bytes = std::fs::read(&out).unwrap();
+    let m = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let graph = m.graph.as_ref().unwrap();
+    assert!(graph.node.iter().any(|n| n.op_type == "DequantizeLinear"));
+}

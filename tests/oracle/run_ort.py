@@ -6,6 +6,7 @@ Feeds the TensorProto inputs to the model's inputs in order and writes each outp
 OUT_DIR/output_<i>.pb (TensorProto). Prints nothing on success; exits 1 with a message
 on failure. Used by the cc-tests oracle tests; nothing here compares: the Rust test does.
 """
+import os
 import sys
 
 import numpy as np
@@ -32,6 +33,10 @@ def main(argv):
     model, out_dir, inputs = argv[0], argv[1], argv[2:]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if os.environ.get("CC_ORT_DISABLE_OPT"):
+        # The graph as written, without onnxruntime's rewrites (some are lossy, e.g.
+        # DequantizeLinear -> MatMul becomes an integer MatMul on quantized activations).
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     feed = load_feed(sess, inputs)
     outs = sess.run(None, feed)

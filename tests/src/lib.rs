@@ -153,8 +153,32 @@ impl Oracle {
         model: &Path,
         inputs: &[PathBuf],
     ) -> std::result::Result<Vec<Tensor>, String> {
+        self.run_with(model, inputs, true)
+    }
+
+    /// Like [`Oracle::run`] with onnxruntime's graph optimizations switched off: the
+    /// graph's own semantics (some optimizations are lossy, e.g. a DequantizeLinear
+    /// feeding MatMul becomes an integer MatMul on dynamically quantized activations).
+    pub fn run_unoptimized(
+        &self,
+        model: &Path,
+        inputs: &[PathBuf],
+    ) -> std::result::Result<Vec<Tensor>, String> {
+        self.run_with(model, inputs, false)
+    }
+
+    fn run_with(
+        &self,
+        model: &Path,
+        inputs: &[PathBuf],
+        optimize: bool,
+    ) -> std::result::Result<Vec<Tensor>, String> {
         let out = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let status = Command::new(&self.python)
+        let mut cmd = Command::new(&self.python);
+        if !optimize {
+            cmd.env("CC_ORT_DISABLE_OPT", "1");
+        }
+        let status = cmd
             .arg(&self.script)
             .arg(model)
             .arg(out.path())
