@@ -166,6 +166,89 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
     Ok(out)
 }
 
+/// Raises every `DequantizeLinear` of `g` whose inputs are constants read by it alone
+/// (codes i8/u8/i4/u4, f32 scales per axis or per block, zero points of the codes' type)
+/// and whose output is not a graph output into a quantized value: the inverse of
+/// [`lower_compressed`], so a model we wrote imports to the IR it was written from.
+/// Per-tensor (scalar scale) forms are left as nodes. Returns how many were raised.
+pub fn raise_compressed(g: &mut Graph) -> Result<usize> {
+    let mut raised = 0;
+    for id in g.topo_order()? {
+        let node = g.node(id);
+        let Op::DequantizeLinear { axis, block_size } = node.op else {
+            continue;
+        };
+        let Some(out) = node.output(0) else { continue };
+        if node.outputs().len() != 1 || g.is_output(out) || !node.implicit_inputs().is_empty() {
+            continue;
+        }
+        let ins: Vec<ValueId> = node.inputs().iter().flatten().copied().collect();
+        if ins.len() != node.inputs().len() || !(2..=3).contains(&ins.len()) {
+            continue;
+        }
+        let sole_const = |v: ValueId| {
+            g.const_data(v).is_some()
+                && !g.is_input(v)
+                && !g.is_output(v)
+                && g.value(v).uses().len() == 1
+        };
+        if !ins.iter().all(|&v| sole_const(v)) {
+            continue;
+        }
+        let (Some(q), Some(scale)) = (g.const_data(ins[0]), g.const_data(ins[1])) else {
+            continue;
+        };
+        let zero_point = ins.get(2).and_then(|&z| g.const_data(z)).cloned();
+        if !matches!(q.dtype(), DType::I8 | DType::U8 | DType::I4 | DType::U4)
+            || scale.dtype() != DType::F32
+            || zero_point
+                .as_ref()
+                .is_some_and(|z| z.dtype() != q.dtype() || z.shape() != scale.shape())
+        {
+            continue;
+        }
+        let rank = q.shape().len() as i64;
+        let a = axis.unwrap_or(1);
+        let a = if a < 0 { a + rank } else { a };
+        let Ok(a) = usize::try_from(a) else { continue };
+        if a >= q.shape().len() {
+            continue;
+        }
+        let block = match block_size {
+            None | Some(0) => None,
+            Some(b) => match usize::try_from(b) {
+                Ok(b) => Some(b),
+                Err(_) => continue,
+            },
+        };
+        let layout = ScaleLayout::new(q.shape(), a, block)?;
+        if scale.shape() != layout.scale_shape(q.shape(), a).as_slice() {
+            continue;
+        }
+        let qw = QuantizedWeight {
+            q: q.clone(),
+            scale: scale.clone(),
+            zero_point,
+            axis: a,
+            block_size: block,
+        };
+        let ty = crate::types::ValueType::tensor(DType::F32, crate::types::known_shape(q.shape()));
+        g.remove_node(id);
+        // The inputs are dead now: free their names (so lowering again writes the same
+        // names) and their data.
+        for &v in &ins {
+            let free = g.unique_name(&format!("{}.raised", g.value(v).name()));
+            g.rename_value(v, &free)?;
+            g.value_mut(v).data = None;
+        }
+        let v = g.value_mut(out);
+        v.ty = Some(ty);
+        v.compressed = Some(Compressed::Quantized(qw));
+        raised += 1;
+    }
+    Ok(raised)
+}
+
 /// Default-domain ops whose attributes moved to inputs (or whose form otherwise changed
 /// incompatibly) at the given opset: raising a model's opset past one of these would
 /// change the meaning of the node as written.
@@ -405,5 +488,31 @@ mod tests {
         assert_eq!(l.meta.opset_imports, vec![(String::new(), 21)]);
         // The original is untouched.
         assert!(g.value(w).producer().is_none());
+        // Raising the lowered graph gives the quantized value back.
+        let mut r = l.clone();
+        assert_eq!(
+            raise_compressed(&mut r).unwrap(),
+            0,
+            "graph outputs stay nodes"
+        );
+        let y = r.add_value("y", None).unwrap();
+        r.add_node(
+            "neg",
+            Op::Unary(crate::op::UnaryOp::Neg),
+            vec![Some(w)],
+            vec![Some(y)],
+        )
+        .unwrap();
+        r.set_outputs(vec![y]);
+        assert_eq!(raise_compressed(&mut r).unwrap(), 1);
+        assert!(r.value(w).producer().is_none());
+        let Some(Compressed::Quantized(qw)) = &r.value(w).compressed else {
+            panic!("not raised")
+        };
+        assert_eq!((qw.axis, qw.block_size), (0, Some(2)));
+        assert_eq!(
+            dequantize(qw).unwrap(),
+            dequantize(&weight(Some(2))).unwrap()
+        );
     }
 }

@@ -83,6 +83,8 @@ pub fn import_model(
     let mut ext = ExternalFiles::new(base_dir);
     import_graph(gp, &mut g, &mut ext, raw)?;
     g.topo_order()?;
+    // DequantizeLinear of constant weights becomes a first-class quantized value.
+    crate::compressed::raise_compressed(&mut g)?;
     Ok(g)
 }
 
