@@ -190,3 +190,24 @@ fn quantized_ir_snapshot() {
     run_pipeline(&mut g, "quant{bits=4,granularity=block,block=32}").unwrap();
     insta::assert_snapshot!("quant4_digits_cnn", cc_ir::printer::print_graph(&g));
 }
+
+#[test]
+fn quantized_gemm_weights_run_through_the_fused_kernel() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = shared.join("models/digits_cnn");
+    let mut g = load(&dir);
+    run_pipeline(&mut g, "quant").unwrap();
+    let inputs: Vec<Tensor> = test_inputs(&dir)
+        .iter()
+        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+        .collect();
+    let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
+    let before = ex.fused_dq_gemms();
+    let out = ex.run(&g, &inputs).unwrap();
+    let want = cc_tests::reference_output(&dir).unwrap();
+    assert!(max_rel_error(&out[0], &want).unwrap() < 0.05);
+    // Both Gemm layers take the fused dequantize-GEMM unless fusion is switched off.
+    if cc_backends::cpu::fusion::enabled() {
+        assert_eq!(ex.fused_dq_gemms() - before, 2);
+    }
+}
