@@ -84,6 +84,39 @@ pub fn check_all<T>(
     assert!(failures.is_empty(), "{} failed for {label}", failures.len());
 }
 
+/// Loads `dir/model.onnx` with shapes inferred.
+pub fn load_inferred(dir: &Path) -> cc_ir::Graph {
+    let mut g = cc_ir::onnx::load_model(&dir.join("model.onnx"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    cc_ir::infer::infer_shapes(&mut g).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    g
+}
+
+/// Statistic `key` of pass `pass` in a report (empty when absent).
+pub fn pass_stat(r: &cc_passes::Report, pass: &str, key: &str) -> String {
+    r.passes
+        .iter()
+        .filter(|p| p.name == pass)
+        .flat_map(|p| p.stats.iter())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// Test-set accuracy of a digits model `g` on the evaluation data in `dir` (its
+/// `test_data_set_0` and labels), run on our executor with 2 threads.
+pub fn digits_accuracy(g: &cc_ir::Graph, dir: &Path) -> f64 {
+    use cc_ir::Executor;
+    let data = cc_cli::eval::load_eval_data(dir).unwrap();
+    let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
+    let out = ex.run(g, &data.inputs).unwrap();
+    let logits = out[0].to_f64_numbers().unwrap();
+    let labels = data.labels.unwrap();
+    cc_cli::metrics::accuracy(&logits, 10, &labels)
+        .unwrap()
+        .fraction()
+}
+
 /// Runs the pass pipeline `spec` over `g`, verifying the graph after each pass.
 pub fn run_pipeline(
     g: &mut cc_ir::Graph,

@@ -7,14 +7,15 @@
 
 use cc_ir::{Executor, Graph, Tensor};
 use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
-use cc_tests::{fixture_models, max_rel_error, shared_dir, test_inputs, Oracle};
+use cc_tests::{
+    digits_accuracy, fixture_models, load_inferred, max_rel_error, pass_stat, shared_dir,
+    test_inputs, Oracle,
+};
 use std::path::Path;
 use std::sync::Arc;
 
 fn load(dir: &Path) -> Graph {
-    let mut g = cc_ir::onnx::load_model(&dir.join("model.onnx")).unwrap();
-    cc_ir::infer::infer_shapes(&mut g).unwrap();
-    g
+    load_inferred(dir)
 }
 
 fn executor() -> Arc<cc_backends::cpu::CpuExecutor> {
@@ -42,13 +43,7 @@ fn prune(g: &mut Graph, spec: &str, calib: Option<&Path>) -> Result<Report, Stri
 
 /// A statistic of the prune pass in a report.
 fn stat(r: &Report, key: &str) -> String {
-    r.passes
-        .iter()
-        .filter(|p| p.name == "prune")
-        .flat_map(|p| p.stats.iter())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default()
+    pass_stat(r, "prune", key)
 }
 
 fn params(g: &Graph) -> usize {
@@ -169,17 +164,6 @@ fn pruned_ir_snapshots() {
         prune(&mut g, "prune{ratio=0.5}", None).unwrap();
         insta::assert_snapshot!(format!("pruned_{name}"), cc_ir::printer::print_graph(&g));
     }
-}
-
-/// Test-set accuracy of a digits model.
-fn digits_accuracy(g: &Graph, dir: &Path) -> f64 {
-    let data = cc_cli::eval::load_eval_data(dir).unwrap();
-    let out = run(g, &data.inputs);
-    let logits = out[0].to_f64_numbers().unwrap();
-    let labels = data.labels.unwrap();
-    cc_cli::metrics::accuracy(&logits, 10, &labels)
-        .unwrap()
-        .fraction()
 }
 
 #[test]

@@ -9,13 +9,14 @@
 
 use cc_ir::{Executor, Graph, Tensor};
 use cc_passes::Report;
-use cc_tests::{fixture_models, max_rel_error, run_pipeline, shared_dir, test_inputs, Oracle};
+use cc_tests::{
+    digits_accuracy, fixture_models, load_inferred, max_rel_error, pass_stat, run_pipeline,
+    shared_dir, test_inputs, Oracle,
+};
 use std::path::Path;
 
 fn load(dir: &Path) -> Graph {
-    let mut g = cc_ir::onnx::load_model(&dir.join("model.onnx")).unwrap();
-    cc_ir::infer::infer_shapes(&mut g).unwrap();
-    g
+    load_inferred(dir)
 }
 
 fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -27,24 +28,7 @@ fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
 
 /// A statistic of the quant pass in a report.
 fn stat(r: &Report, key: &str) -> String {
-    r.passes
-        .iter()
-        .filter(|p| p.name == "quant")
-        .flat_map(|p| p.stats.iter())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default()
-}
-
-/// Test-set accuracy of a digits model.
-fn digits_accuracy(g: &Graph, dir: &Path) -> f64 {
-    let data = cc_cli::eval::load_eval_data(dir).unwrap();
-    let out = run(g, &data.inputs);
-    let logits = out[0].to_f64_numbers().unwrap();
-    let labels = data.labels.unwrap();
-    cc_cli::metrics::accuracy(&logits, 10, &labels)
-        .unwrap()
-        .fraction()
+    pass_stat(r, "quant", key)
 }
 
 /// Quantizes the fixture in `dir` with `spec`, writes it under `out`, returns the graph,
