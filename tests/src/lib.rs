@@ -117,6 +117,18 @@ pub fn digits_accuracy(g: &cc_ir::Graph, dir: &Path) -> f64 {
         .fraction()
 }
 
+/// Perplexity of a language model `g` on the evaluation data in `dir` (inputs and
+/// next-token targets), run on our executor with 2 threads.
+pub fn lm_perplexity(g: &cc_ir::Graph, dir: &Path) -> f64 {
+    use cc_ir::Executor;
+    let data = cc_cli::eval::load_eval_data(dir).unwrap();
+    let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
+    let out = ex.run(g, &data.inputs).unwrap();
+    let logits = out[0].to_f64_numbers().unwrap();
+    let vocab = *out[0].shape().last().unwrap();
+    cc_cli::metrics::perplexity(&logits, vocab, &data.targets.unwrap()).unwrap()
+}
+
 /// Runs the pass pipeline `spec` over `g`, verifying the graph after each pass.
 pub fn run_pipeline(
     g: &mut cc_ir::Graph,

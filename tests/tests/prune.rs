@@ -8,8 +8,8 @@
 use cc_ir::{Executor, Graph, Tensor};
 use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
 use cc_tests::{
-    digits_accuracy, fixture_models, load_inferred, max_rel_error, pass_stat, shared_dir,
-    test_inputs, Oracle,
+    digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
+    shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -201,11 +201,7 @@ fn digits_cnn_keeps_its_accuracy_at_45_percent_of_the_parameters() {
 
 /// Perplexity of tiny_lm on its evaluation sequences.
 fn perplexity(g: &Graph, dir: &Path) -> f64 {
-    let data = cc_cli::eval::load_eval_data(dir).unwrap();
-    let out = run(g, &data.inputs);
-    let logits = out[0].to_f64_numbers().unwrap();
-    let vocab = *out[0].shape().last().unwrap();
-    cc_cli::metrics::perplexity(&logits, vocab, &data.targets.unwrap()).unwrap()
+    lm_perplexity(g, dir)
 }
 
 #[test]

@@ -10,8 +10,8 @@
 use cc_ir::{Executor, Graph, Tensor};
 use cc_passes::Report;
 use cc_tests::{
-    digits_accuracy, fixture_models, load_inferred, max_rel_error, pass_stat, run_pipeline,
-    shared_dir, test_inputs, Oracle,
+    digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
+    run_pipeline, shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
 
@@ -194,4 +194,33 @@ fn quantized_gemm_weights_run_through_the_fused_kernel() {
     if cc_backends::cpu::fusion::enabled() {
         assert_eq!(ex.fused_dq_gemms() - before, 2);
     }
+}
+
+#[test]
+fn tiny_lm_perplexity_after_weight_quantization() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = shared.join("models/tiny_lm");
+    let tmp = tempfile::tempdir().unwrap();
+    let base = lm_perplexity(&load(&dir), &dir);
+    println!("tiny_lm f32 perplexity {base:.4}");
+    let mut worst = base;
+    for (spec, limit) in [
+        ("quant", 1.01),
+        ("quant{bits=4,granularity=block,block=32}", 1.10),
+        ("quant{bits=4,granularity=block,block=128}", 1.25),
+    ] {
+        let (g, _, size) = quantize(&dir, spec, &tmp.path().join("q.onnx"));
+        let ppl = lm_perplexity(&g, &dir);
+        println!("tiny_lm {spec}: perplexity {ppl:.4}, file {size} bytes");
+        assert!(
+            ppl < base * limit,
+            "{spec}: perplexity {ppl} vs f32 {base} (limit x{limit})"
+        );
+        assert!(
+            ppl > base * 0.99,
+            "{spec}: perplexity {ppl} below f32 {base}?"
+        );
+        worst = worst.max(ppl);
+    }
+    assert!(worst > base, "quantization changed nothing");
 }
