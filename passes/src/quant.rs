@@ -59,7 +59,8 @@ const OPTIONS: &[OptionSpec] = &[
         name: "ops",
         kind: OptionKind::Str,
         default: "MatMul|Gemm|Conv",
-        help: "op types whose weights are quantized, separated by | or ;",
+        help:
+            "op types whose weights are quantized (MatMul, Gemm, Conv, Gather), separated by | or ;",
     },
     OptionSpec {
         name: "ignore",
@@ -79,7 +80,7 @@ inventory::submit! {
 }
 
 /// Op types `ops=` may name.
-const QUANT_OPS: &[&str] = &["MatMul", "Gemm", "Conv"];
+const QUANT_OPS: &[&str] = &["MatMul", "Gemm", "Conv", "Gather"];
 
 /// The quantization pass and its settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,17 +162,21 @@ impl Quant {
         let mut out: Vec<(ValueId, usize, usize)> = Vec::new();
         for id in g.topo_order()? {
             let node = g.node(id);
-            let (op, axes) = match &node.op {
-                Op::MatMul => ("MatMul", Some((1, 0, 2))),
+            // (op, weight input slot, (output-channel axis, reduction axis, rank; 0 = 3+)).
+            let (op, slot, axes) = match &node.op {
+                Op::MatMul => ("MatMul", 1, Some((1, 0, 2))),
                 Op::Gemm { trans_b, .. } => {
                     if trans_b.unwrap_or(0) != 0 {
-                        ("Gemm", Some((0, 1, 2)))
+                        ("Gemm", 1, Some((0, 1, 2)))
                     } else {
-                        ("Gemm", Some((1, 0, 2)))
+                        ("Gemm", 1, Some((1, 0, 2)))
                     }
                 }
-                Op::Conv { .. } => ("Conv", Some((0, 1, 0))),
-                _ => ("", None),
+                Op::Conv { .. } => ("Conv", 1, Some((0, 1, 0))),
+                // An embedding table [rows, width] read by Gather on axis 0: one scale per
+                // row (per channel), or blocks along the width.
+                Op::Gather { axis } if axis.unwrap_or(0) == 0 => ("Gather", 0, Some((0, 1, 2))),
+                _ => ("", 0, None),
             };
             let Some((out_axis, red_axis, rank)) = axes else {
                 continue;
@@ -179,7 +184,7 @@ impl Quant {
             if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
                 continue;
             }
-            let Some(w) = node.input(1) else { continue };
+            let Some(w) = node.input(slot) else { continue };
             let Some(t) = g.const_data(w) else { continue };
             let rank_ok = if rank == 0 {
                 t.shape().len() >= 3
