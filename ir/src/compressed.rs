@@ -318,7 +318,7 @@ pub fn dequantize(qw: &QuantizedWeight) -> Result<Vec<f32>> {
 /// Where each element of a quantized tensor finds its scale, as `DequantizeLinear`
 /// defines it: per axis, the scales run along `axis`; blocked, the scale tensor has the
 /// weight's shape with `axis` cut into blocks of `block` elements.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScaleLayout {
     dim: usize,
     inner: usize,

@@ -9,6 +9,7 @@
 //! implementation (f32 division for QuantizeLinear, f32 product for DequantizeLinear).
 
 use crate::cpu::eval::{broadcast_index, broadcast_shapes, named_input};
+use cc_ir::compressed::ScaleLayout;
 use cc_ir::{DType, Error, Op, Result, Tensor};
 
 use super::{minifloat, quant_conv};
@@ -240,16 +241,9 @@ pub(super) fn round_sat(x: f64, (lo, hi): (i32, i32)) -> i32 {
 enum Granularity {
     /// One value for all elements.
     Tensor,
-    /// One value per index along an axis: `dim` indices, `inner` elements apart.
-    Axis { dim: usize, inner: usize },
-    /// One value per `block` consecutive indices along an axis of `dim` indices; the
-    /// parameter has `blocks` indices along that axis.
-    Block {
-        dim: usize,
-        inner: usize,
-        block: usize,
-        blocks: usize,
-    },
+    /// One value per index along an axis, or per block of indices along it (the
+    /// layout the IR's quantized weights use too).
+    Layout(ScaleLayout),
 }
 
 impl Granularity {
@@ -261,14 +255,13 @@ impl Granularity {
         }
         let axis = crate::cpu::eval::array::norm_axis(q.axis, x.len(), what)?;
         let dim = x.get(axis).copied().unwrap_or(1);
-        let inner: usize = x.get(axis + 1..).map_or(1, |s| s.iter().product());
         if q.block <= 0 {
             if p != [dim] {
                 return Err(Error::invalid(format!(
                     "{what}: per-axis parameter of shape {p:?} for data {x:?} on axis {axis}"
                 )));
             }
-            return Ok(Granularity::Axis { dim, inner });
+            return Ok(Granularity::Layout(ScaleLayout::new(x, axis, None)?));
         }
         let block = q.block as usize;
         let blocks = p.get(axis).copied().unwrap_or(0);
@@ -282,12 +275,7 @@ impl Granularity {
                 "{what}: blocked parameter of shape {p:?} does not fit data {x:?} with block size {block} on axis {axis}"
             )));
         }
-        Ok(Granularity::Block {
-            dim,
-            inner,
-            block,
-            blocks,
-        })
+        Ok(Granularity::Layout(ScaleLayout::new(x, axis, Some(block))?))
     }
 
     /// The scale and zero point for data element `i`; an error when its parameter
@@ -307,17 +295,7 @@ impl Granularity {
     fn index(self, i: usize) -> usize {
         match self {
             Granularity::Tensor => 0,
-            Granularity::Axis { dim, inner } => (i / inner) % dim,
-            Granularity::Block {
-                dim,
-                inner,
-                block,
-                blocks,
-            } => {
-                let outer = i / (dim * inner);
-                let a = (i / inner) % dim;
-                (outer * blocks + a / block) * inner + i % inner
-            }
+            Granularity::Layout(l) => l.index(i),
         }
     }
 }
@@ -511,10 +489,7 @@ pub(super) fn minus_zero_point(
                     zs.len()
                 )));
             }
-            Granularity::Axis {
-                dim,
-                inner: shape.get(axis + 1..).map_or(1, |s| s.iter().product()),
-            }
+            Granularity::Layout(ScaleLayout::new(shape, axis, None)?)
         };
         for (i, v) in data.iter_mut().enumerate() {
             *v -= zs.get(g.index(i)).copied().unwrap_or(0);
