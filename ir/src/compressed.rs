@@ -138,30 +138,15 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
             }
         }
     }
-    let have = out
-        .meta
-        .opset_imports
-        .iter()
-        .find(|(d, _)| d.is_empty() || d == "ai.onnx")
-        .map(|(_, v)| *v);
-    if let Some(have) = have.filter(|&h| h < need) {
-        if let Some((op, since)) = opset_conflict(&out, have, need) {
-            return Err(Error::invalid(format!(
-                "the compressed weights need opset {need} but the model is at opset {have} and uses {op}, whose form changed at opset {since}; converting ops between opsets is not implemented (quantize with granularity=channel and bits=8 for opset 13)"
-            )));
-        }
+    if need > 0 {
+        crate::opset::raise_default_opset(&mut out, need).map_err(|e| {
+            Error::invalid(format!("the compressed weights need opset {need}: {e}"))
+        })?;
     }
     if need > 0 && out.meta.ir_version != 0 {
         // INT4/UINT4 and opset 21 need IR version 10; opset 13 needs 7.
         let ir = if need >= 21 { 10 } else { 7 };
         out.meta.ir_version = out.meta.ir_version.max(ir);
-    }
-    if need > 0 {
-        let ops = &mut out.meta.opset_imports;
-        match ops.iter_mut().find(|(d, _)| d.is_empty() || d == "ai.onnx") {
-            Some((_, ver)) => *ver = (*ver).max(need),
-            None => ops.push((String::new(), need)),
-        }
     }
     Ok(out)
 }
@@ -247,47 +232,6 @@ pub fn raise_compressed(g: &mut Graph) -> Result<usize> {
         raised += 1;
     }
     Ok(raised)
-}
-
-/// Default-domain ops whose attributes moved to inputs (or whose form otherwise changed
-/// incompatibly) at the given opset: raising a model's opset past one of these would
-/// change the meaning of the node as written.
-const CHANGED_AT: &[(&str, i64)] = &[
-    ("Squeeze", 13),
-    ("Unsqueeze", 13),
-    ("Split", 13),
-    ("ReduceSum", 13),
-    ("Split", 18),
-    ("ReduceMean", 18),
-    ("ReduceMax", 18),
-    ("ReduceMin", 18),
-    ("ReduceProd", 18),
-    ("ReduceL1", 18),
-    ("ReduceL2", 18),
-    ("ReduceLogSum", 18),
-    ("ReduceLogSumExp", 18),
-    ("ReduceSumSquare", 18),
-];
-
-/// The first op of `g` (by name order of op types) whose form changes between opset
-/// `from` and `to`, with the opset it changed at.
-fn opset_conflict(g: &Graph, from: i64, to: i64) -> Option<(String, i64)> {
-    let mut hits: Vec<(String, i64)> = g
-        .node_ids()
-        .into_iter()
-        .filter_map(|id| {
-            let (domain, op) = g.node(id).op.onnx_type();
-            if !domain.is_empty() && domain != "ai.onnx" {
-                return None;
-            }
-            CHANGED_AT
-                .iter()
-                .find(|(name, at)| *name == op && from < *at && *at <= to)
-                .map(|(name, at)| (name.to_string(), *at))
-        })
-        .collect();
-    hits.sort();
-    hits.into_iter().next()
 }
 
 /// Dequantizes a quantized weight to f32 in its logical shape (reference path: tests,

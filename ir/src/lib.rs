@@ -14,6 +14,7 @@ pub mod graph;
 pub mod infer;
 pub mod onnx;
 pub mod op;
+pub mod opset;
 pub mod printer;
 pub mod tensor;
 pub mod types;
