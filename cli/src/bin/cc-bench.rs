@@ -156,6 +156,14 @@ fn python_seconds(cmd: &mut Command) -> Option<f64> {
         })
 }
 
+/// Pipelines timed end to end by `cc-bench compile` after the per-model table:
+/// (fixture, passes). Pipelines that need calibration get the fixture's calibration.pb.
+const PIPELINE_ROWS: &[(&str, &str)] = &[
+    ("resnet18", "prune{ratio=0.5}"),
+    ("resnet18", "quant"),
+    ("resnet18", "quant{bits=4,granularity=block,block=32}"),
+];
+
 /// `cc-bench compile`: cc-compile's import -> canonicalize -> export against onnxruntime
 /// session creation.
 fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
@@ -215,20 +223,26 @@ fn compile_mode(mut args: Vec<String>) -> Result<(), String> {
             groups,
         );
     }
-    // The prune pass end to end (import -> canonicalize -> prune -> export).
-    let resnet = root.join("../shared/models/resnet18/model.onnx");
-    if resnet.is_file() {
-        let passes = "prune{ratio=0.5}";
-        let (cc, peak) = time_compile(&compiler, &resnet, &["--passes", passes], runs, tmp.path())?;
+    // Compression pipelines end to end (import -> canonicalize -> passes -> export).
+    println!(
+        "\n{:<14} {:<50} {:>12} {:>10}",
+        "model", "passes", "cc median s", "peak MB"
+    );
+    for (model, passes) in PIPELINE_ROWS {
+        let path = root.join(format!("../shared/models/{model}/model.onnx"));
+        if !path.is_file() {
+            continue;
+        }
+        let mut args = vec!["--passes", passes];
+        let calib = root.join(format!("../shared/models/{model}/calibration.pb"));
+        let calib_arg = calib.to_string_lossy().to_string();
+        if passes.contains("gptq") || passes.contains("static") {
+            args.extend(["--calib", calib_arg.as_str()]);
+        }
+        let (cc, peak) = time_compile(&compiler, &path, &args, runs, tmp.path())?;
         println!(
-            "{:<22} {:>9} {:>12.3} {:>10.1} {:>12} {:>10} {:>10}",
-            format!("resnet18 {passes}"),
-            "",
-            cc,
+            "{model:<14} {passes:<50} {cc:>12.3} {:>10.1}",
             peak as f64 / (1024.0 * 1024.0),
-            "",
-            "",
-            ""
         );
     }
     Ok(())
