@@ -266,10 +266,10 @@ pub fn lower(g: &mut Graph, v: ValueId, qw: &QuantizedWeight, name: &str) -> Res
         0
     };
     let (k, n, nb) = (l.k, l.n, l.blocks());
-    let codes = codes_i32(&qw.q)?;
+    let raw = qw.q.raw()?;
     let scale = qw.scale.f32_view()?;
     let zp: Option<Vec<i32>> = qw.zero_point.as_ref().map(codes_i32).transpose()?;
-    if codes.len() != k * n
+    if raw.len() < (k * n * l.bits).div_ceil(8)
         || scale.len() != nb * n
         || zp.as_ref().is_some_and(|z| z.len() != nb * n)
     {
@@ -279,24 +279,41 @@ pub fn lower(g: &mut Graph, v: ValueId, qw: &QuantizedWeight, name: &str) -> Res
     }
     // Unsigned zero point of block `b` of output feature `j`.
     let zero = |b: usize, j: usize| -> u8 {
-        match &zp {
-            Some(z) => (z[b * n + j] + offset) as u8,
-            None => (offset) as u8,
-        }
+        let z = zp.as_ref().and_then(|z| z.get(b * n + j)).copied();
+        (z.unwrap_or(0) + offset) as u8
     };
+    // A signed code c (two's complement in `bits` bits) stored as c + 2^(bits-1) is
+    // its bit pattern with the sign bit flipped.
+    let flip = if signed { l.default_zero_point() } else { 0 };
     let row = l.row_bytes();
     let mut b_data = vec![0u8; n * row];
+    // Transpose [K, N] codes into rows of B, reading the source in order.
+    if l.bits == 8 {
+        for (kk, src) in raw.chunks(n).take(k).enumerate() {
+            for (j, &c) in src.iter().enumerate() {
+                if let Some(d) = b_data.get_mut(j * row + kk) {
+                    *d = c ^ flip;
+                }
+            }
+        }
+    } else {
+        for kk in 0..k {
+            let shift = (kk % 2) * 4;
+            for j in 0..n {
+                let i = kk * n + j;
+                let nib = (raw.get(i / 2).copied().unwrap_or(0) >> ((i % 2) * 4)) & 0xf;
+                if let Some(d) = b_data.get_mut(j * row + kk / 2) {
+                    *d |= (nib ^ flip) << shift;
+                }
+            }
+        }
+    }
     let mut s_data = vec![0f32; n * nb];
     for j in 0..n {
         let dst = &mut b_data[j * row..(j + 1) * row];
-        for kk in 0..nb * l.block {
-            let c = if kk < k {
-                (codes[kk * n + j] + offset) as u8
-            } else {
-                // Padding past K: the block's zero point (dequantizes to 0).
-                zero(kk / l.block, j)
-            };
-            put_code(dst, kk, l.bits, c);
+        // Padding past K: the block's zero point (dequantizes to 0).
+        for kk in k..nb * l.block {
+            put_code(dst, kk, l.bits, zero(kk / l.block, j));
         }
         for b in 0..nb {
             s_data[j * nb + b] = scale[b * n + j];
@@ -631,6 +648,43 @@ mod tests {
                 b.raw().unwrap()
             );
             assert_eq!(again.value(n2.input(1).unwrap()).name(), "w_Q4");
+        }
+    }
+
+    #[test]
+    fn eight_bit_weights_round_trip() {
+        for signed in [true, false] {
+            let (k, n, nb) = (40, 3, 3);
+            let codes: Vec<u8> = (0..k * n).map(|i| (i * 37 % 256) as u8).collect();
+            let d = if signed { DType::I8 } else { DType::U8 };
+            let qw = QuantizedWeight {
+                q: Tensor::from_raw(d, vec![k, n], codes.clone().into()).unwrap(),
+                scale: Tensor::from_f32(vec![nb, n], (1..=9).map(|i| i as f32).collect()).unwrap(),
+                zero_point: (!signed).then(|| {
+                    Tensor::from_raw(DType::U8, vec![nb, n], vec![128u8; nb * n].into()).unwrap()
+                }),
+                axis: 0,
+                block_size: Some(16),
+                format: WeightFormat::MatMulNBits,
+            };
+            let (g, _) = graph(qw.clone());
+            let l = lower_compressed(&g).unwrap();
+            let node = l.node(l.node_ids()[0]);
+            let attrs = NBitsAttrs::of(&node.op).unwrap().unwrap();
+            assert_eq!(attrs.layout.bits, 8);
+            let b = l.const_data(node.input(1).unwrap()).unwrap();
+            assert_eq!(b.shape(), &[3, 3, 16]);
+            // W[1, 2] is B[2, 0, 1], shifted by 128 when signed.
+            let want = if signed { codes[5] ^ 0x80 } else { codes[5] };
+            assert_eq!(b.raw().unwrap()[2 * 48 + 1], want);
+            let mut r = l.clone();
+            assert_eq!(raise(&mut r).unwrap(), 1);
+            let wv = r.node(r.node_ids()[0]).input(1).unwrap();
+            let Some(Compressed::Quantized(back)) = &r.value(wv).compressed else {
+                panic!("not raised");
+            };
+            assert_eq!(back.q.raw().unwrap(), qw.q.raw().unwrap());
+            assert_eq!(dequantize(back).unwrap(), dequantize(&qw).unwrap());
         }
     }
 
