@@ -13,6 +13,8 @@ use crate::graph::{Graph, ValueId};
 use crate::op::Op;
 use crate::tensor::Tensor;
 
+pub mod nbits;
+
 /// A compressed weight.
 #[derive(Clone, Debug)]
 pub enum Compressed {
@@ -33,6 +35,21 @@ pub struct QuantizedWeight {
     pub axis: usize,
     /// Block length along `axis` for blocked quantization.
     pub block_size: Option<usize>,
+    /// The form [`lower_compressed`] writes it in.
+    pub format: WeightFormat,
+}
+
+/// How [`lower_compressed`] writes a quantized weight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Initializers and one standard `DequantizeLinear`.
+    #[default]
+    DequantizeLinear,
+    /// onnxruntime's contrib op `com.microsoft.MatMulNBits` in place of each MatMul
+    /// reading the weight ([`nbits`]), when the weight fits (2-D `[K, N]`, 4- or 8-bit
+    /// codes in power-of-two blocks of at least 16 along K) and only MatMuls read it (as
+    /// their input 1); otherwise `DequantizeLinear`.
+    MatMulNBits,
 }
 
 impl QuantizedWeight {
@@ -52,11 +69,16 @@ impl QuantizedWeight {
             + self.zero_point.as_ref().map_or(0, Tensor::byte_len)
     }
 
-    /// Granularity as printed: `axis=A` or `axis=A block=B`.
+    /// Granularity as printed: `axis=A` or `axis=A block=B` (and ` as MatMulNBits`
+    /// for that format).
     pub fn granularity(&self) -> String {
-        match self.block_size {
+        let g = match self.block_size {
             Some(b) => format!("axis={} block={b}", self.axis),
             None => format!("axis={}", self.axis),
+        };
+        match self.format {
+            WeightFormat::DequantizeLinear => g,
+            WeightFormat::MatMulNBits => format!("{g} as MatMulNBits"),
         }
     }
 }
@@ -100,16 +122,28 @@ pub fn compressed_values(g: &Graph) -> Vec<ValueId> {
 /// A copy of `g` (weights shared, not copied) where every compressed value is produced
 /// by standard ops: quantized → initializers (codes, scale, zero point) and one
 /// `DequantizeLinear`. The default-domain opset is raised to the lowest one that holds
-/// the result (13 for per-axis 8-bit, 21 for blocks or 4-bit codes).
+/// the result (13 for per-axis 8-bit, 21 for blocks or 4-bit codes). Weights in
+/// [`WeightFormat::MatMulNBits`] that fit turn their MatMul readers into
+/// `com.microsoft.MatMulNBits` instead ([`nbits::lower`]; adds that opset import).
 pub fn lower_compressed(g: &Graph) -> Result<Graph> {
     let mut out = g.clone();
     let mut need = 0i64;
+    let mut contrib = false;
     for v in compressed_values(g) {
         let Some(c) = out.value_mut(v).compressed.take() else {
             continue;
         };
-        need = need.max(c.min_opset());
         let name = g.value(v).name().to_string();
+        let as_nbits = match &c {
+            Compressed::Quantized(qw) => {
+                qw.format == WeightFormat::MatMulNBits && nbits::lower(&mut out, v, qw, &name)?
+            }
+        };
+        if as_nbits {
+            contrib = true;
+            continue;
+        }
+        need = need.max(c.min_opset());
         match c {
             Compressed::Quantized(qw) => {
                 let q = out.add_const(&out.unique_name(&format!("{name}_quantized")), qw.q)?;
@@ -148,6 +182,11 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
         let ir = if need >= 21 { 10 } else { 7 };
         out.meta.ir_version = out.meta.ir_version.max(ir);
     }
+    if contrib && out.meta.opset(nbits::DOMAIN).is_none() {
+        out.meta
+            .opset_imports
+            .push((nbits::DOMAIN.to_string(), nbits::OPSET));
+    }
     Ok(out)
 }
 
@@ -155,9 +194,11 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
 /// (codes i8/u8/i4/u4, f32 scales per axis or per block, zero points of the codes' type)
 /// and whose output is not a graph output into a quantized value: the inverse of
 /// [`lower_compressed`], so a model we wrote imports to the IR it was written from.
-/// Per-tensor (scalar scale) forms are left as nodes. Returns how many were raised.
+/// Per-tensor (scalar scale) forms are left as nodes. `com.microsoft.MatMulNBits`
+/// nodes with constant weights are raised too ([`nbits::raise`]). Returns how many
+/// weights were raised.
 pub fn raise_compressed(g: &mut Graph) -> Result<usize> {
-    let mut raised = 0;
+    let mut raised = nbits::raise(g)?;
     for id in g.topo_order()? {
         let node = g.node(id);
         let Op::DequantizeLinear { axis, block_size } = node.op else {
@@ -216,6 +257,7 @@ pub fn raise_compressed(g: &mut Graph) -> Result<usize> {
             zero_point,
             axis: a,
             block_size: block,
+            format: WeightFormat::DequantizeLinear,
         };
         let ty = crate::types::ValueType::tensor(DType::F32, crate::types::known_shape(q.shape()));
         g.remove_node(id);
@@ -388,6 +430,7 @@ mod tests {
             zero_point: None,
             axis: 0,
             block_size: block,
+            format: WeightFormat::DequantizeLinear,
         }
     }
 

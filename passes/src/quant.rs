@@ -6,7 +6,9 @@
 //! reduction axis (`granularity=block`), 8 or 4 bits, symmetric (signed codes, no zero
 //! point) or asymmetric (unsigned codes with zero points). The ONNX writer lowers each to
 //! initializers + `DequantizeLinear`; the CPU executor runs MatMul/Gemm readers through
-//! its fused dequantize-GEMM and dequantizes Conv weights at run time.
+//! its fused dequantize-GEMM and dequantizes Conv weights at run time. With
+//! `format=ort` (blocked weights only), MatMul weights are written as onnxruntime's
+//! `com.microsoft.MatMulNBits` instead ([`cc_ir::compressed::nbits`]).
 //!
 //! Not yet implemented (clear errors): `weights=gptq`, `activations=static|dynamic`.
 
@@ -16,7 +18,7 @@ use crate::pass::{Changed, Pass, PassCx};
 use crate::prune::glob;
 use crate::registry::PassInfo;
 use cc_ir::compressed::{pack_4bit, ScaleLayout};
-use cc_ir::{Compressed, DType, Error, Graph, Op, QuantizedWeight, Tensor, ValueId};
+use cc_ir::{Compressed, DType, Error, Graph, Op, QuantizedWeight, Tensor, ValueId, WeightFormat};
 
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -54,6 +56,12 @@ const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Enum(&["none", "static", "dynamic"]),
         default: "none",
         help: "activation quantization (only none is implemented yet)",
+    },
+    OptionSpec {
+        name: "format",
+        kind: OptionKind::Enum(&["onnx", "ort"]),
+        default: "onnx",
+        help: "onnx: DequantizeLinear; ort: onnxruntime's com.microsoft.MatMulNBits for blocked MatMul weights (granularity=block; others stay DequantizeLinear)",
     },
     OptionSpec {
         name: "ops",
@@ -95,6 +103,8 @@ pub struct Quant {
     pub ops: Vec<String>,
     /// Name globs left in f32.
     pub ignore: Vec<String>,
+    /// How the weights are written (`format=ort`: `MatMulNBits` where they fit).
+    pub format: WeightFormat,
 }
 
 fn bad(option: &str, value: &str, expected: &str) -> PassError {
@@ -144,12 +154,24 @@ impl Quant {
         if let Some(op) = ops.iter().find(|op| !QUANT_OPS.contains(&op.as_str())) {
             return Err(bad("ops", op, "a list of MatMul|Gemm|Conv"));
         }
+        let format = match o.get_str("format")? {
+            "ort" if block.is_none() => {
+                return Err(bad(
+                    "format",
+                    "ort",
+                    "onnx with granularity=channel (MatMulNBits holds blocked weights: add granularity=block)",
+                ))
+            }
+            "ort" => WeightFormat::MatMulNBits,
+            _ => WeightFormat::DequantizeLinear,
+        };
         Ok(Quant {
             bits,
             block,
             symmetric: o.get_bool("symmetric")?,
             ops,
             ignore: split_list(o.get_str("ignore")?),
+            format,
         })
     }
 
@@ -296,6 +318,7 @@ impl Quant {
             zero_point,
             axis,
             block_size: self.block,
+            format: self.format,
         })
     }
 }
@@ -449,6 +472,31 @@ mod tests {
     }
 
     #[test]
+    fn format_ort_writes_matmul_nbits() {
+        let (mut g, _) = matmul_graph(64, 8);
+        let mut q = quant("bits=4,granularity=block,block=32,format=ort").unwrap();
+        assert_eq!(q.format, WeightFormat::MatMulNBits);
+        run(&mut q, &mut g);
+        let v = g.value_by_name("w").unwrap();
+        let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
+            panic!("not quantized")
+        };
+        assert_eq!(qw.format, WeightFormat::MatMulNBits);
+        let l = cc_ir::compressed::lower_compressed(&g).unwrap();
+        let ops: Vec<(String, String)> = l
+            .node_ids()
+            .into_iter()
+            .map(|id| {
+                let (d, o) = l.node(id).op.onnx_type();
+                (d.to_string(), o.to_string())
+            })
+            .collect();
+        assert_eq!(ops, vec![("com.microsoft".into(), "MatMulNBits".into())]);
+        // The default is DequantizeLinear.
+        assert_eq!(quant("").unwrap().format, WeightFormat::DequantizeLinear);
+    }
+
+    #[test]
     fn ignore_and_ops_select_weights() {
         let (mut g, _) = matmul_graph(4, 4);
         let mut q = quant("ignore=w").unwrap();
@@ -467,6 +515,7 @@ mod tests {
             ("weights=gptq", "weights"),
             ("activations=static", "activations"),
             ("ops=Add", "ops"),
+            ("format=ort", "format"),
         ] {
             let e = quant(text).unwrap_err().to_string();
             assert!(e.contains(&format!("option {option}=")), "{text}: {e}");

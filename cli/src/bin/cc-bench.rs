@@ -13,6 +13,11 @@
 //! fixture name or a `model.onnx` path (default: resnet18, mobilenet_v2, tiny_lm);
 //! T defaults to 2, N to 10.
 //!
+//! `cc-bench quant [--runs N] [MODEL_DIR]`: tiny_lm (or MODEL_DIR) quantized to 4 bits
+//! by cc-compile and by onnxruntime's `MatMulNBitsQuantizer`: file size, perplexity (by
+//! onnxruntime for every file, and by our executor) and compile time (see
+//! `cc-bench/quant.rs`).
+//!
 //! The `groups s` column is the median wall time of `cc-compile groups MODEL` (import ->
 //! fix symbolic dims -> canonicalize -> group discovery -> report) per model. After the
 //! models, one more row times `prune{ratio=0.5}` end to end on resnet18 (import ->
@@ -22,6 +27,9 @@
 //! Prints medians and ratios; the machines are noisy, so no single run is quoted.
 
 use cc_ir::Executor;
+
+#[path = "cc-bench/quant.rs"]
+mod quant;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +52,10 @@ fn run() -> Result<(), String> {
         Some("compile") => {
             args.remove(0);
             compile_mode(args)
+        }
+        Some("quant") => {
+            args.remove(0);
+            quant::quant_mode(args)
         }
         _ => compile_mode(args),
     }

@@ -7,6 +7,7 @@ mod depthwise;
 pub mod dq_gemm;
 pub mod elementwise;
 pub mod matmul;
+pub mod matmul_nbits;
 mod minifloat;
 pub mod movement;
 pub mod norm;
@@ -145,6 +146,13 @@ pub fn run_node(
         return Ok(Some(out));
     }
     // --- end quantization kernels ---
+    // --- com.microsoft contrib ops (matmul_nbits.rs) ---
+    if let Op::Other(_) = op {
+        if let Some(out) = matmul_nbits::run(op, inputs, cx)? {
+            return Ok(Some(vec![out]));
+        }
+    }
+    // --- end com.microsoft contrib ops ---
     // --- fast f32 kernels (begin) ---
     if let Some(out) = fast_kernel(op, inputs, num_outputs, cx)? {
         return Ok(Some(out));
