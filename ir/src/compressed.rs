@@ -13,11 +13,16 @@ use crate::graph::{Graph, ValueId};
 use crate::op::Op;
 use crate::tensor::Tensor;
 
+pub mod codebook;
+pub use codebook::CodebookWeight;
+
 /// A compressed weight.
 #[derive(Clone, Debug)]
 pub enum Compressed {
     /// Integer codes with scales (and zero points), per axis or per block.
     Quantized(QuantizedWeight),
+    /// Indices into tables of centroids (weight clustering), see [`codebook`].
+    Codebook(CodebookWeight),
 }
 
 /// A quantized tensor, stored as ONNX stores the inputs of `DequantizeLinear`.
@@ -66,6 +71,7 @@ impl Compressed {
     pub fn min_opset(&self) -> i64 {
         match self {
             Compressed::Quantized(q) => q.min_opset(),
+            Compressed::Codebook(c) => c.min_opset(),
         }
     }
 
@@ -73,6 +79,7 @@ impl Compressed {
     pub fn params(&self) -> usize {
         match self {
             Compressed::Quantized(q) => q.q.len(),
+            Compressed::Codebook(c) => c.indices.len(),
         }
     }
 
@@ -80,6 +87,7 @@ impl Compressed {
     pub fn byte_len(&self) -> usize {
         match self {
             Compressed::Quantized(q) => q.byte_len(),
+            Compressed::Codebook(c) => c.byte_len(),
         }
     }
 }
@@ -99,7 +107,7 @@ pub fn compressed_values(g: &Graph) -> Vec<ValueId> {
 
 /// A copy of `g` (weights shared, not copied) where every compressed value is produced
 /// by standard ops: quantized → initializers (codes, scale, zero point) and one
-/// `DequantizeLinear`. The default-domain opset is raised to the lowest one that holds
+/// `DequantizeLinear`; codebook → `Gather(centroids, Cast(indices) [+ offsets])`. The default-domain opset is raised to the lowest one that holds
 /// the result (13 for per-axis 8-bit, 21 for blocks or 4-bit codes).
 pub fn lower_compressed(g: &Graph) -> Result<Graph> {
     let mut out = g.clone();
@@ -136,6 +144,7 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
                 let node = out.unique_name(&format!("{name}_dequantize"));
                 out.add_node(&node, op, inputs, vec![Some(v)])?;
             }
+            Compressed::Codebook(cw) => codebook::lower(&mut out, v, &name, cw)?,
         }
     }
     let have = out
@@ -170,9 +179,11 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
 /// (codes i8/u8/i4/u4, f32 scales per axis or per block, zero points of the codes' type)
 /// and whose output is not a graph output into a quantized value: the inverse of
 /// [`lower_compressed`], so a model we wrote imports to the IR it was written from.
-/// Per-tensor (scalar scale) forms are left as nodes. Returns how many were raised.
+/// Per-tensor (scalar scale) forms are left as nodes. Constant codebook lookups
+/// (`Gather(table, Cast(indices) [+ offsets])`, see [`codebook`]) are raised too.
+/// Returns how many were raised.
 pub fn raise_compressed(g: &mut Graph) -> Result<usize> {
-    let mut raised = 0;
+    let mut raised = codebook::raise(g)?;
     for id in g.topo_order()? {
         let node = g.node(id);
         let Op::DequantizeLinear { axis, block_size } = node.op else {
