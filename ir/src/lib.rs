@@ -20,7 +20,7 @@ pub mod types;
 pub mod verify;
 
 pub use attr::{AttrValue, Attribute};
-pub use compressed::{Compressed, QuantizedWeight};
+pub use compressed::{CodebookWeight, Compressed, QuantizedWeight};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use exec::Executor;
