@@ -6,6 +6,9 @@
 //! `Gather(centroids, Cast(indices) [+ channel offsets])`; the CPU executor runs
 //! MatMul/Gemm readers through a fused table-lookup GEMM.
 //!
+//! Packed 4-bit indices need opset 21 (UINT4); a model whose ops cannot be moved to
+//! opset 21 (see [`cc_ir::compressed::lower_compressed`]) keeps one byte per index.
+//!
 //! k-means runs on the sorted values with prefix sums (see [`kmeans`]), so it is cheap
 //! enough for every weight of resnet18 in well under a second; initialisation is by
 //! quantiles (default) or k-means++ seeded from the pipeline seed.
@@ -43,7 +46,7 @@ const OPTIONS: &[OptionSpec] = &[
             min: Some(0),
             max: Some(1000),
         },
-        default: "30",
+        default: "300",
         help: "k-means (Lloyd) iterations at most; stops early when the clusters settle",
     },
     OptionSpec {
@@ -208,17 +211,33 @@ impl Codebook {
                 m.push(i);
             }
         }
+        // Per channel, Lloyd also runs from the whole tensor's centroids and the better
+        // of the two results is kept, so no channel ends up worse off than with the
+        // shared table (Lloyd from quantiles can stop in a poor local optimum on few
+        // values).
+        let global = if self.per_channel {
+            let s = Sorted::new(w.iter().copied());
+            Some(kmeans::kmeans(&s, k, self.iters, init, seed))
+        } else {
+            None
+        };
         let mut table = vec![0f32; channels * k];
         let mut idx = vec![0i32; w.len()];
         for (c, m) in members.iter().enumerate() {
             let s = Sorted::new(m.iter().filter_map(|&i| w.get(i).copied()));
-            let cents = kmeans::kmeans(
+            let mut cents = kmeans::kmeans(
                 &s,
                 k,
                 self.iters,
                 init,
                 seed ^ (c as u64).wrapping_mul(0x9e37_79b9),
             );
+            if let Some(gc) = &global {
+                let alt = kmeans::lloyd(&s, gc.clone(), self.iters);
+                if kmeans::sse(&s, &alt) < kmeans::sse(&s, &cents) {
+                    cents = alt;
+                }
+            }
             // Unused slots repeat the last centroid (never addressed).
             let last = cents.last().copied().unwrap_or(0.0);
             for j in 0..k {
@@ -287,7 +306,26 @@ impl Pass for Codebook {
             val.data = None;
             val.compressed = Some(Compressed::Codebook(cw));
         }
+        // Packed 4-bit indices need opset 21; a model whose ops cannot move there keeps
+        // one byte per index (UINT8, opset 13).
+        let mut index_bits = if self.bits <= 4 { 4 } else { 8 };
+        if index_bits == 4 && !targets.is_empty() && cc_ir::compressed::lower_compressed(g).is_err()
+        {
+            index_bits = 8;
+            after = 0;
+            for (v, _) in &targets {
+                let val = g.value_mut(*v);
+                if let Some(Compressed::Codebook(cw)) = val.compressed.as_mut() {
+                    let codes = cc_ir::compressed::codes_i32(&cw.indices)?;
+                    let raw: Vec<u8> = codes.iter().map(|&c| c as u8).collect();
+                    cw.indices =
+                        Tensor::from_raw(DType::U8, cw.indices.shape().to_vec(), raw.into())?;
+                    after += cw.byte_len();
+                }
+            }
+        }
         cx.stat("codebook_weights", targets.len());
+        cx.stat("index_bits_stored", index_bits);
         cx.stat("codebook_params", params);
         cx.stat("weight_bytes_before", before);
         cx.stat("weight_bytes_after", after);
@@ -401,10 +439,7 @@ mod tests {
             n += f64::from(x).powi(2);
         }
         let uniform = (e / n).sqrt();
-        assert!(
-            rel > 0.0 && rel < uniform,
-            "{rel} vs uniform {uniform}"
-        );
+        assert!(rel > 0.0 && rel < uniform, "{rel} vs uniform {uniform}");
         cc_ir::verify::verify(&g).unwrap();
     }
 
@@ -439,6 +474,29 @@ mod tests {
         assert_eq!(table(1), table(1));
         assert_ne!(table(1), table(2));
         run(&mut p, &mut g0.clone(), 1);
+    }
+
+    #[test]
+    fn a_model_held_below_opset_21_keeps_byte_indices() {
+        let (mut g, _) = matmul_graph(64, 8);
+        g.meta.opset_imports = vec![(String::new(), 17)];
+        let y = g.outputs()[0];
+        let z = g.add_value("z", None).unwrap();
+        let op = Op::Reduce {
+            op: cc_ir::op::ReduceOp::Mean,
+            axes: Some(vec![1]),
+            keepdims: None,
+            noop_with_empty_axes: None,
+        };
+        g.add_node("mean", op, vec![Some(y)], vec![Some(z)])
+            .unwrap();
+        g.set_outputs(vec![z]);
+        let cx = run(&mut codebook("").unwrap(), &mut g, 0);
+        assert_eq!(weight(&g).indices.dtype(), DType::U8);
+        assert_eq!(stat(&cx, "index_bits_stored"), "8");
+        assert_eq!(stat(&cx, "weight_bytes_after"), (512 + 64).to_string());
+        let l = cc_ir::compressed::lower_compressed(&g).unwrap();
+        assert_eq!(l.meta.opset_imports, vec![(String::new(), 17)]);
     }
 
     #[test]

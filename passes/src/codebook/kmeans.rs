@@ -29,7 +29,7 @@ impl Sorted {
     /// Sorts `values` (which must be finite) and builds the prefix sums.
     pub fn new(values: impl Iterator<Item = f32>) -> Sorted {
         let mut x: Vec<f64> = values.map(f64::from).collect();
-        x.sort_by(f64::total_cmp);
+        x.sort_unstable_by(f64::total_cmp);
         let (mut s1, mut s2) = (
             Vec::with_capacity(x.len() + 1),
             Vec::with_capacity(x.len() + 1),
@@ -134,12 +134,22 @@ pub fn kmeans(s: &Sorted, k: usize, iters: usize, init: Init, seed: u64) -> Vec<
     if n == 0 || k == 0 {
         return vec![0.0];
     }
-    let mut c: Vec<f64> = match init {
+    let c: Vec<f64> = match init {
         Init::Quantile => (0..k)
             .map(|j| s.x[(((j as f64 + 0.5) / k as f64) * n as f64) as usize % n])
             .collect(),
         Init::PlusPlus => plus_plus(s, k, seed),
     };
+    lloyd(s, c, iters)
+}
+
+/// Lloyd iterations from the given centroids (sorted); see [`kmeans`]. Each iteration
+/// does not increase the error, so the result is never worse than the start.
+pub fn lloyd(s: &Sorted, mut c: Vec<f64>, iters: usize) -> Vec<f64> {
+    if s.len() == 0 || c.is_empty() {
+        return vec![0.0];
+    }
+    c.sort_by(f64::total_cmp);
     c.dedup();
     let mut prev: Vec<usize> = Vec::new();
     for _ in 0..iters {
