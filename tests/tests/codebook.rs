@@ -74,7 +74,12 @@ fn assert_packed(r: &Report, f32_size: u64, size: u64, slack: u64, what: &str) {
         "{what}"
     );
     let tables = after - params.div_ceil(2);
-    let slack = slack + if what.contains("channel") { tables / 4 } else { 0 };
+    let slack = slack
+        + if what.contains("channel") {
+            tables / 4
+        } else {
+            0
+        };
     let expect = f32_size - before + after;
     assert!(
         size <= expect + slack && size + slack >= expect,
@@ -118,17 +123,28 @@ fn tiny_lm_perplexity_with_4_bit_codebooks() {
         if !spec.contains("Gather") {
             assert_packed(&r, written, size, 16 << 10, spec);
         }
-        assert!(ppl > base * 0.99, "{spec}: perplexity {ppl} below f32 {base}?");
+        assert!(
+            ppl > base * 0.99,
+            "{spec}: perplexity {ppl} below f32 {base}?"
+        );
         ppl_of.push((spec, ppl, size));
     }
     // The acceptance bound of the issue for 4 bits (int4 rtn block 32 is 3.7187).
     let default = ppl_of[0].1;
-    assert!(default < base * 1.10, "codebook-4 perplexity {default} vs f32 {base}");
+    assert!(
+        default < base * 1.10,
+        "codebook-4 perplexity {default} vs f32 {base}"
+    );
     // The default is per tensor: per-channel tables (and their offsets) make the file
-    // larger, for a perplexity within 0.5% of per tensor's.
+    // larger; at about the same size (3 bits per channel: still a larger file) the
+    // perplexity is worse than per tensor's with 4 bits.
     assert_eq!(ppl_of[0].1, ppl_of[1].1);
-    assert!(ppl_of[2].2 > ppl_of[1].2);
-    assert!((ppl_of[2].1 - ppl_of[1].1).abs() < 0.005 * base);
+    let (tensor4, channel3) = (ppl_of[1], ppl_of[5]);
+    assert!(ppl_of[2].2 > tensor4.2);
+    assert!(
+        channel3.2 > tensor4.2 && channel3.1 > tensor4.1,
+        "{channel3:?} vs {tensor4:?}"
+    );
 }
 
 #[test]
@@ -264,4 +280,36 @@ fn codebook_ir_snapshot() {
         "codebook_channel_digits_cnn",
         cc_ir::printer::print_graph(&g)
     );
+}
+
+#[test]
+fn codebook_gemm_weights_run_through_the_fused_kernel() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = shared.join("models/digits_cnn");
+    let inputs = inputs_of(&dir);
+    for spec in ["codebook", "codebook{per=channel}"] {
+        let mut g = load_inferred(&dir);
+        run_pipeline(&mut g, spec).unwrap();
+        // The reference: the same model with every codebook weight decoded to f32.
+        let mut plain = g.clone();
+        for v in cc_ir::compressed::compressed_values(&g) {
+            let Some(Compressed::Codebook(cw)) = plain.value_mut(v).compressed.take() else {
+                panic!("{spec}: not a codebook value")
+            };
+            let d = cc_ir::compressed::codebook::decode(&cw).unwrap();
+            plain.value_mut(v).data =
+                Some(Tensor::from_f32(cw.indices.shape().to_vec(), d).unwrap());
+        }
+        let want = run(&plain, &inputs);
+        let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
+        let before = ex.fused_cb_gemms();
+        let out = ex.run(&g, &inputs).unwrap();
+        let err = max_rel_error(&out[0], &want[0]).unwrap();
+        assert!(err < 1e-4, "{spec}: fused vs decoded weights {err}");
+        // Both Gemm layers take the fused table-lookup GEMM unless fusion is off; the
+        // Conv weights are decoded at run time.
+        if cc_backends::cpu::fusion::enabled() {
+            assert_eq!(ex.fused_cb_gemms() - before, 2, "{spec}");
+        }
+    }
 }
