@@ -13,6 +13,7 @@
 //! enough for every weight of resnet18 in well under a second; initialisation is by
 //! quantiles (default) or k-means++ seeded from the pipeline seed.
 
+mod importance;
 mod kmeans;
 
 use crate::error::PassError;
@@ -21,7 +22,7 @@ use crate::pass::{Changed, Pass, PassCx};
 use crate::prune::glob;
 use crate::registry::PassInfo;
 use cc_ir::compressed::pack_4bit;
-use cc_ir::{CodebookWeight, Compressed, DType, Error, Graph, Op, Tensor, ValueId};
+use cc_ir::{CodebookWeight, Compressed, DType, Error, Graph, NodeId, Op, Tensor, ValueId};
 use kmeans::{Init, Sorted};
 
 const OPTIONS: &[OptionSpec] = &[
@@ -54,6 +55,12 @@ const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Enum(&["quantile", "kmeans++"]),
         default: "quantile",
         help: "centroid initialisation: quantiles, or k-means++ drawn with the pipeline seed",
+    },
+    OptionSpec {
+        name: "weighting",
+        kind: OptionKind::Enum(&["auto", "none", "activation"]),
+        default: "auto",
+        help: "k-means weights: activation = mean square of the input feature on the calibration data (needs --calib); auto = activation when --calib is given",
     },
     OptionSpec {
         name: "ops",
@@ -93,6 +100,8 @@ pub struct Codebook {
     pub iters: usize,
     /// k-means++ initialisation (else quantiles).
     pub plus_plus: bool,
+    /// Weighting: `Some(true)` activation (required), `Some(false)` none, `None` auto.
+    pub activation_weighted: Option<bool>,
     /// Op types whose weights are clustered.
     pub ops: Vec<String>,
     /// Name globs left in f32.
@@ -124,6 +133,11 @@ impl Codebook {
             per_channel: o.get_str("per")? == "channel",
             iters: o.get_int("iters")?.max(0) as usize,
             plus_plus: o.get_str("init")? == "kmeans++",
+            activation_weighted: match o.get_str("weighting")? {
+                "activation" => Some(true),
+                "none" => Some(false),
+                _ => None,
+            },
             ops,
             ignore: split_list(o.get_str("ignore")?),
         })
@@ -133,9 +147,9 @@ impl Codebook {
         self.ignore.iter().any(|p| glob(p, name))
     }
 
-    /// The weights to cluster: (value, output-channel axis), each once.
-    fn targets(&self, g: &Graph) -> Result<Vec<(ValueId, usize)>, PassError> {
-        let mut out: Vec<(ValueId, usize)> = Vec::new();
+    /// The weights to cluster: (value, output-channel axis, first reader), each once.
+    fn targets(&self, g: &Graph) -> Result<Vec<(ValueId, usize, NodeId)>, PassError> {
+        let mut out: Vec<(ValueId, usize, NodeId)> = Vec::new();
         for id in g.topo_order()? {
             let node = g.node(id);
             // (op, weight input slot, output-channel axis, rank; 0 = 3 or more).
@@ -162,16 +176,17 @@ impl Codebook {
                 || g.is_input(w)
                 || g.is_output(w)
                 || self.ignored(g.value(w).name())
-                || out.iter().any(|(v, _)| *v == w)
+                || out.iter().any(|(v, ..)| *v == w)
             {
                 continue;
             }
-            out.push((w, axis));
+            out.push((w, axis, id));
         }
         Ok(out)
     }
 
-    /// Clusters `w` (logical `shape`, output channels along `axis`); `seed` draws the
+    /// Clusters `w` (logical `shape`, output channels along `axis`), each element
+    /// counted with its weight in `weights` (all 1 when `None`); `seed` draws the
     /// k-means++ centroids.
     pub fn cluster(
         &self,
@@ -179,6 +194,7 @@ impl Codebook {
         w: &[f32],
         shape: &[usize],
         axis: usize,
+        weights: Option<&[f64]>,
         seed: u64,
     ) -> Result<CodebookWeight, Error> {
         if let Some(i) = w.iter().position(|x| !x.is_finite()) {
@@ -211,12 +227,13 @@ impl Codebook {
                 m.push(i);
             }
         }
+        let weight = |i: usize| weights.and_then(|ws| ws.get(i).copied()).unwrap_or(1.0);
         // Per channel, Lloyd also runs from the whole tensor's centroids and the better
         // of the two results is kept, so no channel ends up worse off than with the
         // shared table (Lloyd from quantiles can stop in a poor local optimum on few
         // values).
         let global = if self.per_channel {
-            let s = Sorted::new(w.iter().copied());
+            let s = Sorted::weighted(w.iter().enumerate().map(|(i, &x)| (x, weight(i))));
             Some(kmeans::kmeans(&s, k, self.iters, init, seed))
         } else {
             None
@@ -224,7 +241,7 @@ impl Codebook {
         let mut table = vec![0f32; channels * k];
         let mut idx = vec![0i32; w.len()];
         for (c, m) in members.iter().enumerate() {
-            let s = Sorted::new(m.iter().filter_map(|&i| w.get(i).copied()));
+            let s = Sorted::weighted(m.iter().filter_map(|&i| Some((*w.get(i)?, weight(i)))));
             let mut cents = kmeans::kmeans(
                 &s,
                 k,
@@ -271,6 +288,56 @@ impl Codebook {
     }
 }
 
+impl Codebook {
+    /// Per-target element weights from calibration activations (see [`importance`]):
+    /// with `weighting=activation`, or `auto` when `--calib` was given. Targets whose
+    /// reader has no simple layout (Gather, grouped Conv) stay unweighted (`None`).
+    fn element_weights(
+        &self,
+        g: &Graph,
+        cx: &PassCx,
+        targets: &[(ValueId, usize, NodeId)],
+    ) -> Result<Vec<Option<Vec<f64>>>, PassError> {
+        let none = || vec![None; targets.len()];
+        let calib = match (self.activation_weighted, cx.calibration()) {
+            (Some(false), _) | (None, None) => return Ok(none()),
+            (Some(true), None) => {
+                return Err(PassError::BadOptionValue {
+                    pass: "codebook".into(),
+                    option: "weighting".into(),
+                    value: "activation".into(),
+                    expected: "none, or give calibration data with --calib".into(),
+                })
+            }
+            (_, Some(c)) => c,
+        };
+        let layouts: Vec<Option<importance::Layout>> = targets
+            .iter()
+            .map(|(_, _, id)| importance::layout(g, *id))
+            .collect();
+        let mut xs: Vec<(ValueId, isize)> = Vec::new();
+        for l in layouts.iter().flatten() {
+            if !xs.contains(&(l.x, l.x_axis)) {
+                xs.push((l.x, l.x_axis));
+            }
+        }
+        if xs.is_empty() {
+            return Ok(none());
+        }
+        let ms = importance::feature_mean_squares(g, cx.executor()?, calib, &xs)?;
+        Ok(targets
+            .iter()
+            .zip(&layouts)
+            .map(|((v, ..), l)| {
+                let l = l.as_ref()?;
+                let at = xs.iter().position(|x| *x == (l.x, l.x_axis))?;
+                let shape = g.const_data(*v)?.shape();
+                importance::element_weights(shape, l.w_axis, ms.get(at)?)
+            })
+            .collect())
+    }
+}
+
 impl Pass for Codebook {
     fn name(&self) -> &str {
         "codebook"
@@ -278,16 +345,18 @@ impl Pass for Codebook {
 
     fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
         let targets = self.targets(g)?;
+        let weights = self.element_weights(g, cx, &targets)?;
         let (mut params, mut before, mut after) = (0usize, 0usize, 0usize);
         let (mut err2, mut norm2, mut worst) = (0f64, 0f64, 0f64);
-        for (n, (v, axis)) in targets.iter().enumerate() {
+        for (n, (v, axis, _)) in targets.iter().enumerate() {
             let Some(t) = g.const_data(*v).cloned() else {
                 continue;
             };
             let name = g.value(*v).name().to_string();
             let w = t.f32_view()?;
             let seed = cx.seed().wrapping_add(n as u64);
-            let cw = self.cluster(&name, &w, t.shape(), *axis, seed)?;
+            let ws = weights.get(n).and_then(|w| w.as_deref());
+            let cw = self.cluster(&name, &w, t.shape(), *axis, ws, seed)?;
             let d = cc_ir::compressed::codebook::decode(&cw)?;
             let (mut e, mut nn) = (0f64, 0f64);
             for (a, b) in w.iter().zip(&d) {
@@ -313,7 +382,7 @@ impl Pass for Codebook {
         {
             index_bits = 8;
             after = 0;
-            for (v, _) in &targets {
+            for (v, ..) in &targets {
                 let val = g.value_mut(*v);
                 if let Some(Compressed::Codebook(cw)) = val.compressed.as_mut() {
                     let codes = cc_ir::compressed::codes_i32(&cw.indices)?;
@@ -326,6 +395,10 @@ impl Pass for Codebook {
         }
         cx.stat("codebook_weights", targets.len());
         cx.stat("index_bits_stored", index_bits);
+        cx.stat(
+            "calibration_weighted",
+            weights.iter().filter(|w| w.is_some()).count(),
+        );
         cx.stat("codebook_params", params);
         cx.stat("weight_bytes_before", before);
         cx.stat("weight_bytes_after", after);

@@ -4,8 +4,9 @@
 //! IR and on the written file), agreeing within 1e-3 relative; the file holds half a
 //! byte per clustered weight plus the tables; the written file is byte-identical across
 //! runs and imports back to the same IR; MatMul/Gemm readers take the fused table-lookup
-//! GEMM; the clustered IR of digits_cnn is snapshot-tested. Run with `--nocapture` to
-//! see the figures.
+//! GEMM; with `--calib`, activation-weighted k-means lowers tiny_lm's perplexity; the
+//! clustered IR of digits_cnn is snapshot-tested. Run with `--nocapture` to see the
+//! figures.
 
 use cc_ir::{Compressed, Executor, Graph, Tensor};
 use cc_passes::Report;
@@ -312,4 +313,66 @@ fn codebook_gemm_weights_run_through_the_fused_kernel() {
             assert_eq!(ex.fused_cb_gemms() - before, 2, "{spec}");
         }
     }
+}
+
+/// Runs `spec` over `g` with an executor and the calibration data of `dir`.
+fn with_calibration(g: &mut Graph, spec: &str, dir: &Path) -> Report {
+    use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline};
+    let options = ManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
+    let c = Calibration::load(&dir.join("calibration.pb")).unwrap();
+    c.check(g).unwrap();
+    PassManager::new(&Pipeline::parse(spec).unwrap(), options)
+        .unwrap()
+        .with_executor(std::sync::Arc::new(
+            cc_backends::cpu::CpuExecutor::new(2).unwrap(),
+        ))
+        .with_calibration(std::sync::Arc::new(c))
+        .run(g)
+        .unwrap()
+}
+
+#[test]
+fn calibration_weighted_codebooks() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = shared.join("models/tiny_lm");
+    let base = lm_perplexity(&load_inferred(&dir), &dir);
+    for (spec, spec_none) in [
+        ("codebook", "codebook{weighting=none}"),
+        (
+            "codebook{per=channel}",
+            "codebook{per=channel,weighting=none}",
+        ),
+    ] {
+        let mut g = load_inferred(&dir);
+        let r = with_calibration(&mut g, spec, &dir);
+        let ppl = lm_perplexity(&g, &dir);
+        println!(
+            "tiny_lm {spec} with --calib (activation-weighted k-means): perplexity {ppl:.4}, weights weighted {}",
+            stat(&r, "calibration_weighted")
+        );
+        assert_eq!(
+            stat(&r, "calibration_weighted"),
+            stat(&r, "codebook_weights")
+        );
+        assert!(ppl < base * 1.10, "{spec}: {ppl} vs f32 {base}");
+        // weighting=none ignores the calibration data: the plain result.
+        let mut h = load_inferred(&dir);
+        let r = with_calibration(&mut h, spec_none, &dir);
+        assert_eq!(stat(&r, "calibration_weighted"), "0", "{spec_none}");
+        let plain = lm_perplexity(&h, &dir);
+        println!("tiny_lm {spec_none}: perplexity {plain:.4}");
+        assert!(ppl < plain, "{spec}: weighted {ppl} vs unweighted {plain}");
+    }
+    let dir = shared.join("models/digits_cnn");
+    let mut g = load_inferred(&dir);
+    let r = with_calibration(&mut g, "codebook", &dir);
+    let acc = digits_accuracy(&g, &dir);
+    println!(
+        "digits_cnn codebook with --calib: accuracy {acc:.5}, weights weighted {}",
+        stat(&r, "calibration_weighted")
+    );
+    assert!(acc >= 0.985, "{acc}");
 }

@@ -16,34 +16,53 @@ pub enum Init {
     PlusPlus,
 }
 
-/// Sorted values with prefix sums.
+/// Sorted values with prefix sums of their weights `w` (1 unless weighted), `w·x` and
+/// `w·x²`: the error minimised is `Σ w (x − c)²`.
 pub struct Sorted {
     x: Vec<f64>,
-    /// `s1[i]` = sum of `x[..i]`.
+    /// `s0[i]` = sum of the weights of `x[..i]`.
+    s0: Vec<f64>,
+    /// `s1[i]` = sum of `w·x` over `x[..i]`.
     s1: Vec<f64>,
-    /// `s2[i]` = sum of `x[..i]²`.
+    /// `s2[i]` = sum of `w·x²` over `x[..i]`.
     s2: Vec<f64>,
 }
 
 impl Sorted {
     /// Sorts `values` (which must be finite) and builds the prefix sums.
     pub fn new(values: impl Iterator<Item = f32>) -> Sorted {
-        let mut x: Vec<f64> = values.map(f64::from).collect();
-        x.sort_unstable_by(f64::total_cmp);
-        let (mut s1, mut s2) = (
-            Vec::with_capacity(x.len() + 1),
-            Vec::with_capacity(x.len() + 1),
+        Sorted::weighted(values.map(|x| (x, 1.0)))
+    }
+
+    /// Sorts `(value, weight)` pairs by value (values finite, weights positive) and
+    /// builds the weighted prefix sums.
+    pub fn weighted(pairs: impl Iterator<Item = (f32, f64)>) -> Sorted {
+        let mut p: Vec<(f64, f64)> = pairs.map(|(x, w)| (f64::from(x), w)).collect();
+        p.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let n = p.len() + 1;
+        let (mut s0, mut s1, mut s2) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
         );
-        let (mut a, mut b) = (0f64, 0f64);
+        let (mut z, mut a, mut b) = (0f64, 0f64, 0f64);
+        s0.push(0.0);
         s1.push(0.0);
         s2.push(0.0);
-        for &v in &x {
-            a += v;
-            b += v * v;
+        for &(v, w) in &p {
+            z += w;
+            a += w * v;
+            b += w * v * v;
+            s0.push(z);
             s1.push(a);
             s2.push(b);
         }
-        Sorted { x, s1, s2 }
+        Sorted {
+            x: p.into_iter().map(|(v, _)| v).collect(),
+            s0,
+            s1,
+            s2,
+        }
     }
 
     fn len(&self) -> usize {
@@ -52,7 +71,7 @@ impl Sorted {
 
     /// Sum of `(x - c)²` over sorted positions `lo..hi`.
     fn sse(&self, lo: usize, hi: usize, c: f64) -> f64 {
-        let n = (hi - lo) as f64;
+        let n = self.s0[hi] - self.s0[lo];
         let (a, b) = (self.s1[hi] - self.s1[lo], self.s2[hi] - self.s2[lo]);
         (b - 2.0 * c * a + c * c * n).max(0.0)
     }
@@ -135,9 +154,16 @@ pub fn kmeans(s: &Sorted, k: usize, iters: usize, init: Init, seed: u64) -> Vec<
         return vec![0.0];
     }
     let c: Vec<f64> = match init {
-        Init::Quantile => (0..k)
-            .map(|j| s.x[(((j as f64 + 0.5) / k as f64) * n as f64) as usize % n])
-            .collect(),
+        Init::Quantile => {
+            let total = s.s0[n];
+            (0..k)
+                .map(|j| {
+                    let t = (j as f64 + 0.5) / k as f64 * total;
+                    let at = s.s0.partition_point(|&z| z <= t).saturating_sub(1);
+                    s.x[at.min(n - 1)]
+                })
+                .collect()
+        }
         Init::PlusPlus => plus_plus(s, k, seed),
     };
     lloyd(s, c, iters)
@@ -161,7 +187,12 @@ pub fn lloyd(s: &Sorted, mut c: Vec<f64>, iters: usize) -> Vec<f64> {
         for j in 0..c.len() {
             let (lo, hi) = (b[j], b[j + 1]);
             if hi > lo {
-                next.push((s.s1[hi] - s.s1[lo]) / (hi - lo) as f64);
+                let w = s.s0[hi] - s.s0[lo];
+                next.push(if w > 0.0 {
+                    (s.s1[hi] - s.s1[lo]) / w
+                } else {
+                    s.x[(lo + hi) / 2]
+                });
             }
             // An empty cluster is dropped (its values went to neighbours).
         }
@@ -235,6 +266,24 @@ mod tests {
         let (e0, e) = (sse(&s, &c0), sse(&s, &c));
         assert!((e - brute_sse(&x, &c)).abs() <= 1e-6 * e.max(1.0));
         assert!(e < e0 * 0.9, "{e} vs {e0}");
+    }
+
+    #[test]
+    fn weights_pull_centroids_towards_heavy_values() {
+        // Two values, one centroid: the weighted mean.
+        let s = Sorted::weighted([(0.0f32, 3.0), (4.0, 1.0)].into_iter());
+        assert_eq!(kmeans(&s, 1, 10, Init::Quantile, 0), vec![1.0]);
+        // Unit weights give what `new` gives.
+        let x: Vec<f32> = (0..200).map(|i| (i as f32 * 0.37).sin()).collect();
+        let a = kmeans(&Sorted::new(x.iter().copied()), 8, 50, Init::Quantile, 0);
+        let b = kmeans(
+            &Sorted::weighted(x.iter().map(|&v| (v, 1.0))),
+            8,
+            50,
+            Init::Quantile,
+            0,
+        );
+        assert_eq!(a, b);
     }
 
     #[test]
