@@ -29,7 +29,8 @@ pub struct Sorted {
 }
 
 impl Sorted {
-    /// Sorts `values` (which must be finite) and builds the prefix sums.
+    /// Sorts `values` (which must be finite) and builds the prefix sums (unit weights).
+    #[cfg(test)]
     pub fn new(values: impl Iterator<Item = f32>) -> Sorted {
         Sorted::weighted(values.map(|x| (x, 1.0)))
     }
