@@ -13,13 +13,17 @@ use crate::graph::{Graph, ValueId};
 use crate::op::Op;
 use crate::tensor::Tensor;
 
+pub mod codebook;
 pub mod nbits;
+pub use codebook::CodebookWeight;
 
 /// A compressed weight.
 #[derive(Clone, Debug)]
 pub enum Compressed {
     /// Integer codes with scales (and zero points), per axis or per block.
     Quantized(QuantizedWeight),
+    /// Indices into tables of centroids (weight clustering), see [`codebook`].
+    Codebook(CodebookWeight),
 }
 
 /// A quantized tensor, stored as ONNX stores the inputs of `DequantizeLinear`.
@@ -88,6 +92,7 @@ impl Compressed {
     pub fn min_opset(&self) -> i64 {
         match self {
             Compressed::Quantized(q) => q.min_opset(),
+            Compressed::Codebook(c) => c.min_opset(),
         }
     }
 
@@ -95,6 +100,7 @@ impl Compressed {
     pub fn params(&self) -> usize {
         match self {
             Compressed::Quantized(q) => q.q.len(),
+            Compressed::Codebook(c) => c.indices.len(),
         }
     }
 
@@ -102,6 +108,7 @@ impl Compressed {
     pub fn byte_len(&self) -> usize {
         match self {
             Compressed::Quantized(q) => q.byte_len(),
+            Compressed::Codebook(c) => c.byte_len(),
         }
     }
 }
@@ -121,8 +128,9 @@ pub fn compressed_values(g: &Graph) -> Vec<ValueId> {
 
 /// A copy of `g` (weights shared, not copied) where every compressed value is produced
 /// by standard ops: quantized → initializers (codes, scale, zero point) and one
-/// `DequantizeLinear`. The default-domain opset is raised to the lowest one that holds
-/// the result (13 for per-axis 8-bit, 21 for blocks or 4-bit codes). Weights in
+/// `DequantizeLinear`; codebook → `Gather(centroids, Cast(indices) [+ offsets])`. The
+/// default-domain opset is raised to the lowest one that holds the result (13 for
+/// per-axis 8-bit, 21 for blocks or 4-bit codes). Weights in
 /// [`WeightFormat::MatMulNBits`] that fit turn their MatMul readers into
 /// `com.microsoft.MatMulNBits` instead ([`nbits::lower`]; adds that opset import).
 pub fn lower_compressed(g: &Graph) -> Result<Graph> {
@@ -138,6 +146,7 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
             Compressed::Quantized(qw) => {
                 qw.format == WeightFormat::MatMulNBits && nbits::lower(&mut out, v, qw, &name)?
             }
+            Compressed::Codebook(_) => false,
         };
         if as_nbits {
             contrib = true;
@@ -170,6 +179,7 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
                 let node = out.unique_name(&format!("{name}_dequantize"));
                 out.add_node(&node, op, inputs, vec![Some(v)])?;
             }
+            Compressed::Codebook(cw) => codebook::lower(&mut out, v, &name, cw)?,
         }
     }
     if need > 0 {
@@ -195,10 +205,12 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
 /// and whose output is not a graph output into a quantized value: the inverse of
 /// [`lower_compressed`], so a model we wrote imports to the IR it was written from.
 /// Per-tensor (scalar scale) forms are left as nodes. `com.microsoft.MatMulNBits`
-/// nodes with constant weights are raised too ([`nbits::raise`]). Returns how many
-/// weights were raised.
+/// nodes with constant weights are raised too ([`nbits::raise`]), and so are constant
+/// codebook lookups (`Gather(table, Cast(indices) [+ offsets])`, see [`codebook`]).
+/// Returns how many weights were raised.
 pub fn raise_compressed(g: &mut Graph) -> Result<usize> {
     let mut raised = nbits::raise(g)?;
+    raised += codebook::raise(g)?;
     for id in g.topo_order()? {
         let node = g.node(id);
         let Op::DequantizeLinear { axis, block_size } = node.op else {

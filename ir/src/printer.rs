@@ -72,6 +72,17 @@ pub fn print_graph(g: &Graph) -> String {
             }
             s.push('\n');
         }
+        if let Some(crate::compressed::Compressed::Codebook(c)) = &g.value(v).compressed {
+            let _ = writeln!(
+                s,
+                "  {}: {} = codebook {} centroids {} indices {}",
+                name(g, v),
+                ty(g, v),
+                c.granularity(),
+                tensor_summary(&c.centroids),
+                tensor_summary(&c.indices)
+            );
+        }
     }
     s.push_str("nodes:\n");
     for id in order {

@@ -10,6 +10,7 @@
 
 pub mod calibration;
 pub mod canonicalize;
+pub mod codebook;
 pub mod dce;
 pub mod error;
 pub mod fold;

@@ -127,7 +127,7 @@ mod tests {
             e.starts_with("unknown pass \"flod\"; registered passes: "),
             "{e}"
         );
-        assert!(e.contains("canonicalize, dce, fold"), "{e}");
+        assert!(e.contains("canonicalize, codebook, dce, fold"), "{e}");
         assert!(find("fold").is_some());
     }
 }

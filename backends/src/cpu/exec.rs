@@ -4,6 +4,7 @@
 //! Constant-weight DequantizeLinear -> MatMul/Gemm pairs run as one fused
 //! dequantize-GEMM ([`crate::cpu::fusion`]; off with `CC_NO_FUSION=1`).
 
+use crate::cpu::cb_fusion;
 use crate::cpu::fusion;
 use crate::cpu::kernels::{self, Activation, KernelCx};
 use crate::cpu::parallel::ParallelPool;
@@ -20,6 +21,8 @@ pub struct CpuExecutor {
     aligned: Mutex<AlignedConsts>,
     /// Number of DequantizeLinear + MatMul/Gemm pairs run fused (see [`fusion`]).
     dq_fused: AtomicU64,
+    /// Number of codebook-lookup + MatMul/Gemm pairs run fused (see [`cb_fusion`]).
+    cb_fused: AtomicU64,
 }
 
 /// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
@@ -72,6 +75,7 @@ impl CpuExecutor {
             threads,
             aligned: Mutex::new(AlignedConsts::default()),
             dq_fused: AtomicU64::new(0),
+            cb_fused: AtomicU64::new(0),
         })
     }
 
@@ -84,6 +88,12 @@ impl CpuExecutor {
     /// dequantize-GEMM so far, over all runs (see [`crate::cpu::fusion`]).
     pub fn fused_dq_gemms(&self) -> u64 {
         self.dq_fused.load(Ordering::Relaxed)
+    }
+
+    /// How many codebook lookups + MatMul/Gemm readers this executor has run as one
+    /// fused table-lookup GEMM so far, over all runs (see [`crate::cpu::cb_fusion`]).
+    pub fn fused_cb_gemms(&self) -> u64 {
+        self.cb_fused.load(Ordering::Relaxed)
     }
 }
 
@@ -287,6 +297,10 @@ impl CpuExecutor {
         };
         absorbed.extend(dq_plan.values().copied());
         // --- end dequantize-GEMM fusion ---
+        // --- codebook lookups (cb_fusion.rs) ---
+        let cb_plan = cb_fusion::plan(g, &order, fusion::enabled());
+        absorbed.extend(cb_plan.values().flat_map(cb_fusion::Step::absorbed));
+        // --- end codebook lookups ---
         let mut profile = Profile::from_env();
         if let Some(p) = profile.as_mut() {
             p.planning = run_started.elapsed();
@@ -298,7 +312,11 @@ impl CpuExecutor {
                 Some(&dq) => self.run_dq_fused(g, id, dq, &mut env, &consts, &cx)?,
                 None => false,
             };
-            if !absorbed.contains(&id) && !dq_done {
+            let cb_done = match cb_plan.get(&id) {
+                Some(s) => self.run_cb(g, id, s, &mut env, &consts, &cx)?,
+                None => false,
+            };
+            if !absorbed.contains(&id) && !dq_done && !cb_done {
                 let fused = match fusions.get(&id) {
                     Some(&(act_node, act)) => {
                         run_fused(g, id, act, &env, &consts, &cx)?.map(|t| (act_node, t))
@@ -375,6 +393,46 @@ impl CpuExecutor {
         for (slot, t) in outs.into_iter().enumerate() {
             if let Some(v) = g.node(dq).output(slot) {
                 env.insert(v, t);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl CpuExecutor {
+    /// Runs codebook step `s` at node `id` (planned by [`cb_fusion::plan`]) and stores
+    /// its output: `Ok(true)`. When the kernel cannot take the inputs, runs the lookup's
+    /// absorbed nodes apart, stores their outputs and returns `Ok(false)` so the caller
+    /// runs node `id` as usual.
+    fn run_cb(
+        &self,
+        g: &Graph,
+        id: NodeId,
+        s: &cb_fusion::Step,
+        env: &mut HashMap<ValueId, Tensor>,
+        consts: &HashMap<ValueId, Tensor>,
+        cx: &KernelCx<'_>,
+    ) -> Result<bool> {
+        let lookup = |v: ValueId| {
+            env.get(&v)
+                .or_else(|| consts.get(&v))
+                .or_else(|| g.const_data(v))
+        };
+        if let Some(t) = cb_fusion::run(g, id, s, lookup, cx)? {
+            if let Some(v) = g.node(id).output(0) {
+                env.insert(v, t);
+            }
+            if s.gemm {
+                self.cb_fused.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(true);
+        }
+        for n in s.nodes().into_iter().filter(|&n| n != id) {
+            let outs = run_one(g, n, env, consts, cx)?;
+            for (slot, t) in outs.into_iter().enumerate() {
+                if let Some(v) = g.node(n).output(slot) {
+                    env.insert(v, t);
+                }
             }
         }
         Ok(false)

@@ -2,6 +2,7 @@
 //! kernels it dispatches to; [`eval`] is the reference evaluator for everything else
 //! (and for constant folding).
 
+pub mod cb_fusion;
 pub mod eval;
 pub mod exec;
 pub mod fusion;
