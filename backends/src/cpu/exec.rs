@@ -5,6 +5,7 @@
 //! dequantize-GEMM ([`crate::cpu::fusion`]; off with `CC_NO_FUSION=1`).
 
 use crate::cpu::fusion;
+use crate::cpu::fusion_qdq;
 use crate::cpu::kernels::{self, Activation, KernelCx};
 use crate::cpu::parallel::ParallelPool;
 use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
@@ -20,6 +21,8 @@ pub struct CpuExecutor {
     aligned: Mutex<AlignedConsts>,
     /// Number of DequantizeLinear + MatMul/Gemm pairs run fused (see [`fusion`]).
     dq_fused: AtomicU64,
+    /// Number of QuantizeLinear + DequantizeLinear pairs run fused (see [`fusion_qdq`]).
+    fq_fused: AtomicU64,
 }
 
 /// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
@@ -72,6 +75,7 @@ impl CpuExecutor {
             threads,
             aligned: Mutex::new(AlignedConsts::default()),
             dq_fused: AtomicU64::new(0),
+            fq_fused: AtomicU64::new(0),
         })
     }
 
@@ -84,6 +88,12 @@ impl CpuExecutor {
     /// dequantize-GEMM so far, over all runs (see [`crate::cpu::fusion`]).
     pub fn fused_dq_gemms(&self) -> u64 {
         self.dq_fused.load(Ordering::Relaxed)
+    }
+
+    /// How many QuantizeLinear + DequantizeLinear pairs this executor has run as one
+    /// fake-quantization pass so far, over all runs (see [`fusion_qdq`]).
+    pub fn fused_fake_quants(&self) -> u64 {
+        self.fq_fused.load(Ordering::Relaxed)
     }
 }
 
@@ -287,6 +297,13 @@ impl CpuExecutor {
         };
         absorbed.extend(dq_plan.values().copied());
         // --- end dequantize-GEMM fusion ---
+        // --- fake-quantization fusion (fusion_qdq.rs) ---
+        let fq_plan = if fusion::enabled() {
+            fusion_qdq::plan(g, &order)
+        } else {
+            HashMap::new()
+        };
+        // --- end fake-quantization fusion ---
         let mut profile = Profile::from_env();
         if let Some(p) = profile.as_mut() {
             p.planning = run_started.elapsed();
@@ -294,10 +311,21 @@ impl CpuExecutor {
         for (step, &id) in order.iter().enumerate() {
             let node = g.node(id);
             let started = profile.as_ref().map(|_| std::time::Instant::now());
-            let dq_done = match dq_plan.get(&id) {
+            let mut dq_done = match dq_plan.get(&id) {
                 Some(&dq) => self.run_dq_fused(g, id, dq, &mut env, &consts, &cx)?,
                 None => false,
             };
+            if let Some(&(dq, fq)) = fq_plan.get(&id) {
+                let x = node.input(0).and_then(|v| env.get(&v).or_else(|| g.const_data(v)));
+                if let Some(t) = x.map(|x| fusion_qdq::run(x, fq)).transpose()?.flatten() {
+                    if let Some(v) = g.node(dq).output(0) {
+                        env.insert(v, t);
+                    }
+                    absorbed.insert(dq);
+                    self.fq_fused.fetch_add(1, Ordering::Relaxed);
+                    dq_done = true;
+                }
+            }
             if !absorbed.contains(&id) && !dq_done {
                 let fused = match fusions.get(&id) {
                     Some(&(act_node, act)) => {

@@ -5,6 +5,7 @@
 pub mod eval;
 pub mod exec;
 pub mod fusion;
+pub mod fusion_qdq;
 pub mod kernels;
 pub mod parallel;
 

@@ -6,6 +6,7 @@ mod conv_implicit;
 mod depthwise;
 pub mod dq_gemm;
 pub mod elementwise;
+pub mod int_gemm;
 pub mod matmul;
 mod minifloat;
 pub mod movement;

@@ -535,18 +535,7 @@ pub(super) fn int_matmul(a: &IntArr, b: &IntArr) -> Result<IntArr> {
             return Err(Error::invalid("MatMul operand smaller than its shape"));
         };
         let ov = &mut out[bi * m * n..(bi + 1) * m * n];
-        for i in 0..m {
-            let row = &mut ov[i * n..(i + 1) * n];
-            for p in 0..k {
-                let x = av[i * k + p];
-                if x == 0 {
-                    continue;
-                }
-                for (o, &y) in row.iter_mut().zip(&bv[p * n..(p + 1) * n]) {
-                    *o = o.wrapping_add(x.wrapping_mul(y));
-                }
-            }
-        }
+        super::int_gemm::gemm(av, bv, m, k, n, ov);
     }
     let mut shape = batch;
     if a.shape.len() > 1 {
