@@ -7,6 +7,7 @@
 //!
 //! Off with `CC_NO_FUSION=1`, like the other fusions ([`crate::cpu::fusion::enabled`]).
 
+use crate::cpu::kernels::quant_fast::round_even_small;
 use crate::cpu::parallel;
 use cc_ir::{DType, Graph, NodeId, Op, Result, Tensor, ValueId};
 use std::collections::HashMap;
@@ -126,7 +127,8 @@ pub fn run(x: &Tensor, fq: FakeQuant) -> Result<Option<Tensor>> {
     let body = |i: usize, out: &mut [f32]| {
         let src = parallel::chunk_of(&xs, i, CHUNK);
         for (o, &v) in out.iter_mut().zip(src) {
-            let r = (v / s).round_ties_even();
+            // Saturating values round either way to the same code (|code| < 2^22).
+            let r = round_even_small(v / s);
             let q = if r.is_nan() {
                 nan_code
             } else {
@@ -207,10 +209,13 @@ mod tests {
         xs[2] = 1e9;
         xs[3] = -1e9;
         xs[4] = f32::NAN;
+        xs[5] = -1e-9;
+        xs[6] = -0.0;
         let x = Tensor::from_f32(vec![5, 7000], xs).unwrap();
         let ex = CpuExecutor::new(2).unwrap();
         for zp in [
             Tensor::from_raw(DType::U8, vec![], vec![131u8].into()).unwrap(),
+            Tensor::from_raw(DType::U8, vec![], vec![0u8].into()).unwrap(),
             Tensor::from_raw(DType::I8, vec![], vec![(-5i8) as u8].into()).unwrap(),
         ] {
             let fused = graph(zp.clone(), false);

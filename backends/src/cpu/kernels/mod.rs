@@ -6,6 +6,7 @@ mod conv_implicit;
 mod depthwise;
 pub mod dq_gemm;
 pub mod elementwise;
+pub mod quant_fast;
 pub mod int_gemm;
 pub mod matmul;
 mod minifloat;
@@ -141,7 +142,10 @@ pub fn run_node(
     num_outputs: usize,
     cx: &KernelCx<'_>,
 ) -> Result<Option<Vec<Tensor>>> {
-    // --- quantization kernels (quant.rs, quant_conv.rs) ---
+    // --- quantization kernels (quant_fast.rs, quant.rs, quant_conv.rs) ---
+    if let Some(out) = quant_fast::run(op, inputs)? {
+        return Ok(Some(out));
+    }
     if let Some(out) = quant::run(op, inputs)? {
         return Ok(Some(out));
     }
