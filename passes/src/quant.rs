@@ -484,7 +484,10 @@ mod tests {
             ("granularity=block,block=0", "block"),
             ("weights=gptq", "weights"),
             ("activations=static,bits=4", "activations"),
-            ("activations=static,calib=percentile,percentile=x", "percentile"),
+            (
+                "activations=static,calib=percentile,percentile=x",
+                "percentile",
+            ),
             ("ops=Add", "ops"),
         ] {
             let e = quant(text).unwrap_err().to_string();

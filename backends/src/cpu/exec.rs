@@ -316,7 +316,9 @@ impl CpuExecutor {
                 None => false,
             };
             if let Some(&(dq, fq)) = fq_plan.get(&id) {
-                let x = node.input(0).and_then(|v| env.get(&v).or_else(|| g.const_data(v)));
+                let x = node
+                    .input(0)
+                    .and_then(|v| env.get(&v).or_else(|| g.const_data(v)));
                 if let Some(t) = x.map(|x| fusion_qdq::run(x, fq)).transpose()?.flatten() {
                     if let Some(v) = g.node(dq).output(0) {
                         env.insert(v, t);

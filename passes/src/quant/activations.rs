@@ -406,7 +406,10 @@ fn calibrate(
             }
         }
     }
-    let ranges: Vec<(f32, f32)> = ranges.into_iter().map(|r| r.unwrap_or((0.0, 0.0))).collect();
+    let ranges: Vec<(f32, f32)> = ranges
+        .into_iter()
+        .map(|r| r.unwrap_or((0.0, 0.0)))
+        .collect();
     if method == CalibMethod::MinMax {
         return Ok(ranges);
     }

@@ -37,8 +37,16 @@ pub fn gemm(a: &[i32], b: &[i32], m: usize, k: usize, n: usize, out: &mut [i32])
     }
     let work = m * k * n;
     if work >= F32_WORK && a.len() >= m * k && b.len() >= k * n && out.len() >= m * n {
-        let amax = a.iter().map(|v| u64::from(v.unsigned_abs())).max().unwrap_or(0);
-        let bmax = b.iter().map(|v| u64::from(v.unsigned_abs())).max().unwrap_or(0);
+        let amax = a
+            .iter()
+            .map(|v| u64::from(v.unsigned_abs()))
+            .max()
+            .unwrap_or(0);
+        let bmax = b
+            .iter()
+            .map(|v| u64::from(v.unsigned_abs()))
+            .max()
+            .unwrap_or(0);
         if amax == 0 || bmax == 0 {
             return;
         }
@@ -63,7 +71,13 @@ pub fn gemm(a: &[i32], b: &[i32], m: usize, k: usize, n: usize, out: &mut [i32])
 
 /// The product through exact f32 GEMMs over reduction chunks of `chunk`; false if the
 /// f32 GEMM refused the operands (the caller then uses the integer loop).
-fn gemm_f32(a: &[i32], b: &[i32], (m, k, n): (usize, usize, usize), chunk: usize, out: &mut [i32]) -> bool {
+fn gemm_f32(
+    a: &[i32],
+    b: &[i32],
+    (m, k, n): (usize, usize, usize),
+    chunk: usize,
+    out: &mut [i32],
+) -> bool {
     let cx = KernelCx::new(parallel::threads());
     let mut af = vec![0f32; m * chunk];
     let mut cf = vec![0f32; m * n];
@@ -153,7 +167,13 @@ mod tests {
     #[test]
     fn blocked_parallel_gemm_matches_the_naive_product() {
         let pool = crate::cpu::kernels::test_util::cx_pool(2);
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (37, 300, 600), (70, 129, 513), (64, 700, 96)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (37, 300, 600),
+            (70, 129, 513),
+            (64, 700, 96),
+        ] {
             let a: Vec<i32> = (0..m * k).map(|i| (i * 37 % 511) as i32 - 255).collect();
             let b: Vec<i32> = (0..k * n).map(|i| (i * 91 % 255) as i32 - 127).collect();
             let mut c = vec![7i32; m * n];
@@ -169,7 +189,9 @@ mod tests {
         let want: Vec<i32> = (0..m * n)
             .map(|e| {
                 let (i, j) = (e / n, e % n);
-                (0..k).fold(0i32, |s, p| s.wrapping_add(a[i * k + p].wrapping_mul(b[p * n + j])))
+                (0..k).fold(0i32, |s, p| {
+                    s.wrapping_add(a[i * k + p].wrapping_mul(b[p * n + j]))
+                })
             })
             .collect();
         assert_eq!(c, want);

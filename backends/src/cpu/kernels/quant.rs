@@ -530,7 +530,8 @@ pub(super) fn int_matmul(a: &IntArr, b: &IntArr) -> Result<IntArr> {
     let mut out = vec![0i32; ia.len() * m * n];
     // A 2-D `b` read by contiguous batches of `a`: one product over all their rows.
     let flat = rb == 2 && ia.iter().enumerate().all(|(i, &p)| i == p);
-    if let (true, Some(av), Some(bv)) = (flat, a.data.get(..ia.len() * m * k), b.data.get(..k * n)) {
+    if let (true, Some(av), Some(bv)) = (flat, a.data.get(..ia.len() * m * k), b.data.get(..k * n))
+    {
         super::int_gemm::gemm(av, bv, ia.len() * m, k, n, &mut out);
     }
     for (bi, (&pa, &pb)) in ia.iter().zip(&ib).enumerate().filter(|_| !flat) {

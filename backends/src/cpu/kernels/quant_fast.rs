@@ -128,7 +128,17 @@ mod tests {
 
     #[test]
     fn rounding_trick_is_round_half_even() {
-        for v in [0.5f32, 1.5, 2.5, -0.5, -2.5, 3.49, -3.51, 1e6 + 0.5, 4194303.5] {
+        for v in [
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -2.5,
+            3.49,
+            -3.51,
+            1e6 + 0.5,
+            4194303.5,
+        ] {
             assert_eq!(round_even_small(v), v.round_ties_even(), "{v}");
         }
     }
