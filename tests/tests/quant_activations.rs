@@ -160,6 +160,9 @@ fn digits_cnn_static_int8_keeps_accuracy_with_every_calibrator() {
     }
     let out = tmp.path().join("dyn.onnx");
     let (g, _) = quantize_to(&dir, "quant{activations=dynamic}", &out);
+    let again = tmp.path().join("dyn2.onnx");
+    quantize_to(&dir, "quant{activations=dynamic}", &again);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     let acc = digits_accuracy(&g, &dir);
     println!("dynamic int8 (Gemm integer, Conv weight-only) accuracy {acc:.5}");
     assert!(acc >= base - 0.005, "dynamic accuracy {acc} vs f32 {base}");

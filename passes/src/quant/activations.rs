@@ -722,6 +722,138 @@ fn int_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pass::Pass;
+    use cc_ir::types::known_shape;
+    use std::sync::Arc;
+
+    /// x[4, 64] read by two MatMuls (weights [64, 8] and [64, 5]) and a Relu; y0, y1 out.
+    fn two_readers() -> Graph {
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(DType::F32, known_shape(&[4, 64]))),
+            )
+            .unwrap();
+        let mut outs = Vec::new();
+        for (i, n) in [8usize, 5].into_iter().enumerate() {
+            let w: Vec<f32> = (0..64 * n)
+                .map(|j| ((j * 37 + i * 11) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            let w = g
+                .add_const(&format!("w{i}"), Tensor::from_f32(vec![64, n], w).unwrap())
+                .unwrap();
+            let y = g.add_value(&format!("y{i}"), None).unwrap();
+            g.add_node(
+                &format!("mm{i}"),
+                Op::MatMul,
+                vec![Some(x), Some(w)],
+                vec![Some(y)],
+            )
+            .unwrap();
+            outs.push(y);
+        }
+        g.set_inputs(vec![x]);
+        g.set_outputs(outs);
+        g
+    }
+
+    fn input(seed: u64) -> Tensor {
+        let xs: Vec<f32> = uniform(256, seed).iter().map(|u| 3.0 * u - 1.0).collect();
+        Tensor::from_f32(vec![4, 64], xs).unwrap()
+    }
+
+    fn quantized(spec: &str, calib: Option<Tensor>) -> Result<Graph, PassError> {
+        let o = Options::parse(
+            "quant",
+            crate::registry::lookup("quant").unwrap().options,
+            &spec
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )?;
+        let mut q = Quant::from_options(&o)?;
+        let mut g = two_readers();
+        let ex: Arc<dyn Executor> = Arc::new(cc_backends::cpu::CpuExecutor::new(1).unwrap());
+        let mut cx = PassCx::new(0)
+            .with_executor(Some(ex))
+            .with_calibration(calib.map(|t| Arc::new(Calibration::new("test", vec![t]))));
+        q.run(&mut g, &mut cx)?;
+        cc_ir::verify::verify(&g).unwrap();
+        Ok(g)
+    }
+
+    fn ops(g: &Graph) -> Vec<&str> {
+        g.topo_order()
+            .unwrap()
+            .into_iter()
+            .map(|id| g.node(id).op.onnx_type().1)
+            .collect()
+    }
+
+    /// Max |a - b| / max |b| over all outputs of `g` and the f32 graph on `x`.
+    fn error_vs_f32(g: &Graph, x: &Tensor) -> f32 {
+        let ex = cc_backends::cpu::CpuExecutor::new(1).unwrap();
+        let got = ex.run(g, std::slice::from_ref(x)).unwrap();
+        let want = ex.run(&two_readers(), std::slice::from_ref(x)).unwrap();
+        let mut worst = 0f32;
+        for (a, b) in got.iter().zip(&want) {
+            let (a, b) = (a.to_f32().unwrap(), b.to_f32().unwrap());
+            let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (p, q) in a.iter().zip(&b) {
+                worst = worst.max((p - q).abs() / m);
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn static_puts_one_calibrated_pair_on_a_shared_activation() {
+        let x = input(5);
+        let e = quantized("activations=static", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs calibration data"), "{e}");
+        let g = quantized("activations=static", Some(x.clone())).unwrap();
+        assert_eq!(
+            ops(&g),
+            ["QuantizeLinear", "DequantizeLinear", "MatMul", "MatMul"]
+        );
+        // Both readers read the one dequantized value; the weights are compressed.
+        let q = g.value_by_name("x_scale").unwrap();
+        let (lo, hi) = minmax(&x.to_f32().unwrap()).unwrap();
+        let scale = g.const_data(q).unwrap().to_f32().unwrap()[0];
+        assert_eq!(scale, qparams(lo, hi).0);
+        let xd = g.value_by_name("x_dequantized").unwrap();
+        assert_eq!(g.value(xd).uses().len(), 2);
+        assert!(g.value(g.value_by_name("w0").unwrap()).compressed.is_some());
+        // On the calibration data itself: int8 weights and activations stay close.
+        let err = error_vs_f32(&g, &x);
+        assert!(err > 0.0 && err < 0.03, "error {err}");
+    }
+
+    #[test]
+    fn dynamic_rewrites_matmuls_into_integer_matmuls() {
+        let g = quantized("activations=dynamic", None).unwrap();
+        let o = ops(&g);
+        assert_eq!(
+            o.iter()
+                .filter(|&&op| op == "DynamicQuantizeLinear")
+                .count(),
+            1
+        );
+        assert_eq!(o.iter().filter(|&&op| op == "MatMulInteger").count(), 2);
+        assert!(!o.contains(&"MatMul"));
+        // The weight codes are int8 constants [K, N] feeding MatMulInteger.
+        let codes = g.value_by_name("w0_quantized").unwrap();
+        let t = g.const_data(codes).unwrap();
+        assert_eq!((t.dtype(), t.shape()), (DType::I8, &[64usize, 8][..]));
+        for seed in [1, 2] {
+            let err = error_vs_f32(&g, &input(seed));
+            assert!(err > 0.0 && err < 0.03, "error {err}");
+        }
+    }
 
     /// A deterministic pseudo-random stream in [0, 1).
     fn uniform(n: usize, seed: u64) -> Vec<f32> {
