@@ -134,7 +134,8 @@ pub struct ActSummary {
 }
 
 /// The quantized ops whose data input (slot 0) gets quantized: MatMul/Gemm/Conv nodes
-/// that read one of `weights` at slot 1 and are not excluded by `ops`/`ignore`.
+/// that read one of `weights` at slot 1, whose data input is not a constant nor of a
+/// known element type other than f32, and that are not excluded by `ops`/`ignore`.
 fn readers(q: &Quant, g: &Graph, weights: &[ValueId]) -> Result<Vec<NodeId>, PassError> {
     let mut out = Vec::new();
     for id in g.topo_order()? {
@@ -147,7 +148,11 @@ fn readers(q: &Quant, g: &Graph, weights: &[ValueId]) -> Result<Vec<NodeId>, Pas
         };
         let reads = node.input(1).is_some_and(|w| weights.contains(&w));
         let x = node.input(0);
-        let x_ok = x.is_some_and(|x| g.const_data(x).is_none());
+        // QuantizeLinear's f32 scale and DynamicQuantizeLinear need f32 data.
+        let x_ok = x.is_some_and(|x| {
+            let elem = g.value(x).ty.as_ref().and_then(|t| t.elem());
+            g.const_data(x).is_none() && elem.is_none_or(|e| e == DType::F32)
+        });
         if reads && x_ok && q.ops.iter().any(|o| o == op) && !q.ignored(&node.name) {
             out.push(id);
         }
