@@ -542,7 +542,11 @@ fn quant_rejects_unsupported_bits_block_and_modes_in_one_line() {
         ("quant{bits=5}", "option bits=\"5\""),
         ("quant{granularity=block,block=0}", "option block=\"0\""),
         ("quant{weights=gptq}", "option weights=\"gptq\""),
-        ("quant{activations=static}", "option activations=\"static\""),
+        ("quant{activations=static}", "needs calibration data"),
+        (
+            "quant{activations=dynamic,bits=4}",
+            "option activations=\"dynamic\"",
+        ),
     ] {
         let (o, out) = compile(dir.path(), &demo_model(), &["--passes", passes]);
         assert_rejected(&o, &out, needle);

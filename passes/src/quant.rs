@@ -10,7 +10,12 @@
 //! `format=ort` (blocked weights only), MatMul weights are written as onnxruntime's
 //! `com.microsoft.MatMulNBits` instead ([`cc_ir::compressed::nbits`]).
 //!
-//! Not yet implemented (clear errors): `weights=gptq`, `activations=static|dynamic`.
+//! `activations=static|dynamic` also quantizes the data inputs of those ops (see
+//! [`activations`]).
+//!
+//! Not yet implemented (clear error): `weights=gptq`.
+
+pub mod activations;
 
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
@@ -55,7 +60,19 @@ const OPTIONS: &[OptionSpec] = &[
         name: "activations",
         kind: OptionKind::Enum(&["none", "static", "dynamic"]),
         default: "none",
-        help: "activation quantization (only none is implemented yet)",
+        help: "activation quantization: static (calibrated QDQ pairs, needs --calib) or dynamic (DynamicQuantizeLinear + MatMulInteger)",
+    },
+    OptionSpec {
+        name: "calib",
+        kind: OptionKind::Enum(&["minmax", "percentile", "entropy"]),
+        default: "minmax",
+        help: "activation range calibration for activations=static",
+    },
+    OptionSpec {
+        name: "percentile",
+        kind: OptionKind::Str,
+        default: "99.99",
+        help: "percentage of values kept by calib=percentile",
     },
     OptionSpec {
         name: "format",
@@ -105,6 +122,8 @@ pub struct Quant {
     pub ignore: Vec<String>,
     /// How the weights are written (`format=ort`: `MatMulNBits` where they fit).
     pub format: WeightFormat,
+    /// Activation quantization.
+    pub activations: activations::Activations,
 }
 
 fn bad(option: &str, value: &str, expected: &str) -> PassError {
@@ -142,14 +161,7 @@ impl Quant {
         if weights != "rtn" {
             return Err(bad("weights", weights, "rtn (gptq is not implemented yet)"));
         }
-        let act = o.get_str("activations")?;
-        if act != "none" {
-            return Err(bad(
-                "activations",
-                act,
-                "none (static and dynamic activation quantization are not implemented yet)",
-            ));
-        }
+        let activations = activations::Activations::from_options(o, bits, block)?;
         let ops = split_list(o.get_str("ops")?);
         if let Some(op) = ops.iter().find(|op| !QUANT_OPS.contains(&op.as_str())) {
             return Err(bad("ops", op, "a list of MatMul|Gemm|Conv"));
@@ -172,6 +184,7 @@ impl Quant {
             ops,
             ignore: split_list(o.get_str("ignore")?),
             format,
+            activations,
         })
     }
 
@@ -329,6 +342,7 @@ impl Pass for Quant {
     }
 
     fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
+        let act = activations::apply(self, g, cx)?;
         let targets = self.targets(g)?;
         let (mut params, mut before, mut after) = (0usize, 0usize, 0usize);
         let (mut err2, mut norm2, mut worst) = (0f64, 0f64, 0f64);
@@ -357,10 +371,14 @@ impl Pass for Quant {
             val.data = None;
             val.compressed = Some(Compressed::Quantized(qw));
         }
-        cx.stat("quantized_weights", targets.len());
-        cx.stat("quantized_params", params);
-        cx.stat("weight_bytes_before", before);
-        cx.stat("weight_bytes_after", after);
+        cx.stat("quantized_weights", targets.len() + act.weights);
+        cx.stat("quantized_params", params + act.params);
+        cx.stat("weight_bytes_before", before + act.bytes_before);
+        cx.stat("weight_bytes_after", after + act.bytes_after);
+        if self.activations != activations::Activations::None {
+            cx.stat("quantized_activations", act.activations);
+            cx.stat("activation_quantized_ops", act.ops);
+        }
         let rel = if norm2 > 0.0 {
             (err2 / norm2).sqrt()
         } else {
@@ -368,7 +386,7 @@ impl Pass for Quant {
         };
         cx.stat("weight_rel_error", rel);
         cx.stat("weight_rel_error_max", worst);
-        Ok(Changed(!targets.is_empty()))
+        Ok(Changed(!targets.is_empty() || act.ops > 0))
     }
 }
 
@@ -513,7 +531,11 @@ mod tests {
             ("bits=5", "bits"),
             ("granularity=block,block=0", "block"),
             ("weights=gptq", "weights"),
-            ("activations=static", "activations"),
+            ("activations=static,bits=4", "activations"),
+            (
+                "activations=static,calib=percentile,percentile=x",
+                "percentile",
+            ),
             ("ops=Add", "ops"),
             ("format=ort", "format"),
         ] {

@@ -6,6 +6,7 @@
 
 use crate::cpu::cb_fusion;
 use crate::cpu::fusion;
+use crate::cpu::fusion_qdq;
 use crate::cpu::kernels::{self, Activation, KernelCx};
 use crate::cpu::parallel::ParallelPool;
 use cc_ir::{Dim, Error, Executor, Graph, NodeId, Result, Tensor, ValueId, ValueType};
@@ -23,6 +24,8 @@ pub struct CpuExecutor {
     dq_fused: AtomicU64,
     /// Number of codebook-lookup + MatMul/Gemm pairs run fused (see [`cb_fusion`]).
     cb_fused: AtomicU64,
+    /// Number of QuantizeLinear + DequantizeLinear pairs run fused (see [`fusion_qdq`]).
+    fq_fused: AtomicU64,
 }
 
 /// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
@@ -76,6 +79,7 @@ impl CpuExecutor {
             aligned: Mutex::new(AlignedConsts::default()),
             dq_fused: AtomicU64::new(0),
             cb_fused: AtomicU64::new(0),
+            fq_fused: AtomicU64::new(0),
         })
     }
 
@@ -94,6 +98,12 @@ impl CpuExecutor {
     /// fused table-lookup GEMM so far, over all runs (see [`crate::cpu::cb_fusion`]).
     pub fn fused_cb_gemms(&self) -> u64 {
         self.cb_fused.load(Ordering::Relaxed)
+    }
+
+    /// How many QuantizeLinear + DequantizeLinear pairs this executor has run as one
+    /// fake-quantization pass so far, over all runs (see [`fusion_qdq`]).
+    pub fn fused_fake_quants(&self) -> u64 {
+        self.fq_fused.load(Ordering::Relaxed)
     }
 }
 
@@ -301,6 +311,13 @@ impl CpuExecutor {
         let cb_plan = cb_fusion::plan(g, &order, fusion::enabled());
         absorbed.extend(cb_plan.values().flat_map(cb_fusion::Step::absorbed));
         // --- end codebook lookups ---
+        // --- fake-quantization fusion (fusion_qdq.rs) ---
+        let fq_plan = if fusion::enabled() {
+            fusion_qdq::plan(g, &order)
+        } else {
+            HashMap::new()
+        };
+        // --- end fake-quantization fusion ---
         let mut profile = Profile::from_env();
         if let Some(p) = profile.as_mut() {
             p.planning = run_started.elapsed();
@@ -308,7 +325,7 @@ impl CpuExecutor {
         for (step, &id) in order.iter().enumerate() {
             let node = g.node(id);
             let started = profile.as_ref().map(|_| std::time::Instant::now());
-            let dq_done = match dq_plan.get(&id) {
+            let mut dq_done = match dq_plan.get(&id) {
                 Some(&dq) => self.run_dq_fused(g, id, dq, &mut env, &consts, &cx)?,
                 None => false,
             };
@@ -316,6 +333,19 @@ impl CpuExecutor {
                 Some(s) => self.run_cb(g, id, s, &mut env, &consts, &cx)?,
                 None => false,
             };
+            if let Some(&(dq, fq)) = fq_plan.get(&id) {
+                let x = node
+                    .input(0)
+                    .and_then(|v| env.get(&v).or_else(|| g.const_data(v)));
+                if let Some(t) = x.map(|x| fusion_qdq::run(x, fq)).transpose()?.flatten() {
+                    if let Some(v) = g.node(dq).output(0) {
+                        env.insert(v, t);
+                    }
+                    absorbed.insert(dq);
+                    self.fq_fused.fetch_add(1, Ordering::Relaxed);
+                    dq_done = true;
+                }
+            }
             if !absorbed.contains(&id) && !dq_done && !cb_done {
                 let fused = match fusions.get(&id) {
                     Some(&(act_node, act)) => {

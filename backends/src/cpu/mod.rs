@@ -6,6 +6,7 @@ pub mod cb_fusion;
 pub mod eval;
 pub mod exec;
 pub mod fusion;
+pub mod fusion_qdq;
 pub mod kernels;
 pub mod parallel;
 

@@ -7,6 +7,7 @@ mod conv_implicit;
 mod depthwise;
 pub mod dq_gemm;
 pub mod elementwise;
+pub mod int_gemm;
 pub mod matmul;
 pub mod matmul_nbits;
 mod minifloat;
@@ -16,6 +17,7 @@ mod packed_gemm;
 pub mod pool;
 pub mod quant;
 mod quant_conv;
+pub mod quant_fast;
 pub mod select;
 pub mod shape;
 mod simd;
@@ -142,7 +144,10 @@ pub fn run_node(
     num_outputs: usize,
     cx: &KernelCx<'_>,
 ) -> Result<Option<Vec<Tensor>>> {
-    // --- quantization kernels (quant.rs, quant_conv.rs) ---
+    // --- quantization kernels (quant_fast.rs, quant.rs, quant_conv.rs) ---
+    if let Some(out) = quant_fast::run(op, inputs)? {
+        return Ok(Some(out));
+    }
     if let Some(out) = quant::run(op, inputs)? {
         return Ok(Some(out));
     }

@@ -528,25 +528,20 @@ pub(super) fn int_matmul(a: &IntArr, b: &IntArr) -> Result<IntArr> {
     let ia = broadcast_index(&sa[..ra - 2], &batch);
     let ib = broadcast_index(&sb[..rb - 2], &batch);
     let mut out = vec![0i32; ia.len() * m * n];
-    for (bi, (&pa, &pb)) in ia.iter().zip(&ib).enumerate() {
+    // A 2-D `b` read by contiguous batches of `a`: one product over all their rows.
+    let flat = rb == 2 && ia.iter().enumerate().all(|(i, &p)| i == p);
+    if let (true, Some(av), Some(bv)) = (flat, a.data.get(..ia.len() * m * k), b.data.get(..k * n))
+    {
+        super::int_gemm::gemm(av, bv, ia.len() * m, k, n, &mut out);
+    }
+    for (bi, (&pa, &pb)) in ia.iter().zip(&ib).enumerate().filter(|_| !flat) {
         let av = a.data.get(pa * m * k..(pa + 1) * m * k);
         let bv = b.data.get(pb * k * n..(pb + 1) * k * n);
         let (Some(av), Some(bv)) = (av, bv) else {
             return Err(Error::invalid("MatMul operand smaller than its shape"));
         };
         let ov = &mut out[bi * m * n..(bi + 1) * m * n];
-        for i in 0..m {
-            let row = &mut ov[i * n..(i + 1) * n];
-            for p in 0..k {
-                let x = av[i * k + p];
-                if x == 0 {
-                    continue;
-                }
-                for (o, &y) in row.iter_mut().zip(&bv[p * n..(p + 1) * n]) {
-                    *o = o.wrapping_add(x.wrapping_mul(y));
-                }
-            }
-        }
+        super::int_gemm::gemm(av, bv, m, k, n, ov);
     }
     let mut shape = batch;
     if a.shape.len() > 1 {
