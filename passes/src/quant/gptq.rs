@@ -819,3 +819,492 @@ pub(crate) fn solve(p: &Problem, grid: Grid, width: usize, damp: f64) -> Result<
         damp_raised,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pass::Pass;
+    use crate::registry::lookup;
+    use cc_ir::op::ConvAttrs;
+    use cc_ir::types::{known_shape, ValueType};
+    use cc_ir::{Compressed, DType};
+    use std::sync::Arc;
+
+    /// Deterministic pseudo-random numbers in [-1, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    /// `m × k` inputs with correlated columns of different scales (as activations are).
+    fn inputs(rng: &mut Rng, m: usize, k: usize) -> Vec<f32> {
+        let z = rng.vec(m * k);
+        let mix = rng.vec(k * k);
+        let mut x = vec![0f32; m * k];
+        for r in 0..m {
+            for c in 0..k {
+                let mut s = 0.0;
+                for t in 0..=c.min(4) {
+                    s += z[r * k + c - t] * mix[c * k + t];
+                }
+                x[r * k + c] = s * (1.0 + (c % 5) as f32);
+            }
+        }
+        x
+    }
+
+    fn quant(text: &str) -> Quant {
+        let spec = lookup("quant").unwrap();
+        let given: Vec<(String, String)> = text
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let o = crate::options::Options::parse("quant", spec.options, &given).unwrap();
+        Quant::from_options(&o).unwrap()
+    }
+
+    /// ‖X·W − X·D‖² for `x` `m × k`, `w` and `d` `k × n`.
+    fn out_err(x: &[f32], w: &[f64], d: &[f64], k: usize, n: usize) -> f64 {
+        let mut e = 0.0;
+        for row in x.chunks_exact(k) {
+            for c in 0..n {
+                let s: f64 = (0..k)
+                    .map(|i| f64::from(row[i]) * (w[i * n + c] - d[i * n + c]))
+                    .sum();
+                e += s * s;
+            }
+        }
+        e
+    }
+
+    /// A problem for `w` (`k × n`) with Hessian from `x`, scales per column (`block`
+    /// None) or per `block` rows.
+    fn problem(x: &[f32], w: &[f32], k: usize, n: usize, block: Option<usize>) -> Problem {
+        let mut gram = Gram::new(k);
+        gram.add(x);
+        let nb = block.map_or(1, |b| k.div_ceil(b));
+        let sidx = (0..k * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                match block {
+                    Some(b) => (r / b) * n + c,
+                    None => c,
+                }
+            })
+            .collect();
+        Problem {
+            k,
+            n,
+            w: w.iter().map(|&v| f64::from(v)).collect(),
+            h: gram.hessian(),
+            sidx,
+            n_scales: nb * n,
+        }
+    }
+
+    /// Round to nearest with the same grid: GPTQ with a diagonal Hessian.
+    fn rtn(p: &Problem, grid: Grid) -> Solution {
+        let mut diag = p.clone();
+        for i in 0..p.k {
+            for j in 0..p.k {
+                diag.h[i * p.k + j] = if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        solve(&diag, grid, 128, 0.01).unwrap()
+    }
+
+    #[test]
+    fn gptq_output_error_is_below_round_to_nearest() {
+        let (m, k, n) = (512, 64, 24);
+        for (bits, symmetric, block) in [
+            (4, true, None),
+            (4, true, Some(16)),
+            (4, false, Some(32)),
+            (8, true, None),
+        ] {
+            let mut rng = Rng(7);
+            let x = inputs(&mut rng, m, k);
+            let w = rng.vec(k * n);
+            let p = problem(&x, &w, k, n, block);
+            let grid = Grid { bits, symmetric };
+            let g = solve(&p, grid, 32, 0.01).unwrap();
+            let r = rtn(&p, grid);
+            let (eg, er) = (
+                out_err(&x, &p.w, &g.deq, k, n),
+                out_err(&x, &p.w, &r.deq, k, n),
+            );
+            assert!(
+                eg < 0.8 * er,
+                "bits {bits} sym {symmetric} block {block:?}: gptq {eg} rtn {er}"
+            );
+            // The proxy tr(ΔᵀHΔ) is the output error times 2/m.
+            let proxy = p.output_error(&g.deq);
+            assert!((proxy - eg * 2.0 / m as f64).abs() <= 1e-6 * proxy.max(1.0));
+            // Codes stay on the grid and dequantize to deq.
+            let (lo, hi) = if symmetric {
+                (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1)
+            } else {
+                (0, (1 << bits) - 1)
+            };
+            for i in 0..k * n {
+                let c = g.codes[i];
+                assert!((lo..=hi).contains(&c), "code {c}");
+                let s = p.sidx[i];
+                let d = f64::from((c - g.zp[s]) as f32 * g.scale[s]);
+                assert_eq!(d, g.deq[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn lazy_batching_does_not_change_the_result() {
+        let (m, k, n) = (256, 48, 8);
+        let mut rng = Rng(3);
+        let x = inputs(&mut rng, m, k);
+        let w = rng.vec(k * n);
+        for block in [None, Some(16)] {
+            let p = problem(&x, &w, k, n, block);
+            let grid = Grid {
+                bits: 4,
+                symmetric: true,
+            };
+            let a = solve(&p, grid, 1, 0.01).unwrap();
+            let b = solve(&p, grid, 16, 0.01).unwrap();
+            let c = solve(&p, grid, 1000, 0.01).unwrap();
+            for s in [&b, &c] {
+                let differ = a.codes.iter().zip(&s.codes).filter(|(x, y)| x != y).count();
+                assert!(differ <= 1, "{differ} codes differ ({block:?})");
+                for (x, y) in a.deq.iter().zip(&s.deq) {
+                    assert!((x - y).abs() < 0.2, "{x} vs {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dead_columns_are_rounded_to_nearest_and_isolated() {
+        let (m, k, n) = (256, 16, 6);
+        let mut rng = Rng(11);
+        let mut x = inputs(&mut rng, m, k);
+        for row in x.chunks_exact_mut(k) {
+            row[5] = 0.0;
+        }
+        let w = rng.vec(k * n);
+        let p = problem(&x, &w, k, n, None);
+        assert_eq!(p.h[5 * k + 5], 0.0);
+        let grid = Grid {
+            bits: 4,
+            symmetric: true,
+        };
+        let g = solve(&p, grid, 128, 0.01).unwrap();
+        let r = rtn(&p, grid);
+        // Per-channel scales come from the original weight, so the dead row (which
+        // receives no error and passes none on) has round to nearest's codes.
+        assert_eq!(g.scale, r.scale);
+        assert_eq!(g.codes[5 * n..6 * n], r.codes[5 * n..6 * n]);
+        assert!(g.deq.iter().all(|v| v.is_finite()));
+        assert!(out_err(&x, &p.w, &g.deq, k, n) < out_err(&x, &p.w, &r.deq, k, n));
+        // An all-zero input: every column dead; GPTQ is round to nearest.
+        let z = problem(&vec![0.0; m * k], &w, k, n, Some(8));
+        assert_eq!(solve(&z, grid, 4, 0.01).unwrap().codes, rtn(&z, grid).codes);
+    }
+
+    #[test]
+    fn hessian_inverse_factor() {
+        let (m, k) = (64, 12);
+        let mut rng = Rng(5);
+        let x = inputs(&mut rng, m, k);
+        let mut gram = Gram::new(k);
+        gram.add(&x[..m / 2 * k]);
+        gram.add(&x[m / 2 * k..]);
+        let h = gram.hessian();
+        // Against a direct f64 sum.
+        for i in 0..k {
+            for j in 0..k {
+                let s: f64 = x
+                    .chunks_exact(k)
+                    .map(|r| f64::from(r[i]) * f64::from(r[j]))
+                    .sum::<f64>()
+                    * 2.0
+                    / m as f64;
+                assert!((h[i * k + j] - s).abs() <= 1e-5 * s.abs().max(1.0));
+            }
+        }
+        let (u, raised) = hinv_upper(&h, k, 0.01).unwrap();
+        assert!(!raised);
+        let lambda = 0.01 * (0..k).map(|i| h[i * k + i]).sum::<f64>() / k as f64;
+        // UᵀU (H + λI) = I, U upper triangular.
+        for i in 0..k {
+            for j in 0..k {
+                if j < i {
+                    assert_eq!(u[i * k + j], 0.0);
+                }
+                let mut s = 0.0;
+                for t in 0..k {
+                    let uu: f64 = (0..k).map(|r| u[r * k + i] * u[r * k + t]).sum();
+                    s += uu * (h[t * k + j] + if t == j { lambda } else { 0.0 });
+                }
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((s - want).abs() < 1e-8, "({i},{j}) {s}");
+            }
+        }
+        // Not positive semi-definite: the dampening grows until it is.
+        let mut bad = vec![0.0; 4];
+        bad[0] = 1.0;
+        bad[3] = -0.5;
+        let (_, raised) = hinv_upper(&bad, 2, 0.01).unwrap();
+        assert!(raised);
+    }
+
+    #[test]
+    fn lazy_blocks_hold_whole_groups() {
+        let g32: Vec<(usize, usize)> = (0..4).map(|i| (i * 32, i * 32 + 32)).collect();
+        assert_eq!(lazy_blocks(&g32, 128), vec![(0, 128)]);
+        assert_eq!(lazy_blocks(&g32, 64), vec![(0, 64), (64, 128)]);
+        assert_eq!(
+            lazy_blocks(&g32, 40),
+            vec![(0, 32), (32, 64), (64, 96), (96, 128)]
+        );
+        assert_eq!(
+            lazy_blocks(&[(0, 300)], 128),
+            vec![(0, 128), (128, 256), (256, 300)]
+        );
+        assert_eq!(
+            lazy_blocks(&[(0, 3), (3, 6), (6, 9)], 7),
+            vec![(0, 6), (6, 9)]
+        );
+    }
+
+    fn executor() -> Arc<dyn Executor> {
+        Arc::new(cc_backends::cpu::CpuExecutor::new(1).unwrap())
+    }
+
+    /// Runs `spec` on `g` with calibration inputs `calib`.
+    fn run(spec: &str, g: &mut Graph, calib: &Tensor) -> PassCx {
+        let mut cx = PassCx::new(0)
+            .with_executor(Some(executor()))
+            .with_calibration(Some(Arc::new(Calibration::new(
+                "c.pb",
+                vec![calib.clone()],
+            ))));
+        quant(spec).run(g, &mut cx).unwrap();
+        cx
+    }
+
+    fn stat(cx: &PassCx, key: &str) -> String {
+        cx.stats()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    }
+
+    /// x [m, k] -> Gemm(transB) -> MatMul -> y: two layers, two stages.
+    fn dense_graph(k: usize, n: usize, rng: &mut Rng) -> Graph {
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(
+                    DType::F32,
+                    Some(vec![
+                        cc_ir::Dim::Sym("m".into()),
+                        cc_ir::Dim::Known(k as i64),
+                    ]),
+                )),
+            )
+            .unwrap();
+        let w1 = g
+            .add_const("w1", Tensor::from_f32(vec![n, k], rng.vec(n * k)).unwrap())
+            .unwrap();
+        let w2 = g
+            .add_const("w2", Tensor::from_f32(vec![n, n], rng.vec(n * n)).unwrap())
+            .unwrap();
+        let h = g.add_value("h", None).unwrap();
+        let y = g.add_value("y", None).unwrap();
+        let gemm = Op::Gemm {
+            alpha: None,
+            beta: None,
+            trans_a: None,
+            trans_b: Some(1),
+        };
+        g.add_node("fc1", gemm, vec![Some(x), Some(w1)], vec![Some(h)])
+            .unwrap();
+        g.add_node("fc2", Op::MatMul, vec![Some(h), Some(w2)], vec![Some(y)])
+            .unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (a.f32_view().unwrap(), b.f32_view().unwrap());
+        let e: f64 = a
+            .iter()
+            .zip(b.iter())
+            .map(|(x, y)| f64::from(x - y).powi(2))
+            .sum();
+        let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+        (e / n).sqrt()
+    }
+
+    #[test]
+    fn pass_quantizes_gemm_and_matmul_sequentially_below_rtn_error() {
+        let (m, k, n) = (256, 64, 32);
+        let mut rng = Rng(13);
+        let g0 = dense_graph(k, n, &mut rng);
+        let calib = Tensor::from_f32(vec![m, k], inputs(&mut rng, m, k)).unwrap();
+        let ex = executor();
+        let want = ex.run(&g0, std::slice::from_ref(&calib)).unwrap();
+        let mut errs = Vec::new();
+        for spec in [
+            "bits=4,granularity=block,block=32",
+            "bits=4,granularity=block,block=32,weights=gptq",
+            "bits=4,granularity=block,block=32,weights=gptq,sequential=false",
+        ] {
+            let mut g = g0.clone();
+            let cx = run(spec, &mut g, &calib);
+            cc_ir::verify::verify(&g).unwrap();
+            for w in ["w1", "w2"] {
+                let v = g.value_by_name(w).unwrap();
+                let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
+                    panic!("{w} not quantized")
+                };
+                assert_eq!((qw.q.dtype(), qw.block_size), (DType::I4, Some(32)));
+            }
+            if spec.contains("gptq") {
+                assert_eq!(stat(&cx, "gptq_layers"), "2");
+                assert_eq!(stat(&cx, "gptq_rtn_fallback"), "0");
+                let stages = if spec.contains("sequential") {
+                    "1"
+                } else {
+                    "2"
+                };
+                assert_eq!(stat(&cx, "gptq_stages"), stages);
+                let (eg, er): (f64, f64) = (
+                    stat(&cx, "gptq_output_rel_error").parse().unwrap(),
+                    stat(&cx, "rtn_output_rel_error").parse().unwrap(),
+                );
+                assert!(eg < er, "{eg} vs {er}");
+            }
+            let got = ex.run(&g, std::slice::from_ref(&calib)).unwrap();
+            errs.push(rel_err(&got[0], &want[0]));
+        }
+        assert!(errs[1] < 0.8 * errs[0], "{errs:?}");
+        assert!(errs[2] < 0.8 * errs[0], "{errs:?}");
+    }
+
+    #[test]
+    fn conv_layers_use_im2col_rows_and_grouped_convs_fall_back() {
+        let mut rng = Rng(17);
+        let (n, c, hw, cout) = (16, 64, 8, 12);
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value(
+                "x",
+                Some(ValueType::tensor(DType::F32, known_shape(&[n, c, hw, hw]))),
+            )
+            .unwrap();
+        let w = g
+            .add_const(
+                "w",
+                Tensor::from_f32(vec![cout, c, 3, 3], rng.vec(cout * c * 9)).unwrap(),
+            )
+            .unwrap();
+        let wg = g
+            .add_const(
+                "wg",
+                Tensor::from_f32(vec![cout, 2, 3, 3], rng.vec(cout * 18)).unwrap(),
+            )
+            .unwrap();
+        let y = g.add_value("y", None).unwrap();
+        let z = g.add_value("z", None).unwrap();
+        let pads = ConvAttrs {
+            pads: Some(vec![1, 1, 1, 1]),
+            ..Default::default()
+        };
+        g.add_node(
+            "conv",
+            Op::Conv(pads.clone()),
+            vec![Some(x), Some(w)],
+            vec![Some(y)],
+        )
+        .unwrap();
+        let grouped = ConvAttrs {
+            group: Some(6),
+            ..pads
+        };
+        g.add_node(
+            "gconv",
+            Op::Conv(grouped),
+            vec![Some(y), Some(wg)],
+            vec![Some(z)],
+        )
+        .unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![z]);
+        // Images whose channels mix a few factors (correlated im2col columns).
+        let load = rng.vec(4 * c);
+        let mut img = vec![0f32; n * c * hw * hw];
+        for b in 0..n {
+            for p in 0..hw * hw {
+                let f = rng.vec(4);
+                for ch in 0..c {
+                    let v: f32 = (0..4).map(|r| f[r] * load[r * c + ch]).sum();
+                    img[(b * c + ch) * hw * hw + p] = v + 0.05 * rng.next();
+                }
+            }
+        }
+        let calib = Tensor::from_f32(vec![n, c, hw, hw], img).unwrap();
+        let ex = executor();
+        let mut probe = g.clone();
+        probe.set_outputs(vec![y]);
+        let want = ex.run(&probe, std::slice::from_ref(&calib)).unwrap();
+        let mut errs = Vec::new();
+        for spec in [
+            "bits=4,granularity=block,block=32",
+            "bits=4,granularity=block,block=32,weights=gptq",
+            "bits=4",
+            "bits=4,weights=gptq",
+        ] {
+            let mut q = probe.clone();
+            q.set_outputs(vec![z]);
+            let cx = run(spec, &mut q, &calib);
+            assert_eq!(stat(&cx, "quantized_weights"), "2");
+            if spec.contains("gptq") {
+                assert_eq!(stat(&cx, "gptq_layers"), "1");
+                assert_eq!(stat(&cx, "gptq_rtn_fallback"), "1");
+            }
+            q.set_outputs(vec![y]);
+            let got = ex.run(&q, std::slice::from_ref(&calib)).unwrap();
+            errs.push(rel_err(&got[0], &want[0]));
+        }
+        assert!(errs[1] < 0.8 * errs[0], "{errs:?}");
+        assert!(errs[3] < 0.8 * errs[2], "{errs:?}");
+    }
+
+    #[test]
+    fn gptq_needs_calibration_data() {
+        let mut rng = Rng(1);
+        let mut g = dense_graph(8, 4, &mut rng);
+        let mut cx = PassCx::new(0).with_executor(Some(executor()));
+        let e = quant("weights=gptq")
+            .run(&mut g, &mut cx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weights=gptq") && e.contains("--calib"), "{e}");
+    }
+}
