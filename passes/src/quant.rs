@@ -76,6 +76,12 @@ const OPTIONS: &[OptionSpec] = &[
         help: "weights=gptq: record each layer's inputs with the layers before it already quantized (false: all from the f32 model at once)",
     },
     OptionSpec {
+        name: "act_order",
+        kind: OptionKind::Bool,
+        default: "false",
+        help: "weights=gptq: quantize inputs in order of decreasing Hessian diagonal, scales fixed up front",
+    },
+    OptionSpec {
         name: "activations",
         kind: OptionKind::Enum(&["none", "static", "dynamic"]),
         default: "none",
@@ -168,6 +174,7 @@ impl Quant {
                     block: usize::try_from(block)
                         .map_err(|_| bad("gptq_block", &block.to_string(), "an integer >= 1"))?,
                     sequential: o.get_bool("sequential")?,
+                    act_order: o.get_bool("act_order")?,
                 })
             }
             _ => None,

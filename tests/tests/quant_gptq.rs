@@ -3,6 +3,7 @@
 //! file runs in onnxruntime (graph optimizations off) agreeing with our executor within
 //! 1e-3 relative, and it is byte-identical across two runs; digits_cnn (Conv layers
 //! through im2col rows, Gemm layers with transB) keeps >= 98.5% accuracy with int4 GPTQ.
+//! The one-shot (`sequential=false`) and act-order variants also beat round to nearest.
 //! A missing `--calib` is a one-line error naming the option. Run with `--nocapture` to
 //! see the figures (perplexities, accuracies, compile times).
 
@@ -107,18 +108,21 @@ fn tiny_lm_int4_gptq_beats_round_to_nearest() {
 }
 
 #[test]
-fn tiny_lm_gptq_one_shot_also_beats_round_to_nearest() {
+fn tiny_lm_gptq_variants_also_beat_round_to_nearest() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/tiny_lm");
-    let spec = "quant{bits=4,granularity=block,block=128,weights=gptq,sequential=false}";
-    let (g, r, secs) = compile(&dir, spec, true).unwrap();
-    let (g_rtn, ..) = compile(&dir, "quant{bits=4,granularity=block,block=128}", false).unwrap();
-    let (ppl, ppl_rtn) = (lm_perplexity(&g, &dir), lm_perplexity(&g_rtn, &dir));
-    println!(
-        "tiny_lm int4 block 128, gptq sequential=false: perplexity {ppl:.4} (rtn {ppl_rtn:.4}; {secs:.2} s)"
-    );
-    assert_eq!(stat(&r, "gptq_stages"), "1");
-    assert!(ppl < ppl_rtn, "{ppl} vs rtn {ppl_rtn}");
+    for (block, extra, stages) in [(128, "sequential=false", "1"), (32, "act_order=true", "17")] {
+        let rtn_spec = format!("quant{{bits=4,granularity=block,block={block}}}");
+        let spec = format!("quant{{bits=4,granularity=block,block={block},weights=gptq,{extra}}}");
+        let (g, r, secs) = compile(&dir, &spec, true).unwrap();
+        let (g_rtn, ..) = compile(&dir, &rtn_spec, false).unwrap();
+        let (ppl, ppl_rtn) = (lm_perplexity(&g, &dir), lm_perplexity(&g_rtn, &dir));
+        println!(
+            "tiny_lm int4 block {block}, gptq {extra}: perplexity {ppl:.4} (rtn {ppl_rtn:.4}; {secs:.2} s)"
+        );
+        assert_eq!(stat(&r, "gptq_stages"), stages, "{spec}");
+        assert!(ppl < ppl_rtn, "{spec}: {ppl} vs rtn {ppl_rtn}");
+    }
 }
 
 #[test]

@@ -69,6 +69,9 @@ pub struct GptqSettings {
     pub block: usize,
     /// Record each layer's input in the model with the layers before it quantized.
     pub sequential: bool,
+    /// Quantize rows in order of decreasing Hessian diagonal, with all scales taken up
+    /// front (the reference's `act_order` with `static_groups`).
+    pub act_order: bool,
 }
 
 /// What GPTQ did: the weights it quantized and its statistics.
@@ -466,7 +469,11 @@ fn quantize_job(q: &Quant, s: &GptqSettings, job: &Job, h: Vec<f64>) -> Result<J
         bits: q.bits,
         symmetric: q.symmetric,
     };
-    let sol = solve(&problem, grid, s.block, s.damp)?;
+    let sol = if s.act_order {
+        solve_act_order(&problem, grid, s.block, s.damp)?
+    } else {
+        solve(&problem, grid, s.block, s.damp)?
+    };
     let mut codes = vec![0i32; kk * nn];
     for (i, &f) in flat.iter().enumerate() {
         codes[f] = sol.codes[i];
@@ -743,18 +750,90 @@ fn hinv_upper(h: &[f64], k: usize, damp: f64) -> Result<(Vec<f64>, bool)> {
 
 /// GPTQ on one problem: lazy blocks of `width` rows, dampening `damp`.
 pub(crate) fn solve(p: &Problem, grid: Grid, width: usize, damp: f64) -> Result<Solution> {
+    solve_with(p, grid, width, damp, None)
+}
+
+/// GPTQ with act-order: rows in order of decreasing `H_ii` (the inputs with the most
+/// energy first, so their errors are compensated by the most rows), with every scale
+/// taken up front from the original weight (the reference's `static_groups=true`:
+/// scales per block stay in the layout's blocks whatever the order).
+pub(crate) fn solve_act_order(
+    p: &Problem,
+    grid: Grid,
+    width: usize,
+    damp: f64,
+) -> Result<Solution> {
     let (k, n) = (p.k, p.n);
     if p.w.len() != k * n || p.h.len() != k * k || p.sidx.len() != k * n {
         return Err(Error::invalid("gptq: problem sizes do not fit"));
+    }
+    let mut lo = vec![f64::INFINITY; p.n_scales];
+    let mut hi = vec![f64::NEG_INFINITY; p.n_scales];
+    for (&si, &x) in p.sidx.iter().zip(&p.w) {
+        let (Some(l), Some(h)) = (lo.get_mut(si), hi.get_mut(si)) else {
+            return Err(Error::invalid("gptq: scale index out of range"));
+        };
+        *l = l.min(x);
+        *h = h.max(x);
+    }
+    let params: Vec<(f32, i32)> = lo
+        .iter()
+        .zip(&hi)
+        .map(|(&l, &h)| if l <= h { grid.params(l, h) } else { (1.0, 0) })
+        .collect();
+    let mut perm: Vec<usize> = (0..k).collect();
+    perm.sort_by(|&a, &b| p.h[b * k + b].total_cmp(&p.h[a * k + a]));
+    let mut q = p.clone();
+    for (a, &ra) in perm.iter().enumerate() {
+        q.w[a * n..(a + 1) * n].copy_from_slice(&p.w[ra * n..(ra + 1) * n]);
+        q.sidx[a * n..(a + 1) * n].copy_from_slice(&p.sidx[ra * n..(ra + 1) * n]);
+        for (b, &rb) in perm.iter().enumerate() {
+            q.h[a * k + b] = p.h[ra * k + rb];
+        }
+    }
+    let sol = solve_with(&q, grid, width, damp, Some(params))?;
+    let mut out = sol.clone();
+    for (a, &ra) in perm.iter().enumerate() {
+        out.codes[ra * n..(ra + 1) * n].copy_from_slice(&sol.codes[a * n..(a + 1) * n]);
+        out.deq[ra * n..(ra + 1) * n].copy_from_slice(&sol.deq[a * n..(a + 1) * n]);
+    }
+    Ok(out)
+}
+
+/// GPTQ with scales taken at each group's first row, or all given (`fixed`).
+fn solve_with(
+    p: &Problem,
+    grid: Grid,
+    width: usize,
+    damp: f64,
+    fixed: Option<Vec<(f32, i32)>>,
+) -> Result<Solution> {
+    let (k, n) = (p.k, p.n);
+    if p.w.len() != k * n || p.h.len() != k * k || p.sidx.len() != k * n {
+        return Err(Error::invalid("gptq: problem sizes do not fit"));
+    }
+    if k == 0 || n == 0 {
+        return Err(Error::invalid("gptq: empty weight"));
     }
     let (u, damp_raised) = hinv_upper(&p.h, k, damp)?;
     let mut w = p.w.clone();
     let mut codes = vec![0i32; k * n];
     let mut deq = vec![0f64; k * n];
-    let mut scale = vec![1f32; p.n_scales];
-    let mut zp = vec![0i32; p.n_scales];
-    let mut have = vec![false; p.n_scales];
-    let groups = p.groups();
+    let (mut scale, mut zp, mut have, groups) = match fixed {
+        Some(params) if params.len() == p.n_scales => (
+            params.iter().map(|x| x.0).collect(),
+            params.iter().map(|x| x.1).collect(),
+            vec![true; p.n_scales],
+            vec![(0, k)],
+        ),
+        Some(_) => return Err(Error::invalid("gptq: wrong number of scales")),
+        None => (
+            vec![1f32; p.n_scales],
+            vec![0i32; p.n_scales],
+            vec![false; p.n_scales],
+            p.groups(),
+        ),
+    };
     let starts: BTreeMap<usize, usize> = groups.iter().copied().collect();
     for (b0, b1) in lazy_blocks(&groups, width) {
         let mut err = vec![0f64; (b1 - b0) * n];
@@ -950,6 +1029,15 @@ mod tests {
                 eg < 0.8 * er,
                 "bits {bits} sym {symmetric} block {block:?}: gptq {eg} rtn {er}"
             );
+            // Act-order keeps round to nearest's scales (static groups) and also beats it.
+            let ao = solve_act_order(&p, grid, 32, 0.01).unwrap();
+            assert_eq!((&ao.scale, &ao.zp), (&r.scale, &r.zp));
+            let ea = out_err(&x, &p.w, &ao.deq, k, n);
+            assert!(ea < 0.8 * er, "act-order {ea} rtn {er}");
+            for (i, &c) in ao.codes.iter().enumerate() {
+                let s = p.sidx[i];
+                assert_eq!(f64::from((c - ao.zp[s]) as f32 * ao.scale[s]), ao.deq[i]);
+            }
             // The proxy tr(ΔᵀHΔ) is the output error times 2/m.
             let proxy = p.output_error(&g.deq);
             assert!((proxy - eg * 2.0 / m as f64).abs() <= 1e-6 * proxy.max(1.0));
