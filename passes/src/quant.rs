@@ -105,7 +105,7 @@ const OPTIONS: &[OptionSpec] = &[
 inventory::submit! {
     PassInfo {
         name: "quant",
-        summary: "weight quantization (int8 per channel, int4 per block; round to nearest)",
+        summary: "weight quantization (int8 per channel, int4 per block; round to nearest or GPTQ)",
         options: OPTIONS,
         create: |o| Ok(Box::new(Quant::from_options(o)?)),
     }

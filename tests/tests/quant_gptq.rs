@@ -111,7 +111,12 @@ fn tiny_lm_int4_gptq_beats_round_to_nearest() {
 fn tiny_lm_gptq_variants_also_beat_round_to_nearest() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/tiny_lm");
-    for (block, extra, stages) in [(128, "sequential=false", "1"), (32, "act_order=true", "17")] {
+    for (block, extra, stages) in [
+        (32, "sequential=false", "1"),
+        (128, "sequential=false", "1"),
+        (32, "act_order=true", "17"),
+        (128, "act_order=true", "17"),
+    ] {
         let rtn_spec = format!("quant{{bits=4,granularity=block,block={block}}}");
         let spec = format!("quant{{bits=4,granularity=block,block={block},weights=gptq,{extra}}}");
         let (g, r, secs) = compile(&dir, &spec, true).unwrap();
