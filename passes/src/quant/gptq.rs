@@ -66,6 +66,9 @@ const BATCH: usize = 32;
 /// Rows of `X` summed in f32 before the sum is added to the f64 Hessian.
 const CHUNK: usize = 64;
 
+/// Most multiply-adds (`k²` per output column) one layer-error measurement spends.
+const PROXY_WORK: usize = 1 << 28;
+
 /// Settings of `weights=gptq`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GptqSettings {
@@ -494,9 +497,9 @@ fn quantize_job(q: &Quant, s: &GptqSettings, job: &Job, h: Vec<f64>) -> Result<J
         job.red_axis,
     )?)?;
     let rtn_p: Vec<f64> = flat.iter().map(|&f| f64::from(rtn[f])).collect();
-    let err_gptq = problem.output_error(&sol.deq);
-    let err_rtn = problem.output_error(&rtn_p);
-    let norm = problem.output_error(&vec![0.0; kk * nn]);
+    let zero = vec![0.0; kk * nn];
+    let errs = problem.output_errors(&[&sol.deq, &rtn_p, &zero]);
+    let (err_gptq, err_rtn, norm) = (errs[0], errs[1], errs[2]);
     Ok(JobResult {
         qw,
         err_gptq,
@@ -583,30 +586,43 @@ pub(crate) struct Solution {
 }
 
 impl Problem {
-    /// `tr((W − D)ᵀ H (W − D))`: the squared output error of `D` on the inputs (up to
-    /// the factor 2/n of `H`).
-    pub fn output_error(&self, d: &[f64]) -> f64 {
+    /// `tr((W − D)ᵀ H (W − D))` for each `D` of `ds`: the squared output error of `D` on
+    /// the inputs (up to the factor 2/n of `H`). Wide layers (`k²·n` over
+    /// [`PROXY_WORK`]) are measured on evenly spaced output columns and scaled up.
+    pub fn output_errors(&self, ds: &[&[f64]]) -> Vec<f64> {
         let (k, n) = (self.k, self.n);
-        let delta: Vec<f64> = self.w.iter().zip(d).map(|(a, b)| a - b).collect();
-        let mut t = vec![0f64; n];
-        let mut e = 0.0;
-        for i in 0..k {
-            t.fill(0.0);
-            for j in 0..k {
-                let hij = self.h[i * k + j];
-                if hij != 0.0 {
-                    for (o, &x) in t.iter_mut().zip(&delta[j * n..(j + 1) * n]) {
-                        *o += hij * x;
+        let m = (PROXY_WORK / (k * k).max(1)).clamp(1, n.max(1));
+        let cols: Vec<usize> = (0..m).map(|i| i * n / m).collect();
+        let mut t = vec![0f64; m];
+        let mut delta = vec![0f64; k * m];
+        ds.iter()
+            .map(|d| {
+                for r in 0..k {
+                    for (o, &c) in delta[r * m..(r + 1) * m].iter_mut().zip(&cols) {
+                        *o = self.w[r * n + c] - d[r * n + c];
                     }
                 }
-            }
-            e += t
-                .iter()
-                .zip(&delta[i * n..(i + 1) * n])
-                .map(|(a, b)| a * b)
-                .sum::<f64>();
-        }
-        e
+                // H symmetric: Σ_i Δ_i·(H_ii Δ_i + 2 Σ_{j>i} H_ij Δ_j).
+                let mut e = 0.0;
+                for i in 0..k {
+                    let di = &delta[i * m..(i + 1) * m];
+                    let hii = 0.5 * self.h[i * k + i];
+                    for (o, &x) in t.iter_mut().zip(di) {
+                        *o = hii * x;
+                    }
+                    for j in i + 1..k {
+                        let hij = self.h[i * k + j];
+                        if hij != 0.0 {
+                            for (o, &x) in t.iter_mut().zip(&delta[j * m..(j + 1) * m]) {
+                                *o += hij * x;
+                            }
+                        }
+                    }
+                    e += 2.0 * dot64(&t, di);
+                }
+                e * n as f64 / m as f64
+            })
+            .collect()
     }
 
     /// Runs of consecutive rows whose column-0 scale index is the same.
@@ -660,23 +676,37 @@ fn lazy_blocks(groups: &[(usize, usize)], width: usize) -> Vec<(usize, usize)> {
 fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; n * n];
     for j in 0..n {
-        let d = a[j * n + j] - l[j * n..j * n + j].iter().map(|x| x * x).sum::<f64>();
+        let lj = &l[j * n..j * n + j];
+        let d = a[j * n + j] - dot64(lj, lj);
         if d <= 0.0 || !d.is_finite() {
             return None;
         }
         let d = d.sqrt();
         l[j * n + j] = d;
         for i in j + 1..n {
-            let s = a[i * n + j]
-                - l[i * n..i * n + j]
-                    .iter()
-                    .zip(&l[j * n..j * n + j])
-                    .map(|(x, y)| x * y)
-                    .sum::<f64>();
+            let s = a[i * n + j] - dot64(&l[i * n..i * n + j], &l[j * n..j * n + j]);
             l[i * n + j] = s / d;
         }
     }
     Some(l)
+}
+
+/// Dot product of two equal-length f64 slices, in four lanes.
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Inverse of the lower-triangular `l` (`n × n`), lower triangular.
@@ -703,49 +733,38 @@ fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
 
 /// Upper Cholesky factor `U` of `(H + λI)⁻¹` (`= UᵀU`), row-major; dead diagonal entries
 /// (`H_ii = 0`) count as 1. Returns it and whether `λ` had to grow beyond `damp·mean`.
+///
+/// With `P` the order reversal and `L` the lower Cholesky factor of `P(H + λI)P`,
+/// `H + λI = RRᵀ` with `R = PLP` upper triangular, so `(H + λI)⁻¹ = R⁻ᵀR⁻¹` and
+/// `U = R⁻¹ = P·L⁻¹·P`: one factorization and one triangular inverse.
 fn hinv_upper(h: &[f64], k: usize, damp: f64) -> Result<(Vec<f64>, bool)> {
-    let mut hd = h.to_vec();
-    for i in 0..k {
-        if hd[i * k + i] == 0.0 {
-            hd[i * k + i] = 1.0;
-        }
-    }
-    let mean = (0..k).map(|i| hd[i * k + i]).sum::<f64>() / k.max(1) as f64;
+    let diag = |i: usize| match h[i * k + i] {
+        0.0 => 1.0,
+        d => d,
+    };
+    let mean = (0..k).map(diag).sum::<f64>() / k.max(1) as f64;
     let mut lambda = damp * if mean > 0.0 { mean } else { 1.0 };
     for attempt in 0..8 {
-        let mut a = hd.clone();
+        // a = P (H + λI) P.
+        let mut a = vec![0f64; k * k];
         for i in 0..k {
-            a[i * k + i] += lambda;
+            let (ri, row) = (k - 1 - i, &mut a[i * k..(i + 1) * k]);
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = h[ri * k + (k - 1 - j)];
+            }
+            row[i] = diag(ri) + lambda;
         }
         if let Some(l) = cholesky(&a, k) {
+            drop(a);
             let x = invert_lower(&l, k);
-            // H⁻¹ = XᵀX with X = L⁻¹ lower triangular.
-            let mut hinv = vec![0f64; k * k];
-            for r in 0..k {
-                let xr = &x[r * k..r * k + r + 1];
-                for (i, &xi) in xr.iter().enumerate() {
-                    if xi == 0.0 {
-                        continue;
-                    }
-                    for (o, &xj) in hinv[i * k..i * k + r + 1].iter_mut().zip(xr).skip(i) {
-                        *o += xi * xj;
-                    }
-                }
-            }
+            drop(l);
+            let mut u = vec![0f64; k * k];
             for i in 0..k {
-                for j in 0..i {
-                    hinv[i * k + j] = hinv[j * k + i];
+                for j in i..k {
+                    u[i * k + j] = x[(k - 1 - i) * k + (k - 1 - j)];
                 }
             }
-            if let Some(m) = cholesky(&hinv, k) {
-                let mut u = vec![0f64; k * k];
-                for i in 0..k {
-                    for j in i..k {
-                        u[i * k + j] = m[j * k + i];
-                    }
-                }
-                return Ok((u, attempt > 0));
-            }
+            return Ok((u, attempt > 0));
         }
         lambda *= 10.0;
     }
@@ -1045,7 +1064,7 @@ mod tests {
                 assert_eq!(f64::from((c - ao.zp[s]) as f32 * ao.scale[s]), ao.deq[i]);
             }
             // The proxy tr(ΔᵀHΔ) is the output error times 2/m.
-            let proxy = p.output_error(&g.deq);
+            let proxy = p.output_errors(&[&g.deq])[0];
             assert!((proxy - eg * 2.0 / m as f64).abs() <= 1e-6 * proxy.max(1.0));
             // Codes stay on the grid and dequantize to deq.
             let (lo, hi) = if symmetric {
