@@ -39,7 +39,7 @@
 //! GPTQ does, so each layer also compensates the error of the layers before it. tiny_lm
 //! (29 weights) takes 17 stages (each runs only the part of the model its inputs need);
 //! measured on the shared 2-core development machine, the whole int4 `cc-compile` takes
-//! 2.8–3.8 s sequential (1.8 s of CPU) against 1.3 s with `sequential=false` (which
+//! 2.6–3.8 s sequential (1.7 s of CPU) against 1.3 s with `sequential=false` (which
 //! records every layer's input once from the f32 model), well within budget, and
 //! sequential gives the lower perplexity at both block sizes (see the README), so it is
 //! the default.
