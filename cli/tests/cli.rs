@@ -541,7 +541,12 @@ fn quant_rejects_unsupported_bits_block_and_modes_in_one_line() {
     for (passes, needle) in [
         ("quant{bits=5}", "option bits=\"5\""),
         ("quant{granularity=block,block=0}", "option block=\"0\""),
-        ("quant{weights=gptq}", "option weights=\"gptq\""),
+        // gptq needs --calib.
+        (
+            "quant{weights=gptq}",
+            "option weights=gptq needs calibration data",
+        ),
+        ("quant{weights=gptq,damp=0}", "option damp=\"0\""),
         ("quant{activations=static}", "needs calibration data"),
         (
             "quant{activations=dynamic,bits=4}",
@@ -551,6 +556,30 @@ fn quant_rejects_unsupported_bits_block_and_modes_in_one_line() {
         let (o, out) = compile(dir.path(), &demo_model(), &["--passes", passes]);
         assert_rejected(&o, &out, needle);
     }
+}
+
+#[test]
+fn quant_gptq_runs_with_calibration_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = demo_dir()
+        .join("calibration.pb")
+        .to_string_lossy()
+        .into_owned();
+    let (o, out) = compile(
+        dir.path(),
+        &demo_model(),
+        &[
+            "--passes",
+            "quant{bits=4,granularity=block,weights=gptq}",
+            "--calib",
+            &calib,
+            "--report",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("gptq_layers=5"), "{stderr}");
+    assert!(out.exists());
 }
 
 #[test]

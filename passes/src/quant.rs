@@ -13,9 +13,11 @@
 //! `activations=static|dynamic` also quantizes the data inputs of those ops (see
 //! [`activations`]).
 //!
-//! Not yet implemented (clear error): `weights=gptq`.
+//! `weights=gptq` (needs `--calib`) rounds MatMul/Gemm/Conv weights with GPTQ's
+//! layer-wise error compensation instead (see [`gptq`]); the codes take the same forms.
 
 pub mod activations;
+pub mod gptq;
 
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
@@ -54,7 +56,34 @@ const OPTIONS: &[OptionSpec] = &[
         name: "weights",
         kind: OptionKind::Enum(&["rtn", "gptq"]),
         default: "rtn",
-        help: "weight rounding: round to nearest (gptq: not implemented yet)",
+        help: "weight rounding: round to nearest, or gptq (layer-wise error compensation on the calibration data; needs --calib)",
+    },
+    OptionSpec {
+        name: "damp",
+        kind: OptionKind::Float,
+        default: "0.01",
+        help: "weights=gptq: dampening added to the Hessian diagonal, as a fraction of its mean",
+    },
+    OptionSpec {
+        name: "gptq_block",
+        kind: OptionKind::Int {
+            min: Some(1),
+            max: None,
+        },
+        default: "128",
+        help: "weights=gptq: lazy-batch width (rows of the weight updated together)",
+    },
+    OptionSpec {
+        name: "sequential",
+        kind: OptionKind::Bool,
+        default: "true",
+        help: "weights=gptq: record each layer's inputs with the layers before it already quantized (false: all from the f32 model at once)",
+    },
+    OptionSpec {
+        name: "act_order",
+        kind: OptionKind::Bool,
+        default: "false",
+        help: "weights=gptq: quantize inputs in order of decreasing Hessian diagonal, scales fixed up front",
     },
     OptionSpec {
         name: "activations",
@@ -98,7 +127,7 @@ const OPTIONS: &[OptionSpec] = &[
 inventory::submit! {
     PassInfo {
         name: "quant",
-        summary: "weight quantization (int8 per channel, int4 per block; round to nearest)",
+        summary: "weight quantization (int8 per channel, int4 per block; round to nearest or GPTQ)",
         options: OPTIONS,
         create: |o| Ok(Box::new(Quant::from_options(o)?)),
     }
@@ -124,6 +153,8 @@ pub struct Quant {
     pub format: WeightFormat,
     /// Activation quantization.
     pub activations: activations::Activations,
+    /// `weights=gptq` settings; `None` = round to nearest.
+    pub gptq: Option<gptq::GptqSettings>,
 }
 
 fn bad(option: &str, value: &str, expected: &str) -> PassError {
@@ -157,10 +188,23 @@ impl Quant {
             }
             _ => None,
         };
-        let weights = o.get_str("weights")?;
-        if weights != "rtn" {
-            return Err(bad("weights", weights, "rtn (gptq is not implemented yet)"));
-        }
+        let gptq = match o.get_str("weights")? {
+            "gptq" => {
+                let damp = o.get_float("damp")?;
+                if !(damp > 0.0 && damp < 1.0) {
+                    return Err(bad("damp", &damp.to_string(), "a fraction in (0, 1)"));
+                }
+                let block = o.get_int("gptq_block")?;
+                Some(gptq::GptqSettings {
+                    damp,
+                    block: usize::try_from(block)
+                        .map_err(|_| bad("gptq_block", &block.to_string(), "an integer >= 1"))?,
+                    sequential: o.get_bool("sequential")?,
+                    act_order: o.get_bool("act_order")?,
+                })
+            }
+            _ => None,
+        };
         let activations = activations::Activations::from_options(o, bits, block)?;
         let ops = split_list(o.get_str("ops")?);
         if let Some(op) = ops.iter().find(|op| !QUANT_OPS.contains(&op.as_str())) {
@@ -185,6 +229,7 @@ impl Quant {
             ignore: split_list(o.get_str("ignore")?),
             format,
             activations,
+            gptq,
         })
     }
 
@@ -250,11 +295,7 @@ impl Quant {
         out_axis: usize,
         red_axis: usize,
     ) -> Result<QuantizedWeight, Error> {
-        let axis = if self.block.is_some() {
-            red_axis
-        } else {
-            out_axis
-        };
+        let axis = self.scale_axis(out_axis, red_axis);
         let layout = ScaleLayout::new(shape, axis, self.block)?;
         let scale_shape = layout.scale_shape(shape, axis);
         let n_scales: usize = scale_shape.iter().product();
@@ -302,6 +343,31 @@ impl Quant {
                 ((x / scale[s]).round() + zp[s] as f32).clamp(cmin, cmax) as i32
             })
             .collect();
+        self.assemble(shape, axis, &codes, scale, &zp)
+    }
+
+    /// The axis a weight's scales run along: the reduction axis for blocks, else the
+    /// output-channel axis.
+    fn scale_axis(&self, out_axis: usize, red_axis: usize) -> usize {
+        if self.block.is_some() {
+            red_axis
+        } else {
+            out_axis
+        }
+    }
+
+    /// A quantized weight of logical `shape` from its codes (one per element), scales and
+    /// zero points (one per scale, in the layout of `axis` and [`Quant::block`]).
+    fn assemble(
+        &self,
+        shape: &[usize],
+        axis: usize,
+        codes: &[i32],
+        scale: Vec<f32>,
+        zp: &[i32],
+    ) -> Result<QuantizedWeight, Error> {
+        let layout = ScaleLayout::new(shape, axis, self.block)?;
+        let scale_shape = layout.scale_shape(shape, axis);
         let dtype = match (self.bits, self.symmetric) {
             (4, true) => DType::I4,
             (4, false) => DType::U4,
@@ -315,14 +381,14 @@ impl Quant {
                 c.iter().map(|&v| v as u8).collect()
             }
         };
-        let q = Tensor::from_raw(dtype, shape.to_vec(), pack(&codes).into())?;
+        let q = Tensor::from_raw(dtype, shape.to_vec(), pack(codes).into())?;
         let zero_point = if self.symmetric {
             None
         } else {
             Some(Tensor::from_raw(
                 dtype,
                 scale_shape.clone(),
-                pack(&zp).into(),
+                pack(zp).into(),
             )?)
         };
         Ok(QuantizedWeight {
@@ -344,15 +410,36 @@ impl Pass for Quant {
     fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
         let act = activations::apply(self, g, cx)?;
         let targets = self.targets(g)?;
+        let originals: Vec<Option<Tensor>> = targets
+            .iter()
+            .map(|(v, ..)| g.const_data(*v).cloned())
+            .collect();
+        let mut gptq_out = match &self.gptq {
+            Some(settings) => {
+                let calib = cx.calibration().ok_or_else(|| {
+                    Error::invalid(
+                        "option weights=gptq needs calibration data (cc-compile --calib FILE.pb|DIR)",
+                    )
+                })?;
+                let ex = cx.executor()?;
+                Some(gptq::quantize_layers(
+                    self, settings, g, &targets, calib, ex,
+                )?)
+            }
+            None => None,
+        };
         let (mut params, mut before, mut after) = (0usize, 0usize, 0usize);
         let (mut err2, mut norm2, mut worst) = (0f64, 0f64, 0f64);
-        for (v, out_axis, red_axis) in &targets {
-            let Some(t) = g.const_data(*v).cloned() else {
+        for ((v, out_axis, red_axis), t) in targets.iter().zip(originals) {
+            let Some(t) = t else {
                 continue;
             };
             let name = g.value(*v).name().to_string();
             let w = t.f32_view()?;
-            let qw = self.quantize(&name, &w, t.shape(), *out_axis, *red_axis)?;
+            let qw = match gptq_out.as_mut().and_then(|o| o.weights.remove(v)) {
+                Some(qw) => qw,
+                None => self.quantize(&name, &w, t.shape(), *out_axis, *red_axis)?,
+            };
             let d = cc_ir::compressed::dequantize(&qw)?;
             let (mut e, mut n) = (0f64, 0f64);
             for (a, b) in w.iter().zip(&d) {
@@ -386,6 +473,9 @@ impl Pass for Quant {
         };
         cx.stat("weight_rel_error", rel);
         cx.stat("weight_rel_error_max", worst);
+        if let Some(o) = gptq_out {
+            o.record_stats(cx);
+        }
         Ok(Changed(!targets.is_empty() || act.ops > 0))
     }
 }
@@ -530,7 +620,8 @@ mod tests {
         for (text, option) in [
             ("bits=5", "bits"),
             ("granularity=block,block=0", "block"),
-            ("weights=gptq", "weights"),
+            ("weights=gptq,damp=0", "damp"),
+            ("weights=gptq,gptq_block=0", "gptq_block"),
             ("activations=static,bits=4", "activations"),
             (
                 "activations=static,calib=percentile,percentile=x",
