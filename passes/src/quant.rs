@@ -18,6 +18,7 @@
 
 pub mod activations;
 pub mod gptq;
+pub mod grid;
 
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
@@ -312,38 +313,29 @@ impl Quant {
                 *h = h.max(x);
             }
         }
-        // Code ranges: symmetric uses ±(2^(b-1)-1) so that 0 stays exact and the range is
-        // balanced; asymmetric uses the full unsigned range with a zero point.
-        let qmax_s = ((1i32 << (self.bits - 1)) - 1) as f32;
-        let qmax_u = ((1i32 << self.bits) - 1) as f32;
+        let grid = self.grid();
         let mut scale = vec![1f32; n_scales];
         let mut zp = vec![0i32; n_scales];
         for s in 0..n_scales {
-            let (l, h) = (lo[s], hi[s]);
-            if self.symmetric {
-                let m = l.abs().max(h.abs());
-                if m > 0.0 {
-                    scale[s] = m / qmax_s;
-                }
-            } else if h > l {
-                scale[s] = (h - l) / qmax_u;
-                zp[s] = (-l / scale[s]).round().clamp(0.0, qmax_u) as i32;
-            }
+            (scale[s], zp[s]) = grid.params(f64::from(lo[s]), f64::from(hi[s]));
         }
-        let (cmin, cmax) = if self.symmetric {
-            (-qmax_s, qmax_s)
-        } else {
-            (0.0, qmax_u)
-        };
         let codes: Vec<i32> = w
             .iter()
             .enumerate()
             .map(|(i, &x)| {
                 let s = layout.index(i);
-                ((x / scale[s]).round() + zp[s] as f32).clamp(cmin, cmax) as i32
+                grid.code(f64::from(x), scale[s], zp[s])
             })
             .collect();
         self.assemble(shape, axis, &codes, scale, &zp)
+    }
+
+    /// The code grid of these settings.
+    pub(crate) fn grid(&self) -> grid::Grid {
+        grid::Grid {
+            bits: self.bits,
+            symmetric: self.symmetric,
+        }
     }
 
     /// The axis a weight's scales run along: the reduction axis for blocks, else the

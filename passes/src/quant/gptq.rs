@@ -52,6 +52,7 @@
 //! a weight read by several nodes) are rounded to nearest and counted in the
 //! `gptq_rtn_fallback` statistic; Gather (embedding) tables are always rounded to nearest.
 
+use super::grid::Grid;
 use super::Quant;
 use crate::calibration::Calibration;
 use crate::pass::PassCx;
@@ -507,53 +508,6 @@ fn quantize_job(q: &Quant, s: &GptqSettings, job: &Job, h: Vec<f64>) -> Result<J
         norm,
         damp_raised: sol.damp_raised,
     })
-}
-
-/// The rounding grid: bits and symmetric (signed codes, no zero point) or not.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Grid {
-    /// Bits per code.
-    pub bits: u32,
-    /// Signed codes in ±(2^(bits−1) − 1) without zero point; else unsigned with one.
-    pub symmetric: bool,
-}
-
-impl Grid {
-    /// Scale and zero point for values in `[lo, hi]`, as round to nearest computes them
-    /// (asymmetric ranges are widened to hold 0).
-    fn params(self, lo: f64, hi: f64) -> (f32, i32) {
-        let qmax_s = ((1i32 << (self.bits - 1)) - 1) as f32;
-        let qmax_u = ((1i32 << self.bits) - 1) as f32;
-        let (lo, hi) = (lo as f32, hi as f32);
-        if self.symmetric {
-            let m = lo.abs().max(hi.abs());
-            if m > 0.0 {
-                (m / qmax_s, 0)
-            } else {
-                (1.0, 0)
-            }
-        } else {
-            let (l, h) = (lo.min(0.0), hi.max(0.0));
-            if h > l {
-                let scale = (h - l) / qmax_u;
-                (scale, (-l / scale).round().clamp(0.0, qmax_u) as i32)
-            } else {
-                (1.0, 0)
-            }
-        }
-    }
-
-    /// The code of `x` and its dequantized value.
-    fn round(self, x: f64, scale: f32, zp: i32) -> (i32, f64) {
-        let (cmin, cmax) = if self.symmetric {
-            let m = ((1i32 << (self.bits - 1)) - 1) as f64;
-            (-m, m)
-        } else {
-            (0.0, ((1i32 << self.bits) - 1) as f64)
-        };
-        let c = ((x / f64::from(scale)).round() + f64::from(zp)).clamp(cmin, cmax) as i32;
-        (c, f64::from((c - zp) as f32 * scale))
-    }
 }
 
 /// One layer's GPTQ problem in processing order.
@@ -1067,11 +1021,7 @@ mod tests {
             let proxy = p.output_errors(&[&g.deq])[0];
             assert!((proxy - eg * 2.0 / m as f64).abs() <= 1e-6 * proxy.max(1.0));
             // Codes stay on the grid and dequantize to deq.
-            let (lo, hi) = if symmetric {
-                (-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1)
-            } else {
-                (0, (1 << bits) - 1)
-            };
+            let (lo, hi) = grid.code_range();
             for i in 0..k * n {
                 let c = g.codes[i];
                 assert!((lo..=hi).contains(&c), "code {c}");
