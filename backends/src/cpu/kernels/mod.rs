@@ -4,6 +4,7 @@
 pub mod conv;
 mod conv_implicit;
 mod depthwise;
+pub mod dq_conv;
 pub mod dq_gemm;
 pub mod elementwise;
 pub mod matmul;
