@@ -466,55 +466,46 @@ fn gemm_groups(
                 let p = ptrs;
                 let start = t * per;
                 let rows = per.min(mg - start);
-                wv.for_tiles(row0 + start, rows, kk, |i0, tr, a| {
-                    let start = start + i0;
-                    // SAFETY: rows start..start + tr of the mg x ohw output (a is their
-                    // tr x kk weights); rhs is kk x ohw; no other task writes these rows.
-                    unsafe {
-                        let dst = p.dst.add(start * ohw);
-                        if packed
-                            && packed_gemm::sgemm_epilogue(
+                if packed && packed_gemm::available() {
+                    wv.for_tiles(row0 + start, rows, kk, |i0, tr, a| {
+                        let start = start + i0;
+                        // SAFETY: rows start..start + tr of the mg x ohw output (a is
+                        // their tr x kk weights); rhs is kk x ohw; no other task writes
+                        // these rows.
+                        let done = unsafe {
+                            packed_gemm::sgemm_epilogue(
                                 tr,
                                 ohw,
                                 kk,
                                 Operand::a_rows(a.as_ptr(), kk),
                                 Operand::b_rows(rhs_ptr as *const f32, ohw),
-                                dst,
+                                p.dst.add(start * ohw),
                                 ohw,
                                 Epilogue::new(bias_g.map(|b| &b[start..start + tr]), act),
                             )
-                        {
-                            return;
-                        }
-                        sgemm(
-                            tr,
-                            ohw,
-                            kk,
-                            dst,
-                            ohw,
-                            false,
-                            Mat {
-                                ptr: a.as_ptr(),
-                                cs: 1,
-                                rs: kk as isize,
-                            },
-                            Mat {
-                                ptr: rhs_ptr as *const f32,
-                                cs: 1,
-                                rs: ohw as isize,
-                            },
-                            1.0,
-                            gemm::Parallelism::None,
-                        );
-                        if bias_g.is_some() || act.is_some() {
-                            let d = std::slice::from_raw_parts_mut(dst, tr * ohw);
-                            for (j, row) in d.chunks_mut(ohw).enumerate() {
-                                let b = bias_g.map_or(0.0, |b| b[start + j]);
-                                Activation::apply_with_bias(act, row, b);
-                            }
+                        };
+                        debug_assert!(done);
+                    });
+                    return;
+                }
+                // SAFETY: rows start..start + rows of the mg x ohw output, which no
+                // other task writes; rhs is kk x ohw.
+                unsafe {
+                    let dst = p.dst.add(start * ohw);
+                    let rhs = Mat {
+                        ptr: rhs_ptr as *const f32,
+                        cs: 1,
+                        rs: ohw as isize,
+                    };
+                    wv.sgemm(row0 + start, rows, kk, rhs, ohw, dst, ohw);
+                    if bias_g.is_some() || act.is_some() {
+                        let d = std::slice::from_raw_parts_mut(dst, rows * ohw);
+                        for (j, row) in d.chunks_mut(ohw).enumerate() {
+                            let b = bias_g.map_or(0.0, |b| b[start + j]);
+                            Activation::apply_with_bias(act, row, b);
                         }
                     }
-                });
+                }
             });
         }
     }
@@ -537,50 +528,29 @@ unsafe fn column_task(
     (ah, aw): (Axis, Axis),
 ) {
     let run = |rhs: Mat| -> bool {
-        let mut fused = true;
-        w.for_tiles(row0, mg, kk, |i0, tr, a| {
-            // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major,
-            // cs 1); a holds rows i0..i0 + tr of the block's weights.
-            unsafe {
-                let d = dst.add(i0 * ohw + start);
-                if ohw >= PACKED_MIN_COLUMNS
-                    && packed_gemm::sgemm_epilogue(
+        if ohw >= PACKED_MIN_COLUMNS && packed_gemm::available() {
+            w.for_tiles(row0, mg, kk, |i0, tr, a| {
+                // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major,
+                // cs 1); a holds rows i0..i0 + tr of the block's weights.
+                let done = unsafe {
+                    packed_gemm::sgemm_epilogue(
                         tr,
                         cnt,
                         kk,
                         Operand::a_rows(a.as_ptr(), kk),
                         Operand::b_rows(rhs.ptr, rhs.rs as usize),
-                        d,
+                        dst.add(i0 * ohw + start),
                         ohw,
                         Epilogue::new(bias.map(|b| &b[i0..i0 + tr]), act),
                     )
-                {
-                    return;
-                }
-                fused = false;
-                sgemm(
-                    tr,
-                    cnt,
-                    kk,
-                    d,
-                    ohw,
-                    false,
-                    Mat {
-                        ptr: a.as_ptr(),
-                        cs: 1,
-                        rs: kk as isize,
-                    },
-                    Mat {
-                        ptr: rhs.ptr,
-                        cs: rhs.cs,
-                        rs: rhs.rs,
-                    },
-                    1.0,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
-        fused
+                };
+                debug_assert!(done);
+            });
+            return true;
+        }
+        // SAFETY: per the contract of `column_task`; rhs is kk x cnt.
+        unsafe { w.sgemm(row0, mg, kk, rhs, cnt, dst.add(start), ohw) };
+        false
     };
     let fused = if pointwise {
         run(Mat {

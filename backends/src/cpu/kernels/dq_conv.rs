@@ -13,15 +13,17 @@
 use super::conv::Axis;
 use super::depthwise::Depthwise;
 use super::dq_gemm::DqWeight;
+use super::matmul::{sgemm, Mat};
 use super::Activation;
 use cc_ir::compressed::ScaleLayout;
 use cc_ir::op::ConvAttrs;
 use cc_ir::{DType, Error, Result, Tensor};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most weights decoded at once by one task (256 KiB of f32).
-pub const TILE_FLOATS: usize = 64 * 1024;
+pub const TILE_FLOATS: usize = 256 * 1024;
 
 /// Storage of the quantized codes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,6 +64,8 @@ enum Map {
 
 /// A constant quantized Conv weight prepared for decoding tiles of output channels.
 pub(crate) struct QuantFilter<'a> {
+    /// Unique among all filters made by this process (keys the decoded-tile buffers).
+    id: u64,
     raw: &'a [u8],
     kind: Kind,
     /// The weight's shape `[M, Cg, spatial..]`.
@@ -82,14 +86,106 @@ pub fn supported(w: &DqWeight<'_>) -> bool {
         && w.zero_point.is_none_or(|z| z.dtype() == w.q.dtype())
 }
 
-/// The code at flat index `i` as f32 (packed 4-bit values are lowest bits first).
-#[inline]
-fn code(raw: &[u8], kind: Kind, i: usize) -> f32 {
-    match kind {
-        Kind::I8 => f32::from(raw.get(i).copied().unwrap_or(0) as i8),
-        Kind::U8 => f32::from(raw.get(i).copied().unwrap_or(0)),
-        Kind::I4 => cc_ir::int_codes::sub_byte_code(raw, 4, true, i) as f32,
-        Kind::U4 => cc_ir::int_codes::sub_byte_code(raw, 4, false, i) as f32,
+/// Code decoding loops, compiled for AVX2 as well and chosen at run time.
+mod simd_decode {
+    /// `out[j] = (code(src[j]) - z) * s` for int8 (`signed`) or uint8 codes, over the
+    /// shorter of the two slices.
+    pub fn bytes(src: &[u8], signed: bool, z: f32, s: f32, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { bytes_avx512(src, signed, z, s, out) };
+                return;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { bytes_avx2(src, signed, z, s, out) };
+                return;
+            }
+        }
+        bytes_plain(src, signed, z, s, out);
+    }
+
+    #[inline(always)]
+    fn bytes_plain(src: &[u8], signed: bool, z: f32, s: f32, out: &mut [f32]) {
+        if signed {
+            for (o, &b) in out.iter_mut().zip(src) {
+                *o = (f32::from(b as i8) - z) * s;
+            }
+        } else {
+            for (o, &b) in out.iter_mut().zip(src) {
+                *o = (f32::from(b) - z) * s;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bytes_avx512(src: &[u8], signed: bool, z: f32, s: f32, out: &mut [f32]) {
+        bytes_plain(src, signed, z, s, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn bytes_avx2(src: &[u8], signed: bool, z: f32, s: f32, out: &mut [f32]) {
+        bytes_plain(src, signed, z, s, out);
+    }
+
+    /// `out[j]` = 4-bit code `first + j` of the packed `raw` (lowest bits first), as
+    /// f32; bytes past the end of `raw` read as zero.
+    pub fn nibbles(raw: &[u8], first: usize, signed: bool, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { nibbles_avx2(raw, first, signed, out) };
+                return;
+            }
+        }
+        nibbles_plain(raw, first, signed, out);
+    }
+
+    #[inline(always)]
+    fn nibble(v: u8, signed: bool) -> f32 {
+        if signed {
+            // Sign-extend the low four bits.
+            f32::from(((v << 4) as i8) >> 4)
+        } else {
+            f32::from(v & 0x0f)
+        }
+    }
+
+    #[inline(always)]
+    fn nibbles_plain(raw: &[u8], first: usize, signed: bool, out: &mut [f32]) {
+        let mut i = first;
+        let out = match out.split_first_mut() {
+            Some((o, rest)) if i % 2 == 1 => {
+                *o = nibble(raw.get(i / 2).copied().unwrap_or(0) >> 4, signed);
+                i += 1;
+                rest
+            }
+            _ => out,
+        };
+        let pairs = out.len() / 2;
+        let src = raw.get(i / 2..).unwrap_or(&[]);
+        let (whole, tail) = out.split_at_mut(pairs * 2);
+        for (o, &b) in whole.chunks_exact_mut(2).zip(src) {
+            o[0] = nibble(b, signed);
+            o[1] = nibble(b >> 4, signed);
+        }
+        // Pairs past the end of the data, and a last odd code.
+        let have = src.len().min(pairs);
+        whole[have * 2..].fill(0.0);
+        if let Some(o) = tail.first_mut() {
+            *o = nibble(src.get(pairs).copied().unwrap_or(0), signed);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn nibbles_avx2(raw: &[u8], first: usize, signed: bool, out: &mut [f32]) {
+        nibbles_plain(raw, first, signed, out);
     }
 }
 
@@ -164,7 +260,9 @@ impl<'a> QuantFilter<'a> {
                 _ => Map::Generic(layout),
             }
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Some(QuantFilter {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             raw,
             kind,
             shape,
@@ -180,30 +278,30 @@ impl<'a> QuantFilter<'a> {
         &self.shape
     }
 
-    /// Writes the dequantized output channels `r0 .. r0 + out.len() / kk` to `out`.
-    fn decode(&self, r0: usize, out: &mut [f32]) {
+    /// Writes columns `k0 .. k0 + kc` of the dequantized output channels `r0 .. r0 +
+    /// out.len() / kc` to `out` (row-major, `kc` per channel).
+    fn decode(&self, r0: usize, (k0, kc): (usize, usize), out: &mut [f32]) {
         let kk = self.kk;
-        for (i, row) in out.chunks_exact_mut(kk.max(1)).enumerate() {
+        for (i, row) in out.chunks_exact_mut(kc.max(1)).enumerate() {
             let r = r0 + i;
-            let base = r * kk;
-            match self.kind {
-                Kind::I8 => {
-                    let src = self.raw.get(base..base + kk).unwrap_or(&[]);
-                    for (o, &b) in row.iter_mut().zip(src) {
-                        *o = f32::from(b as i8);
-                    }
-                }
-                Kind::U8 => {
-                    let src = self.raw.get(base..base + kk).unwrap_or(&[]);
-                    for (o, &b) in row.iter_mut().zip(src) {
-                        *o = f32::from(b);
-                    }
-                }
-                Kind::I4 | Kind::U4 => {
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = code(self.raw, self.kind, base + j);
-                    }
-                }
+            let base = r * kk + k0;
+            let bytes = matches!(self.kind, Kind::I8 | Kind::U8);
+            if bytes && matches!(self.map, Map::Tensor | Map::Row) {
+                // One pass: codes, zero point and scale together.
+                let p = if self.map == Map::Row { r } else { 0 };
+                let (s, z) = (
+                    self.scale.get(p).copied().unwrap_or(0.0),
+                    self.zero.get(p).copied().unwrap_or(0.0),
+                );
+                let src = self.raw.get(base..base + kc).unwrap_or(&[]);
+                simd_decode::bytes(src, self.kind == Kind::I8, z, s, row);
+                continue;
+            }
+            if bytes {
+                let src = self.raw.get(base..base + kc).unwrap_or(&[]);
+                simd_decode::bytes(src, self.kind == Kind::I8, 0.0, 1.0, row);
+            } else {
+                simd_decode::nibbles(self.raw, base, self.kind == Kind::I4, row);
             }
             let param = |k: usize| {
                 (
@@ -212,18 +310,25 @@ impl<'a> QuantFilter<'a> {
                 )
             };
             match self.map {
+                // (8-bit codes with these maps took the one-pass loop above.)
                 Map::Tensor | Map::Row => {
                     let (s, z) = param(if self.map == Map::Row { r } else { 0 });
                     row.iter_mut().for_each(|o| *o = (*o - z) * s);
                 }
                 Map::ChanBlock { b, nb, taps } => {
-                    for (c, chunk) in row.chunks_exact_mut(taps.max(1)).enumerate() {
-                        let off = (r * nb + c / b) * taps;
-                        let s = self.scale.get(off..off + taps).unwrap_or(&[]);
-                        let z = self.zero.get(off..off + taps).unwrap_or(&[]);
-                        for ((o, &s), &z) in chunk.iter_mut().zip(s).zip(z) {
+                    // Runs of one input channel: parameters `off + s` for tap `s`.
+                    let taps = taps.max(1);
+                    let mut j = 0;
+                    while j < kc {
+                        let (c, s0) = ((k0 + j) / taps, (k0 + j) % taps);
+                        let len = (taps - s0).min(kc - j);
+                        let off = (r * nb + c / b) * taps + s0;
+                        let s = self.scale.get(off..off + len).unwrap_or(&[]);
+                        let z = self.zero.get(off..off + len).unwrap_or(&[]);
+                        for ((o, &s), &z) in row[j..j + len].iter_mut().zip(s).zip(z) {
                             *o = (*o - z) * s;
                         }
+                        j += len;
                     }
                 }
                 Map::Generic(layout) => {
@@ -247,8 +352,54 @@ pub(crate) enum Filter<'a> {
 }
 
 thread_local! {
-    /// The decoded tile of the running task.
-    static DECODED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The decoded tile of this thread's running (or last) task.
+    static DECODED: RefCell<TileBuf> = const { RefCell::new(TileBuf { data: Vec::new(), holds: None }) };
+}
+
+/// Which tile a [`TileBuf`] holds: filter id, first channel, channels, first and
+/// number of columns.
+type TileKey = (u64, usize, usize, usize, usize);
+
+/// A per-thread buffer of decoded weights that remembers what it holds, so that a
+/// thread running several tasks over the same output channels (column blocks of one
+/// row block) decodes them once.
+struct TileBuf {
+    data: Vec<f32>,
+    holds: Option<TileKey>,
+}
+
+impl TileBuf {
+    /// Columns `k0 .. k0 + kc` of channels `r0 .. r0 + rows` of `q`, decoded unless
+    /// already held.
+    fn get(
+        &mut self,
+        q: &QuantFilter<'_>,
+        r0: usize,
+        rows: usize,
+        (k0, kc): (usize, usize),
+    ) -> &[f32] {
+        let key = (q.id, r0, rows, k0, kc);
+        let n = rows * kc;
+        if self.holds != Some(key) || self.data.len() < n {
+            if self.data.len() < n {
+                self.data.resize(n, 0.0);
+            }
+            q.decode(r0, (k0, kc), &mut self.data[..n]);
+            self.holds = Some(key);
+        }
+        &self.data[..n]
+    }
+
+    /// Runs `f` with this thread's buffer (a fresh one if it is in use).
+    fn with<R>(f: impl FnOnce(&mut TileBuf) -> R) -> R {
+        DECODED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut b) => f(&mut b),
+            Err(_) => f(&mut TileBuf {
+                data: Vec::new(),
+                holds: None,
+            }),
+        })
+    }
 }
 
 impl Filter<'_> {
@@ -284,23 +435,90 @@ impl Filter<'_> {
             Filter::F32(w) => f(0, rows, &w[r0 * kk..(r0 + rows) * kk]),
             Filter::Quant(q) => {
                 let tile = self.tile_rows(kk);
-                DECODED.with(|cell| {
-                    let mut own = Vec::new();
-                    let mut held = cell.try_borrow_mut();
-                    let buf = match held.as_mut() {
-                        Ok(v) => &mut **v,
-                        Err(_) => &mut own,
-                    };
+                TileBuf::with(|buf| {
                     let mut i = 0;
                     while i < rows {
                         let count = tile.min(rows - i);
-                        if buf.len() < count * kk {
-                            buf.resize(count * kk, 0.0);
-                        }
-                        let w = &mut buf[..count * kk];
-                        q.decode(r0 + i, w);
-                        f(i, count, w);
+                        f(i, count, buf.get(q, r0 + i, count, (0, kk)));
                         i += count;
+                    }
+                });
+            }
+        }
+    }
+
+    /// `dst (rows x n, row stride ldd) = W[r0 .. r0 + rows] * rhs` through the `gemm`
+    /// crate, where `rhs` is `kk x n`: one call for f32; for quantized weights, panels
+    /// of K (all `rows` output channels, at most [`TILE_FLOATS`] weights) decoded and
+    /// accumulated one after the other, so small-`n` products keep whole-height calls.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `rows x n` at stride `ldd`, `rhs` for reads of
+    /// `kk x n` at its strides, and the filter must hold rows `r0 .. r0 + rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn sgemm(
+        &self,
+        r0: usize,
+        rows: usize,
+        kk: usize,
+        rhs: Mat,
+        n: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
+        match self {
+            // SAFETY: per the contract; the rows are a slice of the f32 weight.
+            Filter::F32(w) => unsafe {
+                let a = &w[r0 * kk..(r0 + rows) * kk];
+                sgemm(
+                    rows,
+                    n,
+                    kk,
+                    dst,
+                    ldd,
+                    false,
+                    Mat {
+                        ptr: a.as_ptr(),
+                        cs: 1,
+                        rs: kk as isize,
+                    },
+                    rhs,
+                    1.0,
+                    gemm::Parallelism::None,
+                );
+            },
+            Filter::Quant(q) => {
+                let kc = (TILE_FLOATS / rows.max(1)).clamp(16, kk.max(16));
+                TileBuf::with(|buf| {
+                    let mut k0 = 0;
+                    while k0 < kk {
+                        let len = kc.min(kk - k0);
+                        let a = buf.get(q, r0, rows, (k0, len));
+                        // SAFETY: a is rows x len; rows k0 .. k0 + len of rhs are inside
+                        // its kk rows; dst per the contract.
+                        unsafe {
+                            sgemm(
+                                rows,
+                                n,
+                                len,
+                                dst,
+                                ldd,
+                                k0 > 0,
+                                Mat {
+                                    ptr: a.as_ptr(),
+                                    cs: 1,
+                                    rs: len as isize,
+                                },
+                                Mat {
+                                    ptr: rhs.ptr.offset(k0 as isize * rhs.rs),
+                                    cs: rhs.cs,
+                                    rs: rhs.rs,
+                                },
+                                1.0,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                        k0 += len;
                     }
                 });
             }
@@ -682,6 +900,16 @@ mod tests {
                 &[1, 1],
                 &[1, 1, 1, 1],
             ),
+            // Narrow output whose weights are decoded in several panels of K
+            // (kk = 4608, 128 channels) for the `gemm` crate.
+            case(
+                &[1, 512, 4, 4],
+                &[128, 512, 3, 3],
+                1,
+                &[1, 1],
+                &[1, 1],
+                &[1, 1, 1, 1],
+            ),
             // 1-D.
             case(&[2, 6, 17], &[5, 6, 3], 1, &[2], &[1], &[1, 1]),
         ]
@@ -711,8 +939,38 @@ mod tests {
     }
 
     #[test]
+    fn code_decoding_matches_the_ir_codec() {
+        let raw: Vec<u8> = (0..7u32).map(|i| (i * 73 + 5) as u8).collect();
+        for signed in [false, true] {
+            for first in 0..4 {
+                for len in 0..14 {
+                    let mut out = vec![f32::NAN; len];
+                    simd_decode::nibbles(&raw, first, signed, &mut out);
+                    let want: Vec<f32> = (first..first + len)
+                        .map(|i| cc_ir::int_codes::sub_byte_code(&raw, 4, signed, i) as f32)
+                        .collect();
+                    assert_eq!(out, want, "signed {signed} first {first} len {len}");
+                }
+            }
+            let mut out = vec![0f32; 7];
+            simd_decode::bytes(&raw, signed, 3.0, 0.5, &mut out);
+            for (o, &b) in out.iter().zip(&raw) {
+                let c = if signed {
+                    f32::from(b as i8)
+                } else {
+                    f32::from(b)
+                };
+                assert_eq!(*o, (c - 3.0) * 0.5);
+            }
+        }
+    }
+
+    #[test]
     fn tiles_cover_every_channel_once() {
-        let (q, s, z, axis, block) = weight(Form::Int4Block(32, true), &[50, 300, 3, 3], 1);
+        let kk = 2700;
+        let tile = (TILE_FLOATS / kk / 8 * 8).max(8);
+        let m = 2 * tile + 10;
+        let (q, s, z, axis, block) = weight(Form::Int4Block(32, true), &[m, 300, 3, 3], 1);
         let w = DqWeight {
             q: &q,
             scale: &s,
@@ -722,17 +980,33 @@ mod tests {
         };
         let qf = QuantFilter::new(&w).unwrap().unwrap();
         let f = Filter::Quant(&qf);
-        let kk = 2700;
-        assert_eq!(f.tile_rows(kk), 24);
+        assert_eq!(f.tile_rows(kk), tile);
+        assert_eq!(f.len(), m * kk);
         assert_eq!(Filter::F32(&[]).tile_rows(kk), usize::MAX);
         let want = dequantized(&w).to_f32().unwrap();
-        let mut seen = Vec::new();
-        f.for_tiles(3, 47, kk, |i0, n, rows| {
-            assert!(n <= 24 && rows.len() == n * kk);
-            assert_eq!(rows, &want[(3 + i0) * kk..(3 + i0 + n) * kk]);
-            seen.push((i0, n));
+        for _ in 0..2 {
+            // Twice: the second pass reads tiles this thread may still hold.
+            let mut seen = Vec::new();
+            f.for_tiles(3, 2 * tile + 5, kk, |i0, n, rows| {
+                assert!(n <= tile && rows.len() == n * kk);
+                assert_eq!(rows, &want[(3 + i0) * kk..(3 + i0 + n) * kk]);
+                seen.push((i0, n));
+            });
+            assert_eq!(seen, vec![(0, tile), (tile, tile), (2 * tile, 5)]);
+        }
+        // A tile held for one filter is not mistaken for another's.
+        let (q2, s2, z2, ..) = weight(Form::Int4Block(32, true), &[m, 300, 3, 3], 2);
+        let w2 = DqWeight {
+            q: &q2,
+            scale: &s2,
+            zero_point: z2.as_ref(),
+            ..w
+        };
+        let qf2 = QuantFilter::new(&w2).unwrap().unwrap();
+        let want2 = dequantized(&w2).to_f32().unwrap();
+        Filter::Quant(&qf2).for_tiles(2 * tile + 3, 5, kk, |_, _, rows| {
+            assert_eq!(rows, &want2[(2 * tile + 3) * kk..(2 * tile + 8) * kk]);
         });
-        assert_eq!(seen, vec![(0, 24), (24, 23)]);
     }
 
     #[test]
