@@ -316,8 +316,19 @@ impl<'a> QuantFilter<'a> {
                     row.iter_mut().for_each(|o| *o = (*o - z) * s);
                 }
                 Map::ChanBlock { b, nb, taps } => {
+                    if taps <= 1 {
+                        // 1x1 kernels: one parameter per block of `b` channels.
+                        let mut j = 0;
+                        while j < kc {
+                            let c = k0 + j;
+                            let len = (b - c % b).min(kc - j);
+                            let (s, z) = param(r * nb + c / b);
+                            row[j..j + len].iter_mut().for_each(|o| *o = (*o - z) * s);
+                            j += len;
+                        }
+                        continue;
+                    }
                     // Runs of one input channel: parameters `off + s` for tap `s`.
-                    let taps = taps.max(1);
                     let mut j = 0;
                     while j < kc {
                         let (c, s0) = ((k0 + j) / taps, (k0 + j) % taps);
