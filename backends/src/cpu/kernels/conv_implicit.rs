@@ -29,9 +29,9 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 /// One group's Conv (`x`: `cg` input planes, `w`: rows `row0..row0 + mg` of the
-/// filter, `kk` weights each, `out`: `mg` output planes) when the AVX-512 GEMM is available: writes every
-/// element of `out` (bias and activation applied) and returns `true`; otherwise returns
-/// `false` having written nothing.
+/// filter, `kk` weights each, `out`: `mg` output planes) when the AVX-512 GEMM is
+/// available: writes every element of `out` (bias and activation applied) and returns
+/// `true`; otherwise returns `false` having written nothing.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_implicit(
     x: &[f32],
