@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Most weights decoded at once by one task (256 KiB of f32).
 pub const TILE_FLOATS: usize = 256 * 1024;
 
+/// Channels of a blocked weight's parameter pattern (see [`QuantFilter::decode`]).
+const PATTERN_CHANNELS: usize = 16;
+
 /// Storage of the quantized codes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -301,6 +304,8 @@ impl<'a> QuantFilter<'a> {
     /// out.len() / kc` to `out` (row-major, `kc` per channel).
     fn decode(&self, r0: usize, (k0, kc): (usize, usize), out: &mut [f32]) {
         let kk = self.kk;
+        // Parameter patterns of blocked layouts (see `Map::ChanBlock`).
+        let (mut pat_s, mut pat_z) = (Vec::new(), Vec::new());
         for (i, row) in out.chunks_exact_mut(kc.max(1)).enumerate() {
             let r = r0 + i;
             let base = r * kk + k0;
@@ -347,14 +352,40 @@ impl<'a> QuantFilter<'a> {
                         }
                         continue;
                     }
-                    // Runs of one input channel: parameters `off + s` for tap `s`.
                     let mut j = 0;
                     while j < kc {
                         let (c, s0) = ((k0 + j) / taps, (k0 + j) % taps);
+                        let first = (r * nb + c / b) * taps;
+                        let ps = self.scale.get(first..first + taps).unwrap_or(&[]);
+                        let pz = self.zero.get(first..first + taps).unwrap_or(&[]);
+                        // Whole channels from here to the end of the block (or the
+                        // columns): their parameters repeat with period `taps`, applied
+                        // through a pattern of several channels so the loop vectorizes.
+                        let whole = if s0 == 0 {
+                            (b - c % b).min((kc - j) / taps)
+                        } else {
+                            0
+                        };
+                        if whole >= 2 && ps.len() == taps && pz.len() == taps {
+                            let reps = whole.min(PATTERN_CHANNELS);
+                            pat_s.clear();
+                            pat_z.clear();
+                            for _ in 0..reps {
+                                pat_s.extend_from_slice(ps);
+                                pat_z.extend_from_slice(pz);
+                            }
+                            let seg = &mut row[j..j + whole * taps];
+                            for chunk in seg.chunks_mut(reps * taps) {
+                                for ((o, &s), &z) in chunk.iter_mut().zip(&pat_s).zip(&pat_z) {
+                                    *o = (*o - z) * s;
+                                }
+                            }
+                            j += whole * taps;
+                            continue;
+                        }
+                        // One (part of a) channel: parameters `first + t` for tap `t`.
                         let len = (taps - s0).min(kc - j);
-                        let off = (r * nb + c / b) * taps + s0;
-                        let s = self.scale.get(off..off + len).unwrap_or(&[]);
-                        let z = self.zero.get(off..off + len).unwrap_or(&[]);
+                        let (s, z) = (ps.get(s0..).unwrap_or(&[]), pz.get(s0..).unwrap_or(&[]));
                         for ((o, &s), &z) in row[j..j + len].iter_mut().zip(s).zip(z) {
                             *o = (*o - z) * s;
                         }
