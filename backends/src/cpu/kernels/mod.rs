@@ -5,6 +5,7 @@ pub mod conv;
 mod conv_implicit;
 mod depthwise;
 pub mod dq_conv;
+mod dq_filter;
 pub mod dq_gemm;
 pub mod elementwise;
 pub mod matmul;
