@@ -369,45 +369,20 @@ impl ScaleLayout {
     }
 }
 
-/// Integer codes of an i8/u8/i4/u4 tensor, unpacked.
+/// Integer codes of an i8/u8/i4/u4 tensor, unpacked (see [`Tensor::int_codes`]).
 pub fn codes_i32(t: &Tensor) -> Result<Vec<i32>> {
-    let raw = t.raw()?;
-    let n = t.len();
-    Ok(match t.dtype() {
-        DType::I8 => raw.iter().map(|&b| b as i8 as i32).collect(),
-        DType::U8 => raw.iter().map(|&b| b as i32).collect(),
-        DType::I4 | DType::U4 => {
-            let signed = t.dtype() == DType::I4;
-            (0..n)
-                .map(|i| {
-                    let b = raw.get(i / 2).copied().unwrap_or(0);
-                    let nib = if i % 2 == 0 { b & 0x0f } else { b >> 4 };
-                    if signed && nib >= 8 {
-                        nib as i32 - 16
-                    } else {
-                        nib as i32
-                    }
-                })
-                .collect()
-        }
-        other => {
-            return Err(Error::invalid(format!(
-                "quantized codes of type {other:?} are not supported"
-            )))
-        }
-    })
+    match t.dtype() {
+        DType::I8 | DType::U8 | DType::I4 | DType::U4 => t.int_codes(),
+        other => Err(Error::invalid(format!(
+            "quantized codes of type {other:?} are not supported"
+        ))),
+    }
 }
 
-/// Packs 4-bit codes (two per byte, low nibble first) as ONNX INT4/UINT4 data.
+/// Packs 4-bit codes (two per byte, low nibble first) as ONNX INT4/UINT4 data (see
+/// [`Tensor::from_int_codes`]).
 pub fn pack_4bit(codes: &[i32]) -> Vec<u8> {
-    codes
-        .chunks(2)
-        .map(|p| {
-            let lo = (p.first().copied().unwrap_or(0) & 0x0f) as u8;
-            let hi = (p.get(1).copied().unwrap_or(0) & 0x0f) as u8;
-            lo | (hi << 4)
-        })
-        .collect()
+    crate::int_codes::pack_sub_byte(codes, 4)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod infer;
+pub mod int_codes;
 pub mod onnx;
 pub mod op;
 pub mod opset;

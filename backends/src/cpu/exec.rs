@@ -1,8 +1,9 @@
 //! The CPU executor: runs a graph node by node in topological order, freeing each
 //! intermediate value after its last use.
 //!
-//! Constant-weight DequantizeLinear -> MatMul/Gemm pairs run as one fused
-//! dequantize-GEMM ([`crate::cpu::fusion`]; off with `CC_NO_FUSION=1`).
+//! Constant-weight DequantizeLinear -> MatMul/Gemm/Conv pairs run as one fused
+//! dequantize-GEMM or dequantize-Conv ([`crate::cpu::fusion`]; off with
+//! `CC_NO_FUSION=1`).
 
 use crate::cpu::cb_fusion;
 use crate::cpu::fusion;
@@ -26,6 +27,8 @@ pub struct CpuExecutor {
     cb_fused: AtomicU64,
     /// Number of QuantizeLinear + DequantizeLinear pairs run fused (see [`fusion_qdq`]).
     fq_fused: AtomicU64,
+    /// Number of DequantizeLinear + Conv pairs run fused (see [`fusion`]).
+    dq_convs: AtomicU64,
 }
 
 /// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
@@ -80,6 +83,7 @@ impl CpuExecutor {
             dq_fused: AtomicU64::new(0),
             cb_fused: AtomicU64::new(0),
             fq_fused: AtomicU64::new(0),
+            dq_convs: AtomicU64::new(0),
         })
     }
 
@@ -104,6 +108,12 @@ impl CpuExecutor {
     /// fake-quantization pass so far, over all runs (see [`fusion_qdq`]).
     pub fn fused_fake_quants(&self) -> u64 {
         self.fq_fused.load(Ordering::Relaxed)
+    }
+
+    /// How many DequantizeLinear + Conv pairs this executor has run as one fused
+    /// dequantize-Conv so far, over all runs (see [`crate::cpu::fusion`]).
+    pub fn fused_dq_convs(&self) -> u64 {
+        self.dq_convs.load(Ordering::Relaxed)
     }
 }
 
@@ -244,9 +254,9 @@ fn check_input(
 impl Executor for CpuExecutor {
     fn run(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         let _flushing = FlushDenormals::enter();
-        // Compressed weights run as their DequantizeLinear lowering: a MatMul/Gemm reader
-        // takes the fused dequantize-GEMM (the f32 weight is never built whole); other
-        // readers (Conv, ...) get the weight dequantized at run time.
+        // Compressed weights run as their DequantizeLinear lowering: a MatMul/Gemm/Conv
+        // reader takes the fused dequantize-GEMM/-Conv (the f32 weight is never built
+        // whole); other readers get the weight dequantized at run time.
         if cc_ir::compressed::has_compressed(g) {
             let lowered = cc_ir::compressed::lower_compressed(g)?;
             return self.par.install(|| self.run_on_pool(&lowered, inputs));
@@ -326,7 +336,14 @@ impl CpuExecutor {
             let node = g.node(id);
             let started = profile.as_ref().map(|_| std::time::Instant::now());
             let mut dq_done = match dq_plan.get(&id) {
-                Some(&dq) => self.run_dq_fused(g, id, dq, &mut env, &consts, &cx)?,
+                Some(&dq) => {
+                    let act = fusions.get(&id).copied();
+                    let done = self.run_dq_fused(g, (id, dq, act), &mut env, &consts, &cx)?;
+                    if let (true, Some((act_node, _))) = (done, act) {
+                        absorbed.insert(act_node);
+                    }
+                    done
+                }
                 None => false,
             };
             let cb_done = match cb_plan.get(&id) {
@@ -395,14 +412,14 @@ impl CpuExecutor {
 
 impl CpuExecutor {
     /// Runs reader `id` fused with its DequantizeLinear `dq` (planned by
-    /// [`fusion::plan`]) and stores its output: `Ok(true)`. When the fused kernel cannot
-    /// take the inputs, runs `dq` alone, stores its output and returns `Ok(false)` so the
-    /// caller runs the reader as usual.
+    /// [`fusion::plan`]) and, when `act` names an activation node fused into the
+    /// reader, with that activation too; stores the output (of the activation node if
+    /// any): `Ok(true)`. When the fused kernel cannot take the inputs, runs `dq` alone,
+    /// stores its output and returns `Ok(false)` so the caller runs the reader as usual.
     fn run_dq_fused(
         &self,
         g: &Graph,
-        id: NodeId,
-        dq: NodeId,
+        (id, dq, act): (NodeId, NodeId, Option<(NodeId, Activation)>),
         env: &mut HashMap<ValueId, Tensor>,
         consts: &HashMap<ValueId, Tensor>,
         cx: &KernelCx<'_>,
@@ -412,11 +429,17 @@ impl CpuExecutor {
                 .or_else(|| consts.get(&v))
                 .or_else(|| g.const_data(v))
         };
-        if let Some(t) = fusion::run(g, id, dq, lookup, cx)? {
-            if let Some(v) = g.node(id).output(0) {
+        if let Some(t) = fusion::run_with(g, id, dq, lookup, act.map(|a| a.1), cx)? {
+            let writer = act.map_or(id, |a| a.0);
+            if let Some(v) = g.node(writer).output(0) {
                 env.insert(v, t);
             }
-            self.dq_fused.fetch_add(1, Ordering::Relaxed);
+            let counter = if matches!(g.node(id).op, cc_ir::Op::Conv(_)) {
+                &self.dq_convs
+            } else {
+                &self.dq_fused
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
         let outs = run_one(g, dq, env, consts, cx)?;

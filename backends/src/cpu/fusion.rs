@@ -1,15 +1,16 @@
 //! Weight-only quantization fusion for the CPU executor: a DequantizeLinear whose
 //! inputs are all constants and whose only reader is a MatMul (as input 1) or a Gemm
 //! (as input 1) runs together with that reader as one
-//! [`dq_gemm`](crate::cpu::kernels::dq_gemm) call, so the f32 weight is never
-//! materialized whole. The DequantizeLinear node itself is skipped.
+//! [`dq_gemm`](crate::cpu::kernels::dq_gemm) call, and one read by a Conv (as its
+//! weight) as one [`dq_conv`](crate::cpu::kernels::dq_conv) call, so the f32 weight is
+//! never materialized whole. The DequantizeLinear node itself is skipped.
 //!
 //! Setting the environment variable `CC_NO_FUSION=1` turns this fusion off (both nodes
 //! then run apart, the weight dequantized in full on every run); used to time the two
 //! paths against each other.
 
 use crate::cpu::kernels::dq_gemm::{self, DqWeight};
-use crate::cpu::kernels::KernelCx;
+use crate::cpu::kernels::{dq_conv, Activation, KernelCx};
 use cc_ir::{Error, Graph, NodeId, Op, Result, Tensor, ValueId};
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ pub fn enabled() -> bool {
     std::env::var("CC_NO_FUSION").map_or(true, |v| v.is_empty() || v == "0")
 }
 
-/// Maps each MatMul/Gemm reader to the DequantizeLinear node feeding its input 1, for
+/// Maps each MatMul/Gemm/Conv reader to the DequantizeLinear node feeding its input 1, for
 /// every pair the fused kernel can take (constant weight, scale and zero point of
 /// supported types; the dequantized value read by nothing else and not a graph output).
 pub fn plan(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
@@ -35,18 +36,24 @@ pub fn plan(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
         let Some(w) = weight_of(g, id, axis, block_size) else {
             continue;
         };
-        if !dq_gemm::supported(&w) {
-            continue;
-        }
         let [u] = g.value(v).uses() else { continue };
         let reader = g.node(u.node());
+        let conv = matches!(reader.op, Op::Conv(_));
+        let supported = if conv {
+            dq_conv::supported(&w)
+        } else {
+            dq_gemm::supported(&w)
+        };
+        if !supported {
+            continue;
+        }
         let is_b = reader.input(1) == Some(v)
             && reader
                 .inputs()
                 .iter()
                 .enumerate()
                 .all(|(i, s)| i == 1 || *s != Some(v));
-        let fits = matches!(reader.op, Op::MatMul | Op::Gemm { .. });
+        let fits = conv || matches!(reader.op, Op::MatMul | Op::Gemm { .. });
         if is_b && fits && reader.outputs().len() == 1 {
             plan.insert(u.node(), id);
         }
@@ -83,6 +90,19 @@ pub fn run<'a>(
     value: impl Fn(ValueId) -> Option<&'a Tensor>,
     cx: &KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
+    run_with(g, id, dq, value, None, cx)
+}
+
+/// [`run`], with activation `act` applied by the reader's kernel (a Conv reader only:
+/// `Ok(None)` for MatMul/Gemm with an activation).
+pub fn run_with<'a>(
+    g: &'a Graph,
+    id: NodeId,
+    dq: NodeId,
+    value: impl Fn(ValueId) -> Option<&'a Tensor>,
+    act: Option<Activation>,
+    cx: &KernelCx<'_>,
+) -> Result<Option<Tensor>> {
     let at = |e: Error| Error::invalid(format!("node {}: {e}", g.node_label(id)));
     let Op::DequantizeLinear { axis, block_size } = g.node(dq).op else {
         return Ok(None);
@@ -106,7 +126,9 @@ pub fn run<'a>(
     let Some(x) = get(0)? else {
         return Ok(None);
     };
-    match node.op {
+    match &node.op {
+        Op::Conv(a) => dq_conv::dq_conv(a, x, &w, get(2)?, act, cx).map_err(at),
+        _ if act.is_some() => Ok(None),
         Op::MatMul => dq_gemm::dq_matmul(x, &w, cx).map_err(at),
         Op::Gemm {
             alpha,

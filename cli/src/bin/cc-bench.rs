@@ -10,8 +10,10 @@
 //! executor (in process, one warm-up run, then the median of N runs of `Executor::run`)
 //! against onnxruntime (`tests/oracle/time_ort_run.py`: intra-op threads T, inter-op 1,
 //! one warm-up, median of N) on the fixture's `test_data_set_0` inputs. MODEL is a
-//! fixture name or a `model.onnx` path (default: resnet18, mobilenet_v2, tiny_lm);
-//! T defaults to 2, N to 10.
+//! fixture name or a `.onnx` path (default: resnet18, mobilenet_v2, tiny_lm); a path
+//! may name the fixture whose inputs it takes (`/tmp/r18q.onnx=resnet18`, for a
+//! compiled model written outside the fixture folders; without that, the inputs are
+//! the `test_data_set_0` beside the file). T defaults to 2, N to 10.
 //!
 //! `cc-bench quant [--runs N] [MODEL_DIR]`: tiny_lm (or MODEL_DIR) quantized to 4 bits
 //! by cc-compile and by onnxruntime's `MatMulNBitsQuantizer`: file size, perplexity (by
@@ -112,12 +114,15 @@ fn run_mode(mut args: Vec<String>) -> Result<(), String> {
         "model", "threads", "cc median ms", "ort median ms", "cc/ort"
     );
     for arg in &args {
-        let model = if arg.ends_with(".onnx") {
-            PathBuf::from(arg)
-        } else {
-            shared.join(arg).join("model.onnx")
+        let (model, data) = match arg.split_once(".onnx=") {
+            Some((path, fixture)) => (PathBuf::from(format!("{path}.onnx")), Some(fixture)),
+            None if arg.ends_with(".onnx") => (PathBuf::from(arg), None),
+            None => (shared.join(arg).join("model.onnx"), None),
         };
-        let dir = model.parent().unwrap_or(Path::new("."));
+        let dir = match data {
+            Some(fixture) => shared.join(fixture),
+            None => model.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        };
         let input_files: Vec<PathBuf> = (0..)
             .map(|i| dir.join(format!("test_data_set_0/input_{i}.pb")))
             .take_while(|p| p.is_file())
@@ -141,9 +146,17 @@ fn run_mode(mut args: Vec<String>) -> Result<(), String> {
                 .arg(runs.to_string())
                 .args(&input_files),
         );
+        let name = if model.file_name().is_some_and(|f| f == "model.onnx") {
+            model_name(&model)
+        } else {
+            model
+                .file_stem()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         println!(
             "{:<22} {:>8} {:>14.2} {:>14} {:>10}",
-            model_name(&model),
+            name,
             threads,
             cc * 1e3,
             ort.map(|t| format!("{:.2}", t * 1e3))

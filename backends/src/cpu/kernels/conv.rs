@@ -2,6 +2,7 @@
 //! (GEMM + col2im) on f32, for 1-D and 2-D spatial inputs.
 
 use super::depthwise::Depthwise;
+use super::dq_conv::Filter;
 use super::matmul::{sgemm, Mat};
 use super::packed_gemm::{self, Epilogue, Operand};
 use super::{f32s, input, Activation, KernelCx};
@@ -161,6 +162,31 @@ pub fn conv(
             "Conv: input {xs:?} and weight {ws:?} ranks do not fit"
         )));
     }
+    if as_2d(&xs[2..]).is_none() || as_2d(&ws[2..]).is_none() {
+        return Ok(None);
+    }
+    let wv = f32s(w)?;
+    conv_filter(a, x, ws, Filter::F32(&wv), b, act, cx)
+}
+
+/// ONNX Conv on f32 input `x` with weights of shape `ws` read through `w` (f32, or
+/// quantized and decoded tile by tile), optional bias `b`, then `act`; `Ok(None)` for
+/// other than 1 or 2 spatial axes.
+pub(crate) fn conv_filter(
+    a: &ConvAttrs,
+    x: &Tensor,
+    ws: &[usize],
+    w: Filter<'_>,
+    b: Option<&Tensor>,
+    act: Option<Activation>,
+    cx: &KernelCx<'_>,
+) -> Result<Option<Tensor>> {
+    let xs = x.shape();
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(Error::invalid(format!(
+            "Conv: input {xs:?} and weight {ws:?} ranks do not fit"
+        )));
+    }
     let (Some(in2), Some(k2)) = (as_2d(&xs[2..]), as_2d(&ws[2..])) else {
         return Ok(None);
     };
@@ -198,8 +224,8 @@ pub fn conv(
     let (cg, mg) = (c / group, m / group);
     let (hw, ohw) = (ah.input * aw.input, ah.output * aw.output);
     let kk = cg * ah.kernel * aw.kernel;
-    let (xv, wv) = (f32s(x)?, f32s(w)?);
-    if xv.len() != n * c * hw || wv.len() != m * kk {
+    let xv = f32s(x)?;
+    if xv.len() != n * c * hw || w.len() != m * kk {
         return Err(Error::invalid("Conv: data does not match the shapes"));
     }
     let bias = match b {
@@ -224,19 +250,34 @@ pub fn conv(
     if cg == 1 && mg == 1 {
         // Depthwise writes each plane once, bias added, with no zeroing pass before.
         let fill = |o: &mut [std::mem::MaybeUninit<f32>]| {
-            let dw = Depthwise {
-                x: &xv,
-                w: &wv,
-                bias: bias.as_deref(),
-                ah,
-                aw,
-                c,
-                act,
-            };
-            dw.run(o, cx.threads);
+            match w {
+                Filter::F32(wv) => {
+                    let dw = Depthwise {
+                        x: &xv,
+                        w: wv,
+                        bias: bias.as_deref(),
+                        ah,
+                        aw,
+                        c,
+                        act,
+                    };
+                    dw.run(o, cx.threads);
+                }
+                Filter::Quant(q) => super::dq_conv::depthwise(
+                    q,
+                    &xv,
+                    bias.as_deref(),
+                    (ah, aw),
+                    c,
+                    act,
+                    o,
+                    cx.threads,
+                ),
+            }
             Ok(())
         };
-        // SAFETY: `Depthwise::run` writes every element of every plane (see there).
+        // SAFETY: `Depthwise::run` and `dq_conv::depthwise` write every element of
+        // every plane (see there).
         let out = unsafe { super::write_new(total, fill)? };
         return Tensor::from_f32_vec(out_shape, out).map(Some);
     }
@@ -262,7 +303,7 @@ pub fn conv(
             col.resize(kk * ohw, 0.0);
         }
         gemm_groups(
-            (&xv, &wv, out.spare_capacity_mut(), col),
+            (&xv, w, out.spare_capacity_mut(), col),
             (pointwise, bias.as_deref(), act),
             cx,
             (n, c, m, group, hw, ohw, kk),
@@ -284,7 +325,7 @@ thread_local! {
 /// Buffers of [`gemm_groups`]: input, weight, output, im2col scratch.
 type ConvBuffers<'a> = (
     &'a [f32],
-    &'a [f32],
+    Filter<'a>,
     &'a mut [std::mem::MaybeUninit<f32>],
     &'a mut [f32],
 );
@@ -293,10 +334,9 @@ type ConvBuffers<'a> = (
 #[derive(Clone, Copy)]
 struct GroupPtrs {
     x: *const f32,
-    w: *const f32,
     dst: *mut f32,
 }
-// SAFETY: tasks only read through `x` and `w` and write disjoint column or row blocks
+// SAFETY: tasks only read through `x` and write disjoint column or row blocks
 // of `dst`.
 unsafe impl Send for GroupPtrs {}
 // SAFETY: as above.
@@ -357,13 +397,13 @@ fn gemm_groups(
         for g in 0..group {
             let xg = &xv[(img * c + g * cg) * hw..][..cg * hw];
             let block = &mut out[(img * m + g * mg) * ohw..][..mg * ohw];
-            let wg = &wv[g * mg * kk..][..mg * kk];
+            let row0 = g * mg;
             let bias_g = bias.map(|b| &b[g * mg..][..mg]);
             if !pointwise
                 && packed
                 && super::conv_implicit::conv_implicit(
                     xg,
-                    wg,
+                    (wv, row0),
                     bias_g,
                     act,
                     block,
@@ -376,7 +416,6 @@ fn gemm_groups(
             }
             let ptrs = GroupPtrs {
                 x: xg.as_ptr(),
-                w: wg.as_ptr(),
                 dst: block.as_mut_ptr().cast::<f32>(),
             };
             if by_cols {
@@ -390,14 +429,15 @@ fn gemm_groups(
                     let p = ptrs;
                     let start = t * per;
                     let cnt = per.min(ohw - start);
-                    // SAFETY: xg holds cg * hw inputs and wg mg * kk weights (sliced
-                    // above); this task writes only columns start..start + cnt of the
-                    // mg x ohw block, which no other task touches.
+                    // SAFETY: xg holds cg * hw inputs (sliced above) and the filter
+                    // rows row0..row0 + mg (checked by the caller); this task writes
+                    // only columns start..start + cnt of the mg x ohw block, which no
+                    // other task touches.
                     unsafe {
                         let x = std::slice::from_raw_parts(p.x, cg * hw);
                         column_task(
                             x,
-                            p.w,
+                            (wv, row0),
                             p.dst,
                             (pointwise, bias_g, act),
                             (mg, ohw, kk, hw, start, cnt),
@@ -426,44 +466,38 @@ fn gemm_groups(
                 let p = ptrs;
                 let start = t * per;
                 let rows = per.min(mg - start);
-                // SAFETY: rows start..start + rows of the mg x kk weights and of the
-                // mg x ohw output; rhs is kk x ohw; no other task writes these rows.
+                if packed && packed_gemm::available() {
+                    wv.for_tiles(row0 + start, rows, kk, |i0, tr, a| {
+                        let start = start + i0;
+                        // SAFETY: rows start..start + tr of the mg x ohw output (a is
+                        // their tr x kk weights); rhs is kk x ohw; no other task writes
+                        // these rows.
+                        let done = unsafe {
+                            packed_gemm::sgemm_epilogue(
+                                tr,
+                                ohw,
+                                kk,
+                                Operand::a_rows(a.as_ptr(), kk),
+                                Operand::b_rows(rhs_ptr as *const f32, ohw),
+                                p.dst.add(start * ohw),
+                                ohw,
+                                Epilogue::new(bias_g.map(|b| &b[start..start + tr]), act),
+                            )
+                        };
+                        debug_assert!(done);
+                    });
+                    return;
+                }
+                // SAFETY: rows start..start + rows of the mg x ohw output, which no
+                // other task writes; rhs is kk x ohw.
                 unsafe {
                     let dst = p.dst.add(start * ohw);
-                    if packed
-                        && packed_gemm::sgemm_epilogue(
-                            rows,
-                            ohw,
-                            kk,
-                            Operand::a_rows(p.w.add(start * kk), kk),
-                            Operand::b_rows(rhs_ptr as *const f32, ohw),
-                            dst,
-                            ohw,
-                            Epilogue::new(bias_g.map(|b| &b[start..start + rows]), act),
-                        )
-                    {
-                        return;
-                    }
-                    sgemm(
-                        rows,
-                        ohw,
-                        kk,
-                        dst,
-                        ohw,
-                        false,
-                        Mat {
-                            ptr: p.w.add(start * kk),
-                            cs: 1,
-                            rs: kk as isize,
-                        },
-                        Mat {
-                            ptr: rhs_ptr as *const f32,
-                            cs: 1,
-                            rs: ohw as isize,
-                        },
-                        1.0,
-                        gemm::Parallelism::None,
-                    );
+                    let rhs = Mat {
+                        ptr: rhs_ptr as *const f32,
+                        cs: 1,
+                        rs: ohw as isize,
+                    };
+                    wv.sgemm(row0 + start, rows, kk, rhs, ohw, dst, ohw);
                     if bias_g.is_some() || act.is_some() {
                         let d = std::slice::from_raw_parts_mut(dst, rows * ohw);
                         for (j, row) in d.chunks_mut(ohw).enumerate() {
@@ -479,53 +513,43 @@ fn gemm_groups(
 
 /// One column block of a Conv GEMM: output columns `start..start + cnt` of the
 /// `mg x ohw` block at `dst`, unfolded (unless pointwise) into this thread's scratch,
-/// then bias and activation.
+/// then bias and activation. The weights are filter rows `row0..row0 + mg`.
 ///
 /// # Safety
-/// `w` must hold `mg * kk` weights, `dst` an `mg x ohw` block (row stride `ohw`) whose
-/// columns `start..start + cnt` nobody else accesses meanwhile.
+/// The filter must hold rows `row0..row0 + mg` of `kk` weights, `dst` an `mg x ohw`
+/// block (row stride `ohw`) whose columns `start..start + cnt` nobody else accesses
+/// meanwhile.
 unsafe fn column_task(
     x: &[f32],
-    w: *const f32,
+    (w, row0): (Filter<'_>, usize),
     dst: *mut f32,
     (pointwise, bias, act): (bool, Option<&[f32]>, Option<Activation>),
     (mg, ohw, kk, hw, start, cnt): (usize, usize, usize, usize, usize, usize),
     (ah, aw): (Axis, Axis),
 ) {
     let run = |rhs: Mat| -> bool {
-        // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major, cs 1).
-        unsafe {
-            if ohw >= PACKED_MIN_COLUMNS
-                && packed_gemm::sgemm_epilogue(
-                    mg,
-                    cnt,
-                    kk,
-                    Operand::a_rows(w, kk),
-                    Operand::b_rows(rhs.ptr, rhs.rs as usize),
-                    dst.add(start),
-                    ohw,
-                    Epilogue::new(bias, act),
-                )
-            {
-                return true;
-            }
-            sgemm(
-                mg,
-                cnt,
-                kk,
-                dst.add(start),
-                ohw,
-                false,
-                Mat {
-                    ptr: w,
-                    cs: 1,
-                    rs: kk as isize,
-                },
-                rhs,
-                1.0,
-                gemm::Parallelism::None,
-            );
+        if ohw >= PACKED_MIN_COLUMNS && packed_gemm::available() {
+            w.for_tiles(row0, mg, kk, |i0, tr, a| {
+                // SAFETY: per the contract of `column_task`; rhs is kk x cnt (row-major,
+                // cs 1); a holds rows i0..i0 + tr of the block's weights.
+                let done = unsafe {
+                    packed_gemm::sgemm_epilogue(
+                        tr,
+                        cnt,
+                        kk,
+                        Operand::a_rows(a.as_ptr(), kk),
+                        Operand::b_rows(rhs.ptr, rhs.rs as usize),
+                        dst.add(i0 * ohw + start),
+                        ohw,
+                        Epilogue::new(bias.map(|b| &b[i0..i0 + tr]), act),
+                    )
+                };
+                debug_assert!(done);
+            });
+            return true;
         }
+        // SAFETY: per the contract of `column_task`; rhs is kk x cnt.
+        unsafe { w.sgemm(row0, mg, kk, rhs, cnt, dst.add(start), ohw) };
         false
     };
     let fused = if pointwise {

@@ -10,6 +10,7 @@
 //! row too (a few percent more work), and each task copies its valid columns out.
 
 use super::conv::Axis;
+use super::dq_conv::Filter;
 use super::packed_gemm::{self, Epilogue, Operand};
 use super::Activation;
 use std::mem::MaybeUninit;
@@ -27,14 +28,14 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
-/// One group's Conv (`x`: `cg` input planes, `w`: `mg x kk` weights, `out`: `mg`
-/// output planes) when the AVX-512 GEMM is available: writes every
-/// element of `out` (bias and activation applied) and returns `true`; otherwise returns
-/// `false` having written nothing.
+/// One group's Conv (`x`: `cg` input planes, `w`: rows `row0..row0 + mg` of the
+/// filter, `kk` weights each, `out`: `mg` output planes) when the AVX-512 GEMM is
+/// available: writes every element of `out` (bias and activation applied) and returns
+/// `true`; otherwise returns `false` having written nothing.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_implicit(
     x: &[f32],
-    w: &[f32],
+    (w, row0): (Filter<'_>, usize),
     bias: Option<&[f32]>,
     act: Option<Activation>,
     out: &mut [MaybeUninit<f32>],
@@ -58,7 +59,7 @@ pub(super) fn conv_implicit(
     let plane = hp * wp;
     let chan = sh * sw * plane;
     if x.len() < cg * ih * iw
-        || w.len() < mg * kk
+        || w.len() < (row0 + mg) * kk
         || out.len() < mg * oh * ow
         || bias.is_some_and(|b| b.len() < mg)
         || oh == 0
@@ -153,33 +154,36 @@ pub(super) fn conv_implicit(
             if tmp.len() < rows * cnt {
                 tmp.resize(rows * cnt, 0.0);
             }
-            let epi = Epilogue {
-                bias: epi_all.bias.map(|b| &b[r0..r0 + rows]),
-                ..epi_all
-            };
-            // SAFETY: rows r0.. of the mg x kk weights; B row p is a phase plane at
-            // offs[p] + q0 + j for j < cnt, whose index within its plane is at most
-            // ((kh-1)*dh/sh)*wp + (kw-1)*dw/sw + nq - 1 < hp * wp because
-            // hp >= oh + (kh-1)*dh/sh and wp >= ow + (kw-1)*dw/sw; tmp holds rows x cnt.
-            let done = unsafe {
-                packed_gemm::sgemm_epilogue(
-                    rows,
-                    cnt,
-                    kk,
-                    Operand::a_rows(w.as_ptr().add(r0 * kk), kk),
-                    Operand {
-                        base: xp_all.as_ptr().add(q0),
-                        k_stride: 0,
-                        offs: Some(offs),
-                        step: 1,
-                        panel_step: 1,
-                    },
-                    tmp.as_mut_ptr(),
-                    cnt,
-                    epi,
-                )
-            };
-            debug_assert!(done);
+            w.for_tiles(row0 + r0, rows, kk, |i0, tr, a| {
+                let epi = Epilogue {
+                    bias: epi_all.bias.map(|b| &b[r0 + i0..r0 + i0 + tr]),
+                    ..epi_all
+                };
+                // SAFETY: a holds the tr x kk weights of rows r0 + i0..; B row p is a
+                // phase plane at offs[p] + q0 + j for j < cnt, whose index within its
+                // plane is at most ((kh-1)*dh/sh)*wp + (kw-1)*dw/sw + nq - 1 < hp * wp
+                // because hp >= oh + (kh-1)*dh/sh and wp >= ow + (kw-1)*dw/sw; tmp
+                // holds rows x cnt, of which rows i0..i0 + tr are written.
+                let done = unsafe {
+                    packed_gemm::sgemm_epilogue(
+                        tr,
+                        cnt,
+                        kk,
+                        Operand::a_rows(a.as_ptr(), kk),
+                        Operand {
+                            base: xp_all.as_ptr().add(q0),
+                            k_stride: 0,
+                            offs: Some(offs),
+                            step: 1,
+                            panel_step: 1,
+                        },
+                        tmp.as_mut_ptr().add(i0 * cnt),
+                        cnt,
+                        epi,
+                    )
+                };
+                debug_assert!(done);
+            });
             // Copy the valid columns (ox < ow) of each row out.
             for r in 0..rows {
                 let src = &tmp[r * cnt..][..cnt];

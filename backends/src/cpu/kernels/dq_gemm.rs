@@ -88,15 +88,7 @@ fn code(raw: &[u8], kind: Kind, i: usize) -> f32 {
     match kind {
         Kind::I8 => f32::from(raw.get(i).copied().unwrap_or(0) as i8),
         Kind::U8 => f32::from(raw.get(i).copied().unwrap_or(0)),
-        Kind::I4 | Kind::U4 => {
-            let byte = raw.get(i / 2).copied().unwrap_or(0);
-            let v = (byte >> ((i % 2) * 4)) & 0xf;
-            if kind == Kind::I4 && v >= 8 {
-                f32::from(v) - 16.0
-            } else {
-                f32::from(v)
-            }
-        }
+        Kind::I4 | Kind::U4 => cc_ir::int_codes::sub_byte_code(raw, 4, kind == Kind::I4, i) as f32,
     }
 }
 
@@ -470,7 +462,7 @@ mod tests {
             .iter()
             .map(|&r| (lo + ((r + 1.0) / 2.0 * (hi - lo + 1) as f32) as i32).min(hi))
             .collect();
-        quant::int_tensor(d, shape.to_vec(), &v).unwrap()
+        Tensor::from_int_codes(d, shape.to_vec(), &v).unwrap()
     }
 
     /// Positive random scales.

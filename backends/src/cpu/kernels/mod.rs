@@ -5,6 +5,8 @@ pub mod cb_gemm;
 pub mod conv;
 mod conv_implicit;
 mod depthwise;
+pub mod dq_conv;
+mod dq_filter;
 pub mod dq_gemm;
 pub mod elementwise;
 pub mod int_gemm;

@@ -120,79 +120,23 @@ pub(super) fn int_range(d: DType) -> Option<(i32, i32)> {
 }
 
 /// ONNX uint2 (opset 25; no named [`DType`] yet).
-const UINT2: DType = DType::Other(25);
+const UINT2: DType = cc_ir::int_codes::UINT2;
 /// ONNX int2 (opset 25; no named [`DType`] yet).
-const INT2: DType = DType::Other(26);
-
-/// Bits per element and signedness of the packed sub-byte integer types.
-fn sub_byte(d: DType) -> Option<(usize, bool)> {
-    match d {
-        DType::U4 => Some((4, false)),
-        DType::I4 => Some((4, true)),
-        UINT2 => Some((2, false)),
-        INT2 => Some((2, true)),
-        _ => None,
-    }
-}
+const INT2: DType = cc_ir::int_codes::INT2;
 
 /// The elements of an integer tensor (2-, 4-, 8-, 16- or 32-bit) as i32; `None` for
 /// other types. Packed sub-byte values are unpacked lowest bits first.
 pub(super) fn ints(t: &Tensor) -> Result<Option<Vec<i32>>> {
-    let n = t.len();
-    if let Some((bits, signed)) = sub_byte(t.dtype()) {
-        let raw = t.raw()?;
-        let per = 8 / bits;
-        let mask = (1u8 << bits) - 1;
-        return Ok(Some(
-            (0..n)
-                .map(|i| {
-                    let byte = raw.get(i / per).copied().unwrap_or(0);
-                    let v = i32::from((byte >> ((i % per) * bits)) & mask);
-                    if signed && v >= 1 << (bits - 1) {
-                        v - (1 << bits)
-                    } else {
-                        v
-                    }
-                })
-                .collect(),
-        ));
+    if !cc_ir::int_codes::is_int_code_type(t.dtype()) {
+        return Ok(None);
     }
-    Ok(Some(match t.dtype() {
-        DType::U8 => t.to_u8()?.into_iter().map(i32::from).collect(),
-        DType::I8 => t.to_i8()?.into_iter().map(i32::from).collect(),
-        DType::I32 => t.to_i32()?,
-        DType::U16 | DType::I16 => t.to_i64_lossless()?.into_iter().map(|v| v as i32).collect(),
-        _ => return Ok(None),
-    }))
+    t.int_codes().map(Some)
 }
 
 /// An integer tensor of type `d` from values already within its range (sub-byte values
 /// are packed, lowest bits first).
 pub(super) fn int_tensor(d: DType, shape: Vec<usize>, v: &[i32]) -> Result<Tensor> {
-    if let Some((bits, _)) = sub_byte(d) {
-        let per = 8 / bits;
-        let mask = (1u8 << bits) - 1;
-        let bytes: Vec<u8> = v
-            .chunks(per)
-            .map(|c| {
-                c.iter()
-                    .enumerate()
-                    .fold(0u8, |b, (k, &x)| b | ((x as u8 & mask) << (k * bits)))
-            })
-            .collect();
-        return Tensor::from_raw(d, shape, bytes.into());
-    }
-    let bytes: Vec<u8> = match d {
-        DType::U8 | DType::I8 => v.iter().map(|&x| x as u8).collect(),
-        DType::U16 | DType::I16 => v.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect(),
-        DType::I32 => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
-        other => {
-            return Err(Error::unsupported(format!(
-                "integer tensor of element type {other}"
-            )))
-        }
-    };
-    Tensor::from_raw(d, shape, bytes.into())
+    Tensor::from_int_codes(d, shape, v)
 }
 
 /// The elements of an f32 or f16 tensor as f32; `None` for other types.
