@@ -77,7 +77,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "sequential",
         kind: OptionKind::Bool,
-        default: "true",
+        default: "false",
         help: "weights=gptq: record each layer's inputs with the layers before it already quantized (false: all from the f32 model at once)",
     },
     OptionSpec {

@@ -3,7 +3,7 @@
 //! file runs in onnxruntime (graph optimizations off) agreeing with our executor within
 //! 1e-3 relative, and it is byte-identical across two runs; digits_cnn (Conv layers
 //! through im2col rows, Gemm layers with transB) keeps >= 98.5% accuracy with int4 GPTQ.
-//! The one-shot (`sequential=false`) and act-order variants also beat round to nearest.
+//! The sequential (`sequential=true`) and act-order variants also beat round to nearest.
 //! A missing `--calib` is a one-line error naming the option. Run with `--nocapture` to
 //! see the figures (perplexities, accuracies, compile times).
 
@@ -112,10 +112,10 @@ fn tiny_lm_gptq_variants_also_beat_round_to_nearest() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/tiny_lm");
     for (block, extra, stages) in [
-        (32, "sequential=false", "1"),
-        (128, "sequential=false", "1"),
-        (32, "act_order=true", "17"),
-        (128, "act_order=true", "17"),
+        (32, "sequential=true", "17"),
+        (128, "sequential=true", "17"),
+        (32, "act_order=true", "1"),
+        (128, "act_order=true", "1"),
     ] {
         let rtn_spec = format!("quant{{bits=4,granularity=block,block={block}}}");
         let spec = format!("quant{{bits=4,granularity=block,block={block},weights=gptq,{extra}}}");

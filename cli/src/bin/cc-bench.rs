@@ -187,6 +187,11 @@ const PIPELINE_ROWS: &[(&str, &str)] = &[
     ("resnet18", "prune{ratio=0.5}"),
     ("resnet18", "quant"),
     ("resnet18", "quant{bits=4,granularity=block,block=32}"),
+    (
+        "tiny_lm",
+        "quant{bits=4,granularity=block,block=32,weights=gptq}",
+    ),
+    ("tiny_lm", "codebook"),
 ];
 
 /// `cc-bench compile`: cc-compile's import -> canonicalize -> export against onnxruntime
