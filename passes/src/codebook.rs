@@ -19,10 +19,10 @@ mod kmeans;
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
 use crate::pass::{Changed, Pass, PassCx};
-use crate::prune::glob;
 use crate::registry::PassInfo;
+use crate::weights::{WeightErrors, WeightSelection, WEIGHT_OPS};
 use cc_ir::compressed::pack_4bit;
-use cc_ir::{CodebookWeight, Compressed, DType, Error, Graph, NodeId, Op, Tensor, ValueId};
+use cc_ir::{CodebookWeight, Compressed, DType, Error, Graph, NodeId, Tensor, ValueId};
 use kmeans::{Init, Sorted};
 
 const OPTIONS: &[OptionSpec] = &[
@@ -86,9 +86,6 @@ inventory::submit! {
     }
 }
 
-/// Op types `ops=` may name.
-const CODEBOOK_OPS: &[&str] = &["MatMul", "Gemm", "Conv", "Gather"];
-
 /// The weight-clustering pass and its settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Codebook {
@@ -103,31 +100,13 @@ pub struct Codebook {
     /// Weighting: `Some(true)` activation (required), `Some(false)` none, `None` auto.
     pub activation_weighted: Option<bool>,
     /// Op types whose weights are clustered.
-    pub ops: Vec<String>,
-    /// Name globs left in f32.
-    pub ignore: Vec<String>,
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(['|', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
+    pub select: WeightSelection,
 }
 
 impl Codebook {
     /// The pass with parsed options.
     pub fn from_options(o: &Options) -> Result<Codebook, PassError> {
-        let ops = split_list(o.get_str("ops")?);
-        if let Some(op) = ops.iter().find(|op| !CODEBOOK_OPS.contains(&op.as_str())) {
-            return Err(PassError::BadOptionValue {
-                pass: "codebook".into(),
-                option: "ops".into(),
-                value: op.clone(),
-                expected: "a list of MatMul|Gemm|Conv|Gather".into(),
-            });
-        }
+        let select = WeightSelection::from_options("codebook", o, WEIGHT_OPS)?;
         Ok(Codebook {
             bits: o.get_int("bits")?.clamp(2, 8) as u32,
             per_channel: o.get_str("per")? == "channel",
@@ -138,51 +117,19 @@ impl Codebook {
                 "none" => Some(false),
                 _ => None,
             },
-            ops,
-            ignore: split_list(o.get_str("ignore")?),
+            select,
         })
     }
 
-    fn ignored(&self, name: &str) -> bool {
-        self.ignore.iter().any(|p| glob(p, name))
-    }
-
-    /// The weights to cluster: (value, output-channel axis, first reader), each once.
+    /// The weights to cluster: (value, output-channel axis, first reader), each once
+    /// (see [`WeightSelection::targets`]).
     fn targets(&self, g: &Graph) -> Result<Vec<(ValueId, usize, NodeId)>, PassError> {
-        let mut out: Vec<(ValueId, usize, NodeId)> = Vec::new();
-        for id in g.topo_order()? {
-            let node = g.node(id);
-            // (op, weight input slot, output-channel axis, rank; 0 = 3 or more).
-            let (op, slot, axis, rank) = match &node.op {
-                Op::MatMul => ("MatMul", 1, 1, 2),
-                Op::Gemm { trans_b, .. } => ("Gemm", 1, usize::from(trans_b.unwrap_or(0) == 0), 2),
-                Op::Conv { .. } => ("Conv", 1, 0, 0),
-                Op::Gather { axis } if axis.unwrap_or(0) == 0 => ("Gather", 0, 0, 2),
-                _ => continue,
-            };
-            if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
-                continue;
-            }
-            let Some(w) = node.input(slot) else { continue };
-            let Some(t) = g.const_data(w) else { continue };
-            let rank_ok = if rank == 0 {
-                t.shape().len() >= 3
-            } else {
-                t.shape().len() == rank
-            };
-            if t.dtype() != DType::F32
-                || !rank_ok
-                || t.is_empty()
-                || g.is_input(w)
-                || g.is_output(w)
-                || self.ignored(g.value(w).name())
-                || out.iter().any(|(v, ..)| *v == w)
-            {
-                continue;
-            }
-            out.push((w, axis, id));
-        }
-        Ok(out)
+        Ok(self
+            .select
+            .targets(g)?
+            .into_iter()
+            .map(|t| (t.value, t.out_axis, t.node))
+            .collect())
     }
 
     /// Clusters `w` (logical `shape`, output channels along `axis`), each element
@@ -346,8 +293,7 @@ impl Pass for Codebook {
     fn run(&mut self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError> {
         let targets = self.targets(g)?;
         let weights = self.element_weights(g, cx, &targets)?;
-        let (mut params, mut before, mut after) = (0usize, 0usize, 0usize);
-        let (mut err2, mut norm2, mut worst) = (0f64, 0f64, 0f64);
+        let mut errors = WeightErrors::default();
         for (n, (v, axis, _)) in targets.iter().enumerate() {
             let Some(t) = g.const_data(*v).cloned() else {
                 continue;
@@ -358,19 +304,7 @@ impl Pass for Codebook {
             let ws = weights.get(n).and_then(|w| w.as_deref());
             let cw = self.cluster(&name, &w, t.shape(), *axis, ws, seed)?;
             let d = cc_ir::compressed::codebook::decode(&cw)?;
-            let (mut e, mut nn) = (0f64, 0f64);
-            for (a, b) in w.iter().zip(&d) {
-                e += f64::from(a - b).powi(2);
-                nn += f64::from(*a).powi(2);
-            }
-            err2 += e;
-            norm2 += nn;
-            if nn > 0.0 {
-                worst = worst.max((e / nn).sqrt());
-            }
-            params += t.len();
-            before += t.byte_len();
-            after += cw.byte_len();
+            errors.add(&w, &d, t.byte_len(), cw.byte_len());
             let val = g.value_mut(*v);
             val.data = None;
             val.compressed = Some(Compressed::Codebook(cw));
@@ -381,7 +315,7 @@ impl Pass for Codebook {
         if index_bits == 4 && !targets.is_empty() && cc_ir::compressed::lower_compressed(g).is_err()
         {
             index_bits = 8;
-            after = 0;
+            errors.bytes_after = 0;
             for (v, ..) in &targets {
                 let val = g.value_mut(*v);
                 if let Some(Compressed::Codebook(cw)) = val.compressed.as_mut() {
@@ -389,7 +323,7 @@ impl Pass for Codebook {
                     let raw: Vec<u8> = codes.iter().map(|&c| c as u8).collect();
                     cw.indices =
                         Tensor::from_raw(DType::U8, cw.indices.shape().to_vec(), raw.into())?;
-                    after += cw.byte_len();
+                    errors.bytes_after += cw.byte_len();
                 }
             }
         }
@@ -399,16 +333,10 @@ impl Pass for Codebook {
             "calibration_weighted",
             weights.iter().filter(|w| w.is_some()).count(),
         );
-        cx.stat("codebook_params", params);
-        cx.stat("weight_bytes_before", before);
-        cx.stat("weight_bytes_after", after);
-        let rel = if norm2 > 0.0 {
-            (err2 / norm2).sqrt()
-        } else {
-            0.0
-        };
-        cx.stat("weight_rel_error", rel);
-        cx.stat("weight_rel_error_max", worst);
+        cx.stat("codebook_params", errors.params);
+        cx.stat("weight_bytes_before", errors.bytes_before);
+        cx.stat("weight_bytes_after", errors.bytes_after);
+        errors.record_errors(cx);
         Ok(Changed(!targets.is_empty()))
     }
 }
@@ -418,6 +346,7 @@ mod tests {
     use super::*;
     use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
+    use cc_ir::Op;
 
     fn codebook(text: &str) -> Result<Codebook, PassError> {
         let spec = lookup("codebook").unwrap();

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod remove_identity;
 pub mod report;
 pub mod stats;
+pub mod weights;
 
 pub use calibration::Calibration;
 pub use error::PassError;

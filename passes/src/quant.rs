@@ -23,10 +23,10 @@ pub mod grid;
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
 use crate::pass::{Changed, Pass, PassCx};
-use crate::prune::glob;
 use crate::registry::PassInfo;
+use crate::weights::{WeightErrors, WeightSelection, WEIGHT_OPS};
 use cc_ir::compressed::{pack_4bit, ScaleLayout};
-use cc_ir::{Compressed, DType, Error, Graph, Op, QuantizedWeight, Tensor, ValueId, WeightFormat};
+use cc_ir::{Compressed, DType, Error, Graph, QuantizedWeight, Tensor, ValueId, WeightFormat};
 
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -134,9 +134,6 @@ inventory::submit! {
     }
 }
 
-/// Op types `ops=` may name.
-const QUANT_OPS: &[&str] = &["MatMul", "Gemm", "Conv", "Gather"];
-
 /// The quantization pass and its settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quant {
@@ -147,9 +144,7 @@ pub struct Quant {
     /// Signed codes without zero points.
     pub symmetric: bool,
     /// Op types whose weights are quantized.
-    pub ops: Vec<String>,
-    /// Name globs left in f32.
-    pub ignore: Vec<String>,
+    pub select: WeightSelection,
     /// How the weights are written (`format=ort`: `MatMulNBits` where they fit).
     pub format: WeightFormat,
     /// Activation quantization.
@@ -165,14 +160,6 @@ fn bad(option: &str, value: &str, expected: &str) -> PassError {
         value: value.into(),
         expected: expected.into(),
     }
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(['|', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 impl Quant {
@@ -207,10 +194,7 @@ impl Quant {
             _ => None,
         };
         let activations = activations::Activations::from_options(o, bits, block)?;
-        let ops = split_list(o.get_str("ops")?);
-        if let Some(op) = ops.iter().find(|op| !QUANT_OPS.contains(&op.as_str())) {
-            return Err(bad("ops", op, "a list of MatMul|Gemm|Conv"));
-        }
+        let select = WeightSelection::from_options("quant", o, WEIGHT_OPS)?;
         let format = match o.get_str("format")? {
             "ort" if block.is_none() => {
                 return Err(bad(
@@ -226,8 +210,7 @@ impl Quant {
             bits,
             block,
             symmetric: o.get_bool("symmetric")?,
-            ops,
-            ignore: split_list(o.get_str("ignore")?),
+            select,
             format,
             activations,
             gptq,
@@ -235,56 +218,18 @@ impl Quant {
     }
 
     fn ignored(&self, name: &str) -> bool {
-        self.ignore.iter().any(|p| glob(p, name))
+        self.select.ignored(name)
     }
 
-    /// The weights to quantize: (value, output-channel axis, reduction axis), each once.
+    /// The weights to quantize: (value, output-channel axis, reduction axis), each once
+    /// (see [`WeightSelection::targets`]).
     fn targets(&self, g: &Graph) -> Result<Vec<(ValueId, usize, usize)>, PassError> {
-        let mut out: Vec<(ValueId, usize, usize)> = Vec::new();
-        for id in g.topo_order()? {
-            let node = g.node(id);
-            // (op, weight input slot, (output-channel axis, reduction axis, rank; 0 = 3+)).
-            let (op, slot, axes) = match &node.op {
-                Op::MatMul => ("MatMul", 1, Some((1, 0, 2))),
-                Op::Gemm { trans_b, .. } => {
-                    if trans_b.unwrap_or(0) != 0 {
-                        ("Gemm", 1, Some((0, 1, 2)))
-                    } else {
-                        ("Gemm", 1, Some((1, 0, 2)))
-                    }
-                }
-                Op::Conv { .. } => ("Conv", 1, Some((0, 1, 0))),
-                // An embedding table [rows, width] read by Gather on axis 0: one scale per
-                // row (per channel), or blocks along the width.
-                Op::Gather { axis } if axis.unwrap_or(0) == 0 => ("Gather", 0, Some((0, 1, 2))),
-                _ => ("", 0, None),
-            };
-            let Some((out_axis, red_axis, rank)) = axes else {
-                continue;
-            };
-            if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
-                continue;
-            }
-            let Some(w) = node.input(slot) else { continue };
-            let Some(t) = g.const_data(w) else { continue };
-            let rank_ok = if rank == 0 {
-                t.shape().len() >= 3
-            } else {
-                t.shape().len() == rank
-            };
-            if t.dtype() != DType::F32
-                || !rank_ok
-                || t.is_empty()
-                || g.is_input(w)
-                || g.is_output(w)
-                || self.ignored(g.value(w).name())
-                || out.iter().any(|(v, ..)| *v == w)
-            {
-                continue;
-            }
-            out.push((w, out_axis, red_axis));
-        }
-        Ok(out)
+        Ok(self
+            .select
+            .targets(g)?
+            .into_iter()
+            .map(|t| (t.value, t.out_axis, t.red_axis))
+            .collect())
     }
 
     /// Quantizes `w` (logical `shape`): codes, scales and zero points.
@@ -420,8 +365,7 @@ impl Pass for Quant {
             }
             None => None,
         };
-        let (mut params, mut before, mut after) = (0usize, 0usize, 0usize);
-        let (mut err2, mut norm2, mut worst) = (0f64, 0f64, 0f64);
+        let mut errors = WeightErrors::default();
         for ((v, out_axis, red_axis), t) in targets.iter().zip(originals) {
             let Some(t) = t else {
                 continue;
@@ -433,38 +377,23 @@ impl Pass for Quant {
                 None => self.quantize(&name, &w, t.shape(), *out_axis, *red_axis)?,
             };
             let d = cc_ir::compressed::dequantize(&qw)?;
-            let (mut e, mut n) = (0f64, 0f64);
-            for (a, b) in w.iter().zip(&d) {
-                e += f64::from(a - b).powi(2);
-                n += f64::from(*a).powi(2);
-            }
-            err2 += e;
-            norm2 += n;
-            if n > 0.0 {
-                worst = worst.max((e / n).sqrt());
-            }
-            params += t.len();
-            before += t.byte_len();
-            after += qw.byte_len();
+            errors.add(&w, &d, t.byte_len(), qw.byte_len());
             let val = g.value_mut(*v);
             val.data = None;
             val.compressed = Some(Compressed::Quantized(qw));
         }
         cx.stat("quantized_weights", targets.len() + act.weights);
-        cx.stat("quantized_params", params + act.params);
-        cx.stat("weight_bytes_before", before + act.bytes_before);
-        cx.stat("weight_bytes_after", after + act.bytes_after);
+        cx.stat("quantized_params", errors.params + act.params);
+        cx.stat(
+            "weight_bytes_before",
+            errors.bytes_before + act.bytes_before,
+        );
+        cx.stat("weight_bytes_after", errors.bytes_after + act.bytes_after);
         if self.activations != activations::Activations::None {
             cx.stat("quantized_activations", act.activations);
             cx.stat("activation_quantized_ops", act.ops);
         }
-        let rel = if norm2 > 0.0 {
-            (err2 / norm2).sqrt()
-        } else {
-            0.0
-        };
-        cx.stat("weight_rel_error", rel);
-        cx.stat("weight_rel_error_max", worst);
+        errors.record_errors(cx);
         if let Some(o) = gptq_out {
             o.record_stats(cx);
         }
@@ -477,6 +406,7 @@ mod tests {
     use super::*;
     use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
+    use cc_ir::Op;
 
     fn quant(text: &str) -> Result<Quant, PassError> {
         let spec = lookup("quant").unwrap();

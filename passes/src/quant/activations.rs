@@ -153,7 +153,7 @@ fn readers(q: &Quant, g: &Graph, weights: &[ValueId]) -> Result<Vec<NodeId>, Pas
             let elem = g.value(x).ty.as_ref().and_then(|t| t.elem());
             g.const_data(x).is_none() && elem.is_none_or(|e| e == DType::F32)
         });
-        if reads && x_ok && q.ops.iter().any(|o| o == op) && !q.ignored(&node.name) {
+        if reads && x_ok && q.select.ops.iter().any(|o| o == op) && !q.ignored(&node.name) {
             out.push(id);
         }
     }
