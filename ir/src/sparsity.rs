@@ -124,6 +124,80 @@ pub fn parse_pattern(s: &str) -> Option<SparsityPattern> {
     (n <= m && m > 0 && a < b).then_some(SparsityPattern::NM { n, m, axes: (a, b) })
 }
 
+/// True when `w` (of `shape`) has at most `n` nonzeros in every group of `m`
+/// consecutive elements along the axes `axes.0..axes.1` (the last group of a row
+/// padded with zeros).
+pub fn n_m_holds(w: &[f32], shape: &[usize], n: usize, m: usize, axes: (usize, usize)) -> bool {
+    let b = axes.1.min(shape.len());
+    let a = axes.0.min(b);
+    let prod = |s: Option<&[usize]>| s.unwrap_or_default().iter().product::<usize>();
+    let (outer, r, inner) = (
+        prod(shape.get(..a)),
+        prod(shape.get(a..b)),
+        prod(shape.get(b..)),
+    );
+    if outer * r * inner != w.len() || m == 0 {
+        return false;
+    }
+    (0..outer).all(|o| {
+        (0..inner).all(|i| {
+            (0..r).step_by(m).all(|start| {
+                let nonzero = (start..(start + m).min(r))
+                    .filter(|k| w.get((o * r + k) * inner + i).is_some_and(|x| *x != 0.0))
+                    .count();
+                nonzero <= n
+            })
+        })
+    })
+}
+
+/// Re-checks every sparsity annotation of `g` against its weight (after a pass changed
+/// the graph): the zero count is updated from the data (dequantized or decoded for a
+/// compressed weight), and an annotation whose weight no longer follows its N:M pattern
+/// (a later pass refitted or reshaped it) is dropped. Weights whose data cannot be read
+/// keep their annotation.
+pub fn refresh(g: &mut crate::graph::Graph) {
+    use crate::compressed::Compressed;
+    let annotated: Vec<_> = g
+        .value_ids()
+        .filter(|&v| g.value(v).sparsity.is_some())
+        .collect();
+    for v in annotated {
+        let val = g.value(v);
+        let dense: Option<(Vec<f32>, Vec<usize>)> = if let Some(t) = &val.data {
+            t.f32_view()
+                .ok()
+                .map(|w| (w.into_owned(), t.shape().to_vec()))
+        } else if let Some(Compressed::Quantized(q)) = &val.compressed {
+            crate::compressed::dequantize(q)
+                .ok()
+                .map(|w| (w, q.q.shape().to_vec()))
+        } else if let Some(Compressed::Codebook(c)) = &val.compressed {
+            let shape = val.ty.as_ref().and_then(|t| t.shape()).and_then(|d| {
+                d.iter()
+                    .map(|x| x.known().and_then(|k| usize::try_from(k).ok()))
+                    .collect()
+            });
+            crate::compressed::codebook::decode(c).ok().zip(shape)
+        } else {
+            None
+        };
+        let (Some((w, shape)), Some(old)) = (dense, val.sparsity.clone()) else {
+            continue;
+        };
+        let holds = match old.pattern {
+            SparsityPattern::NM { n, m, axes } => n_m_holds(&w, &shape, n, m, axes),
+            SparsityPattern::Unstructured { .. } => true,
+        };
+        let zeros = w.iter().filter(|x| **x == 0.0).count();
+        g.value_mut(v).sparsity = holds.then(|| Sparsity {
+            zeros,
+            len: w.len(),
+            ..old
+        });
+    }
+}
+
 /// Number of elements of `t` equal to zero (either sign); 0 for non-float tensors.
 pub fn count_zeros(t: &Tensor) -> usize {
     match t.to_f64_numbers() {
@@ -151,6 +225,34 @@ mod tests {
         assert_eq!(parse_pattern("2:4"), None);
         assert_eq!(parse_pattern("unstructured:2"), None);
         assert_eq!(parse_pattern("5:4@0..1"), None);
+    }
+
+    #[test]
+    fn n_m_check_and_refresh_drop_broken_patterns() {
+        // [K=4, N=2] with 2:4 along K: column 0 keeps 2, column 1 keeps 3.
+        let w = [1.0, 1.0, 0.0, 2.0, 3.0, 3.0, 0.0, 0.0];
+        assert!(!n_m_holds(&w, &[4, 2], 2, 4, (0, 1)));
+        assert!(n_m_holds(&w, &[4, 2], 3, 4, (0, 1)));
+        // [2, 4] along the rows: [1, 1, 0, 2] keeps 3.
+        assert!(!n_m_holds(&w, &[2, 4], 2, 4, (1, 2)));
+        assert!(n_m_holds(&w, &[2, 4], 3, 4, (1, 2)));
+        let mut g = crate::graph::Graph::new("g");
+        let t = Tensor::from_f32(vec![4, 2], w.to_vec()).unwrap();
+        let v = g.add_const("w", t.clone()).unwrap();
+        let pattern = |n| SparsityPattern::NM {
+            n,
+            m: 4,
+            axes: (0, 1),
+        };
+        g.value_mut(v).sparsity = Some(Sparsity {
+            zeros: 0,
+            ..Sparsity::of(&t, pattern(3), SparseEncoding::Dense)
+        });
+        refresh(&mut g);
+        assert_eq!(g.value(v).sparsity.as_ref().map(|s| s.zeros), Some(3));
+        g.value_mut(v).sparsity = Some(Sparsity::of(&t, pattern(2), SparseEncoding::Dense));
+        refresh(&mut g);
+        assert_eq!(g.value(v).sparsity, None);
     }
 
     #[test]

@@ -48,9 +48,9 @@ const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "scope",
-        kind: OptionKind::Enum(&["layer", "global"]),
+        kind: OptionKind::Enum(&["layer", "global", "output"]),
         default: "layer",
-        help: "ratio=: the fraction applies to each weight, or to all selected weights together",
+        help: "ratio=: the fraction applies to each weight, to all selected weights together, or to each output's inputs (as Wanda)",
     },
     OptionSpec {
         name: "criterion",
@@ -104,6 +104,18 @@ pub enum Mode {
     },
 }
 
+/// What the fraction of `ratio=` applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Each weight.
+    Layer,
+    /// All selected weights together.
+    Global,
+    /// The inputs of each output (row of a Gemm transB weight, column of a MatMul
+    /// weight, output channel of a Conv).
+    Output,
+}
+
 /// How elements are ranked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Criterion {
@@ -118,8 +130,8 @@ pub enum Criterion {
 pub struct Sparsify {
     /// What gets zeroed.
     pub mode: Mode,
-    /// `ratio=` over all weights together instead of per weight.
-    pub global: bool,
+    /// What `ratio=` applies to.
+    pub scope: Scope,
     /// Importance criterion.
     pub criterion: Criterion,
     /// How the ONNX writer stores the result.
@@ -195,7 +207,11 @@ impl Sparsify {
         }
         Ok(Sparsify {
             mode,
-            global: o.get_str("scope")? == "global",
+            scope: match o.get_str("scope")? {
+                "global" => Scope::Global,
+                "output" => Scope::Output,
+                _ => Scope::Layer,
+            },
             criterion: match o.get_str("criterion")? {
                 "wanda" => Criterion::Wanda,
                 _ => Criterion::Magnitude,
@@ -290,7 +306,12 @@ impl Pass for Sparsify {
                     select::n_m(w, s, Layout::new(&t.shape, t.axes), n, m);
                 }
             }
-            Mode::Ratio(r) if self.global => {
+            Mode::Ratio(r) if self.scope == Scope::Output => {
+                for ((t, w), s) in targets.iter().zip(weights.iter_mut()).zip(&scores) {
+                    select::per_output(w, s, Layout::new(&t.shape, t.axes), r);
+                }
+            }
+            Mode::Ratio(r) if self.scope == Scope::Global => {
                 let total: usize = weights.iter().map(Vec::len).sum();
                 let k = (r * total as f64).round() as usize;
                 let mut ws: Vec<&mut [f32]> = weights.iter_mut().map(Vec::as_mut_slice).collect();

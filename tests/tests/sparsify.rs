@@ -174,7 +174,9 @@ fn digits_cnn_accuracy_with_two_of_four_and_half_unstructured() {
         ("sparsify{pattern=2:4,criterion=wanda}", true),
         ("sparsify{ratio=0.5}", false),
         ("sparsify{ratio=0.5,scope=global}", false),
+        ("sparsify{ratio=0.5,scope=output}", false),
         ("sparsify{ratio=0.5,criterion=wanda}", true),
+        ("sparsify{ratio=0.5,scope=output,criterion=wanda}", true),
     ] {
         let mut g = load_inferred(&dir);
         let r = sparsify(&mut g, spec, use_calib.then_some(calib.as_path()));
@@ -209,6 +211,8 @@ fn tiny_lm_perplexity_with_two_of_four() {
         ("sparsify{pattern=2:4}", false),
         ("sparsify{pattern=2:4,criterion=wanda}", true),
         ("sparsify{ratio=0.5}", false),
+        ("sparsify{ratio=0.5,scope=output}", false),
+        ("sparsify{ratio=0.5,scope=output,criterion=wanda}", true),
     ] {
         let mut g = load_inferred(&dir);
         let r = sparsify(&mut g, spec, use_calib.then_some(calib.as_path()));
@@ -271,6 +275,44 @@ fn output_is_byte_identical_across_runs_and_sparse_initializers_round_trip() {
             "digits_cnn {spec}: {} bytes (f32 dense {dense_size})",
             bytes.len()
         );
+    }
+}
+
+/// `sparsify,quant`: int8 codes keep the zeros, so the quantized weights keep their
+/// 2:4 annotation; the file runs in onnxruntime and the accuracy is printed.
+#[test]
+fn two_of_four_then_int8_keeps_the_pattern() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = shared.join("models/digits_cnn");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut g = load_inferred(&dir);
+    let r = sparsify(&mut g, "sparsify{pattern=2:4},quant", None);
+    let annotated: Vec<_> = g
+        .value_ids()
+        .filter(|&v| g.value(v).compressed.is_some() && g.value(v).sparsity.is_some())
+        .collect();
+    assert_eq!(annotated.len(), 5);
+    for v in annotated {
+        let sp = g.value(v).sparsity.as_ref().unwrap();
+        assert!(sp.fraction() > 0.44, "{}: {sp}", g.value(v).name());
+    }
+    let text = cc_ir::printer::print_graph(&g);
+    assert!(text.contains("= quantized") && text.contains("sparsity=2:4@1..4"));
+    let acc = digits_accuracy(&g, &dir);
+    let out = tmp.path().join("q.onnx");
+    cc_ir::onnx::save_model(&g, &out).unwrap();
+    println!(
+        "digits_cnn sparsify{{pattern=2:4}},quant: accuracy {acc:.4}, {} bytes, weight bytes {} -> {}",
+        std::fs::metadata(&out).unwrap().len(),
+        pass_stat(&r, "quant", "weight_bytes_before"),
+        pass_stat(&r, "quant", "weight_bytes_after")
+    );
+    assert!(acc > 0.95, "accuracy {acc}");
+    if let Some(oracle) = Oracle::find() {
+        let ort = oracle.run_unoptimized(&out, &test_inputs(&dir)).unwrap();
+        let ours = executor().run(&g, &inputs_of(&dir)).unwrap();
+        let err = max_rel_error(&ours[0], &ort[0]).unwrap();
+        assert!(err < 1e-3, "ours vs onnxruntime {err}");
     }
 }
 

@@ -63,6 +63,27 @@ pub fn n_m(w: &mut [f32], score: &[f32], layout: Layout, n: usize, m: usize) -> 
     zeroed
 }
 
+/// Unstructured per output: for every output (each `(outer, inner)` position), zeroes
+/// the `round(ratio·r)` elements along the reduction axes with the lowest score (among
+/// equals, the earlier). Wanda compares within an output like this.
+pub fn per_output(w: &mut [f32], score: &[f32], layout: Layout, ratio: f64) {
+    let k = (ratio * layout.r as f64).round() as usize;
+    let sc = |i: usize| score.get(i).copied().unwrap_or(0.0);
+    let mut row: Vec<usize> = Vec::with_capacity(layout.r);
+    for o in 0..layout.outer {
+        for i in 0..layout.inner {
+            row.clear();
+            row.extend((0..layout.r).map(|j| layout.at(o, j, i)));
+            row.sort_by(|&a, &b| sc(a).total_cmp(&sc(b)).then(a.cmp(&b)));
+            for &idx in row.iter().take(k) {
+                if let Some(x) = w.get_mut(idx) {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+}
+
 /// Unstructured: zeroes exactly `k` elements across `weights` — those with the lowest
 /// score; among equal scores, the earlier weight, then the earlier element. `scores` run
 /// parallel to `weights`.
@@ -175,6 +196,15 @@ mod tests {
         smallest(&mut [&mut a, &mut b], &[&sa, &sb], 7);
         assert_eq!(a, vec![0.0; 5]);
         assert_eq!(b, vec![0.0, 0.0, 1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn per_output_zeroes_the_same_count_in_every_output() {
+        // MatMul [K=4, N=2]: outputs are the columns.
+        let mut w = vec![1.0, -8.0, 2.0, 7.0, -3.0, 6.0, 4.0, 5.0];
+        let s: Vec<f32> = w.iter().map(|x: &f32| x.abs()).collect();
+        per_output(&mut w, &s, Layout::new(&[4, 2], (0, 1)), 0.5);
+        assert_eq!(w, vec![0.0, -8.0, 0.0, 7.0, -3.0, 0.0, 4.0, 0.0]);
     }
 
     #[test]
