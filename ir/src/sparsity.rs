@@ -190,7 +190,7 @@ pub fn refresh(g: &mut crate::graph::Graph) {
             SparsityPattern::Unstructured { .. } => true,
         };
         let zeros = w.iter().filter(|x| **x == 0.0).count();
-        g.value_mut(v).sparsity = holds.then(|| Sparsity {
+        g.value_mut(v).sparsity = holds.then_some(Sparsity {
             zeros,
             len: w.len(),
             ..old

@@ -184,22 +184,25 @@ impl Sparsify {
     pub fn from_options(o: &Options) -> Result<Sparsify, PassError> {
         let ratio = o.get_float("ratio")?;
         let pattern = o.get_str("pattern")?;
-        let mode = match (pattern.is_empty(), ratio) {
-            (true, r) if r == 0.0 => Mode::NM { n: 2, m: 4 },
-            (true, r) if r > 0.0 && r < 1.0 => Mode::Ratio(r),
-            (true, r) => return Err(bad("ratio", &r.to_string(), "a fraction in (0, 1)")),
-            (false, r) if r != 0.0 => {
-                return Err(bad(
-                    "pattern",
-                    pattern,
-                    "either ratio= or pattern=, not both",
-                ))
+        let ratio_given = ratio != 0.0;
+        let mode = if pattern.is_empty() {
+            if !ratio_given {
+                Mode::NM { n: 2, m: 4 }
+            } else if ratio > 0.0 && ratio < 1.0 {
+                Mode::Ratio(ratio)
+            } else {
+                return Err(bad("ratio", &ratio.to_string(), "a fraction in (0, 1)"));
             }
-            (false, _) => {
-                let (n, m) = parse_nm(pattern)
-                    .ok_or_else(|| bad("pattern", pattern, "N:M with 1 <= N < M, e.g. 2:4"))?;
-                Mode::NM { n, m }
-            }
+        } else if ratio_given {
+            return Err(bad(
+                "pattern",
+                pattern,
+                "either ratio= or pattern=, not both",
+            ));
+        } else {
+            let (n, m) = parse_nm(pattern)
+                .ok_or_else(|| bad("pattern", pattern, "N:M with 1 <= N < M, e.g. 2:4"))?;
+            Mode::NM { n, m }
         };
         let ops = split_list(o.get_str("ops")?);
         if let Some(op) = ops.iter().find(|op| !SPARSIFY_OPS.contains(&op.as_str())) {
