@@ -228,6 +228,19 @@ fn tiny_lm_perplexity_with_two_of_four() {
         );
         ppl.push(p);
     }
+    // Activation-aware importance helps the language model at 2:4 and per output.
+    assert!(
+        ppl[1] < ppl[0],
+        "wanda 2:4 {} vs magnitude {}",
+        ppl[1],
+        ppl[0]
+    );
+    assert!(
+        ppl[4] < ppl[3],
+        "wanda per output {} vs magnitude {}",
+        ppl[4],
+        ppl[3]
+    );
 }
 
 #[test]
