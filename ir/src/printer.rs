@@ -273,6 +273,30 @@ mod tests {
     }
 
     #[test]
+    fn weight_lines_show_sparsity_and_annotations() {
+        let mut g = Graph::new("g");
+        let t = Tensor::from_f32(vec![4], vec![0.0, 1.0, 0.0, 2.0]).unwrap();
+        let w = g.add_const("w", t.clone()).unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.add_node("n", Op::Unary(UnaryOp::Relu), vec![Some(w)], vec![Some(y)])
+            .unwrap();
+        g.set_outputs(vec![y]);
+        let plain = print_graph(&g);
+        g.value_mut(w).sparsity = Some(crate::sparsity::Sparsity::of(
+            &t,
+            crate::sparsity::SparsityPattern::Unstructured { ratio: 0.5 },
+            crate::sparsity::SparseEncoding::Dense,
+        ));
+        g.value_mut(w).annotate("origin", "test");
+        let text = print_graph(&g);
+        assert!(
+            text.contains(" sparsity=unstructured:0.5 zeros=2/4 (50.00%) origin=\"test\"\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), plain.lines().count());
+    }
+
+    #[test]
     fn checksum_changes_with_data() {
         let a = tensor_summary(&Tensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap());
         let b = tensor_summary(&Tensor::from_f32(vec![2], vec![2.0, 1.0]).unwrap());
