@@ -66,6 +66,10 @@ pub struct Value {
     /// A compressed weight (quantized, ...): set instead of `data`; `ty` is the logical
     /// type. See [`crate::compressed`].
     pub compressed: Option<crate::compressed::Compressed>,
+    /// The sparsity a pass guarantees for this weight (see [`crate::sparsity`]).
+    pub sparsity: Option<crate::sparsity::Sparsity>,
+    /// Free-form `(key, value)` annotations, sorted by key (see [`Value::annotate`]).
+    pub annotations: Vec<(String, String)>,
     producer: Option<(NodeId, usize)>,
     uses: Vec<Use>,
 }
@@ -86,6 +90,29 @@ impl Value {
     /// True when the value holds constant data.
     pub fn is_const(&self) -> bool {
         self.data.is_some()
+    }
+    /// Sets annotation `key` to `value`, keeping the list sorted by key.
+    pub fn annotate(&mut self, key: &str, value: &str) {
+        match self
+            .annotations
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+        {
+            Ok(i) => {
+                if let Some(slot) = self.annotations.get_mut(i) {
+                    slot.1 = value.to_string();
+                }
+            }
+            Err(i) => self
+                .annotations
+                .insert(i, (key.to_string(), value.to_string())),
+        }
+    }
+    /// The value of annotation `key`, if set.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -202,6 +229,8 @@ impl Graph {
             ty,
             data: None,
             compressed: None,
+            sparsity: None,
+            annotations: Vec::new(),
             producer: None,
             uses: Vec::new(),
         });
@@ -689,5 +718,21 @@ mod tests {
         let (mut g, ..) = chain();
         assert!(g.add_value("a", None).is_err());
         assert_eq!(g.unique_name("a"), "a_1");
+    }
+
+    #[test]
+    fn annotations_stay_sorted_and_survive_clone() {
+        let mut g = Graph::new("g");
+        let v = g.add_value("v", None).unwrap();
+        g.value_mut(v).annotate("b", "1");
+        g.value_mut(v).annotate("a", "2");
+        g.value_mut(v).annotate("b", "3");
+        let c = g.clone();
+        assert_eq!(
+            c.value(v).annotations,
+            vec![("a".to_string(), "2".to_string()), ("b".into(), "3".into())]
+        );
+        assert_eq!(c.value(v).annotation("b"), Some("3"));
+        assert_eq!(c.value(v).annotation("c"), None);
     }
 }

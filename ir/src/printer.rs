@@ -51,7 +51,13 @@ pub fn print_graph(g: &Graph) -> String {
     s.push_str("weights:\n");
     for v in weights {
         if let Some(t) = g.const_data(v) {
-            let _ = writeln!(s, "  {}: {}", name(g, v), tensor_summary(t));
+            let _ = writeln!(
+                s,
+                "  {}: {}{}",
+                name(g, v),
+                tensor_summary(t),
+                annotations(g, v)
+            );
         }
     }
     let mut packed = crate::compressed::compressed_values(g);
@@ -70,17 +76,19 @@ pub fn print_graph(g: &Graph) -> String {
             if let Some(z) = &q.zero_point {
                 let _ = write!(s, " zero_point {}", tensor_summary(z));
             }
+            s.push_str(&annotations(g, v));
             s.push('\n');
         }
         if let Some(crate::compressed::Compressed::Codebook(c)) = &g.value(v).compressed {
             let _ = writeln!(
                 s,
-                "  {}: {} = codebook {} centroids {} indices {}",
+                "  {}: {} = codebook {} centroids {} indices {}{}",
                 name(g, v),
                 ty(g, v),
                 c.granularity(),
                 tensor_summary(&c.centroids),
-                tensor_summary(&c.indices)
+                tensor_summary(&c.indices),
+                annotations(g, v)
             );
         }
     }
@@ -91,6 +99,19 @@ pub fn print_graph(g: &Graph) -> String {
     s.push_str("outputs:\n");
     for &v in g.outputs() {
         let _ = writeln!(s, "  {}: {}", name(g, v), ty(g, v));
+    }
+    s
+}
+
+/// The sparsity and free-form annotations of a weight, each after a space ("" if none).
+fn annotations(g: &Graph, v: ValueId) -> String {
+    let val = g.value(v);
+    let mut s = String::new();
+    if let Some(sp) = &val.sparsity {
+        let _ = write!(s, " {sp}");
+    }
+    for (k, x) in &val.annotations {
+        let _ = write!(s, " {k}={x:?}");
     }
     s
 }
@@ -249,6 +270,30 @@ mod tests {
             "{text}"
         );
         assert_eq!(text, print_graph(&g.clone()));
+    }
+
+    #[test]
+    fn weight_lines_show_sparsity_and_annotations() {
+        let mut g = Graph::new("g");
+        let t = Tensor::from_f32(vec![4], vec![0.0, 1.0, 0.0, 2.0]).unwrap();
+        let w = g.add_const("w", t.clone()).unwrap();
+        let y = g.add_value("y", None).unwrap();
+        g.add_node("n", Op::Unary(UnaryOp::Relu), vec![Some(w)], vec![Some(y)])
+            .unwrap();
+        g.set_outputs(vec![y]);
+        let plain = print_graph(&g);
+        g.value_mut(w).sparsity = Some(crate::sparsity::Sparsity::of(
+            &t,
+            crate::sparsity::SparsityPattern::Unstructured { ratio: 0.5 },
+            crate::sparsity::SparseEncoding::Dense,
+        ));
+        g.value_mut(w).annotate("origin", "test");
+        let text = print_graph(&g);
+        assert!(
+            text.contains(" sparsity=unstructured:0.5 zeros=2/4 (50.00%) origin=\"test\"\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), plain.lines().count());
     }
 
     #[test]

@@ -147,6 +147,10 @@ impl PassManager {
                 source: Box::new(e),
             })?;
             let time_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if changed.is_changed() {
+                // Keep sparsity annotations true to the weights the pass left.
+                cc_ir::sparsity::refresh(g);
+            }
             if self.opts.verify_each {
                 cc_ir::verify::verify(g).map_err(|source| PassError::Verify {
                     pass: slot.canonical.clone(),

@@ -88,6 +88,41 @@ fn value_info(g: &Graph, v: ValueId) -> Result<ValueInfoProto> {
     Ok(vi)
 }
 
+/// A dense initializer for `t`; with `external`, its payload goes to `ext` at the next
+/// aligned `offset`.
+fn dense_initializer(
+    name: &str,
+    t: &crate::tensor::Tensor,
+    external: Option<&str>,
+    ext: &mut Vec<(u64, Bytes)>,
+    offset: &mut u64,
+) -> Result<Initializer> {
+    let mut header = tensor_header(name, t);
+    let mut raw = None;
+    if let TensorData::Raw(b) = t.data() {
+        match external {
+            Some(loc) if !b.is_empty() => {
+                *offset = offset.div_ceil(EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
+                set_external(&mut header, loc, *offset, b.len() as u64);
+                ext.push((*offset, b.clone()));
+                *offset += b.len() as u64;
+            }
+            _ => raw = Some(b.clone()),
+        }
+    }
+    Ok(Initializer {
+        header: ser(&header, "initializer")?,
+        raw,
+    })
+}
+
+/// True when the value asks for a sparse initializer.
+fn sparse_encoded(v: &crate::graph::Value) -> bool {
+    v.sparsity
+        .as_ref()
+        .is_some_and(|s| s.encoding == crate::sparsity::SparseEncoding::SparseInitializer)
+}
+
 fn name_of(g: &Graph, v: Option<ValueId>) -> String {
     v.map_or(String::new(), |v| g.value(v).name().to_string())
 }
@@ -175,24 +210,29 @@ pub fn prepare(g: &Graph, external: Option<&str>) -> Result<Prepared> {
         }
         let val = g.value(v);
         match &val.data {
-            Some(t) if !const_nodes.contains(&v) => {
-                let mut header = tensor_header(val.name(), t);
-                let mut raw = None;
-                if let TensorData::Raw(b) = t.data() {
-                    match external {
-                        Some(loc) if !b.is_empty() => {
-                            offset = offset.div_ceil(EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
-                            set_external(&mut header, loc, offset, b.len() as u64);
-                            ext.push((offset, b.clone()));
-                            offset += b.len() as u64;
-                        }
-                        _ => raw = Some(b.clone()),
-                    }
+            Some(t) if !const_nodes.contains(&v) && !g.is_input(v) && sparse_encoded(val) => {
+                let Some(sp) = val.sparsity.as_ref() else {
+                    continue;
+                };
+                match super::sparse::to_sparse(val.name(), t, sp)? {
+                    Some(s) => gp.sparse_initializer.push(s),
+                    None => inits.push(dense_initializer(
+                        val.name(),
+                        t,
+                        external,
+                        &mut ext,
+                        &mut offset,
+                    )?),
                 }
-                inits.push(Initializer {
-                    header: ser(&header, "initializer")?,
-                    raw,
-                });
+            }
+            Some(t) if !const_nodes.contains(&v) => {
+                inits.push(dense_initializer(
+                    val.name(),
+                    t,
+                    external,
+                    &mut ext,
+                    &mut offset,
+                )?);
             }
             Some(_) => {}
             None => {

@@ -115,12 +115,6 @@ fn import_graph(
     ext: &mut ExternalFiles,
     raw: Vec<Option<Bytes>>,
 ) -> Result<()> {
-    if let Some(s) = gp.sparse_initializer.first() {
-        let name = s.values.as_ref().map_or("", |v| v.name.as_str());
-        return Err(Error::unsupported(format!(
-            "sparse initializer {name:?} is not supported"
-        )));
-    }
     g.name = std::mem::take(&mut gp.name);
     g.doc_string = std::mem::take(&mut gp.doc_string);
 
@@ -153,6 +147,28 @@ fn import_graph(
                     .map_err(|e| Error::invalid(format!("initializer {:?}: {e}", tp.name)))?;
             }
         }
+    }
+
+    // Sparse initializers become dense constants annotated with their sparsity.
+    for sp in std::mem::take(&mut gp.sparse_initializer) {
+        let (name, t, sparsity) = super::sparse::from_sparse(sp, ext)?;
+        let id = match g.value_by_name(&name) {
+            Some(id) if g.is_input(id) && g.const_data(id).is_none() => {
+                let v = g.value_mut(id);
+                if v.ty.is_none() {
+                    v.ty = Some(crate::types::ValueType::tensor(
+                        t.dtype(),
+                        crate::types::known_shape(t.shape()),
+                    ));
+                }
+                v.data = Some(t);
+                id
+            }
+            _ => g
+                .add_const(&name, t)
+                .map_err(|e| Error::invalid(format!("sparse initializer {name:?}: {e}")))?,
+        };
+        g.value_mut(id).sparsity = Some(sparsity);
     }
 
     let opset_of = |meta: &ModelMeta, domain: &str| meta.opset(domain).unwrap_or(0);
