@@ -26,11 +26,9 @@ pub mod wanda;
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
 use crate::pass::{Changed, Pass, PassCx};
-use crate::prune::glob;
 use crate::registry::PassInfo;
-use cc_ir::{
-    DType, Error, Graph, NodeId, Op, SparseEncoding, Sparsity, SparsityPattern, Tensor, ValueId,
-};
+use crate::weights::WeightSelection;
+use cc_ir::{Error, Graph, NodeId, SparseEncoding, Sparsity, SparsityPattern, Tensor, ValueId};
 use select::Layout;
 
 const OPTIONS: &[OptionSpec] = &[
@@ -136,10 +134,8 @@ pub struct Sparsify {
     pub criterion: Criterion,
     /// How the ONNX writer stores the result.
     pub encoding: SparseEncoding,
-    /// Op types whose weights are sparsified.
-    pub ops: Vec<String>,
-    /// Name globs left dense.
-    pub ignore: Vec<String>,
+    /// Which weights are sparsified (`ops=`, `ignore=`).
+    pub select: WeightSelection,
 }
 
 /// A weight to sparsify.
@@ -162,14 +158,6 @@ fn bad(option: &str, value: &str, expected: &str) -> PassError {
         value: value.into(),
         expected: expected.into(),
     }
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(['|', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 /// Parses `N:M` with `1 <= N < M`.
@@ -204,10 +192,7 @@ impl Sparsify {
                 .ok_or_else(|| bad("pattern", pattern, "N:M with 1 <= N < M, e.g. 2:4"))?;
             Mode::NM { n, m }
         };
-        let ops = split_list(o.get_str("ops")?);
-        if let Some(op) = ops.iter().find(|op| !SPARSIFY_OPS.contains(&op.as_str())) {
-            return Err(bad("ops", op, "a list of MatMul|Gemm|Conv"));
-        }
+        let select = WeightSelection::from_options("sparsify", o, SPARSIFY_OPS)?;
         Ok(Sparsify {
             mode,
             scope: match o.get_str("scope")? {
@@ -223,50 +208,30 @@ impl Sparsify {
                 "sparse_initializer" => SparseEncoding::SparseInitializer,
                 _ => SparseEncoding::Dense,
             },
-            ops,
-            ignore: split_list(o.get_str("ignore")?),
+            select,
         })
     }
 
-    fn ignored(&self, name: &str) -> bool {
-        self.ignore.iter().any(|p| glob(p, name))
-    }
-
-    /// The weights to sparsify, each once, in topological order of their first reader.
+    /// The weights to sparsify, each once, in topological order of their first reader
+    /// (see [`WeightSelection::targets`]), with their reduction axes: MatMul's K, Gemm's
+    /// by `transB`, Conv's input channels and kernel positions together.
     pub fn targets(&self, g: &Graph) -> Result<Vec<Target>, PassError> {
-        let mut out: Vec<Target> = Vec::new();
-        for id in g.topo_order()? {
-            let node = g.node(id);
-            // (op, reduction axes; rank 0 = 3 or more).
-            let (op, axes, rank) = match &node.op {
-                Op::MatMul => ("MatMul", (0, 1), 2),
-                Op::Gemm { trans_b, .. } if trans_b.unwrap_or(0) != 0 => ("Gemm", (1, 2), 2),
-                Op::Gemm { .. } => ("Gemm", (0, 1), 2),
-                Op::Conv(_) => ("Conv", (1, usize::MAX), 0),
-                _ => continue,
+        let mut out = Vec::new();
+        for t in self.select.targets(g)? {
+            let Some(data) = g.const_data(t.value) else {
+                continue;
             };
-            if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
-                continue;
-            }
-            let Some(w) = node.input(1) else { continue };
-            let Some(t) = g.const_data(w) else { continue };
-            let r = t.shape().len();
-            let rank_ok = if rank == 0 { r >= 3 } else { r == rank };
-            if t.dtype() != DType::F32
-                || !rank_ok
-                || t.is_empty()
-                || g.is_input(w)
-                || g.is_output(w)
-                || self.ignored(g.value(w).name())
-                || out.iter().any(|x| x.value == w)
-            {
-                continue;
-            }
+            let shape = data.shape().to_vec();
+            let end = if t.op == "Conv" {
+                shape.len()
+            } else {
+                t.red_axis + 1
+            };
             out.push(Target {
-                value: w,
-                node: id,
-                shape: t.shape().to_vec(),
-                axes: (axes.0, axes.1.min(r)),
+                value: t.value,
+                node: t.node,
+                axes: (t.red_axis, end),
+                shape,
             });
         }
         Ok(out)
@@ -377,6 +342,7 @@ mod tests {
     use super::*;
     use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
+    use cc_ir::{DType, Op};
 
     fn sparsify(text: &str) -> Result<Sparsify, PassError> {
         let spec = lookup("sparsify").unwrap();
