@@ -8,9 +8,11 @@ use serde::Serialize;
 pub struct GraphStats {
     /// Number of nodes.
     pub nodes: usize,
-    /// Parameters: elements of all live constants.
+    /// Parameters: elements of all live constants (of a shared array: its elements,
+    /// once).
     pub params: usize,
-    /// Bytes of data of all live constants.
+    /// Bytes of data of all live constants (compressed weights' own bytes, and each
+    /// shared array once).
     pub bytes: usize,
 }
 
@@ -22,6 +24,8 @@ impl GraphStats {
             nodes: g.node_count(),
             ..Default::default()
         };
+        // A shared array (randomized parameter sharing) counts once, not per weight.
+        let mut arrays = std::collections::BTreeSet::new();
         for v in g.value_ids() {
             if let Some(t) = g.const_data(v) {
                 if g.is_live(v) {
@@ -31,8 +35,16 @@ impl GraphStats {
             }
             if let Some(c) = &g.value(v).compressed {
                 if g.is_live(v) {
-                    s.params += c.params();
                     s.bytes += c.byte_len();
+                    match c.shared_array() {
+                        Some((name, t)) => {
+                            if arrays.insert(name.to_string()) {
+                                s.params += t.len();
+                                s.bytes += t.byte_len();
+                            }
+                        }
+                        None => s.params += c.params(),
+                    }
                 }
             }
         }

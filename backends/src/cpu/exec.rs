@@ -248,6 +248,10 @@ impl Executor for CpuExecutor {
         // takes the fused dequantize-GEMM (the f32 weight is never built whole); other
         // readers (Conv, ...) get the weight dequantized at run time.
         if cc_ir::compressed::has_compressed(g) {
+            // Shared weights (randomized parameter sharing) are decoded straight to f32
+            // constants from their hash, not through the integer ops they are written as.
+            let decoded = cc_ir::compressed::shared::materialize(g)?;
+            let g = decoded.as_ref().unwrap_or(g);
             let lowered = cc_ir::compressed::lower_compressed(g)?;
             return self.par.install(|| self.run_on_pool(&lowered, inputs));
         }
