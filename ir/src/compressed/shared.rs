@@ -34,7 +34,6 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::op::{BinaryOp, Op};
 use crate::tensor::Tensor;
-use crate::types::{known_shape, ValueType};
 use std::collections::BTreeMap;
 
 /// The prime modulus of every hash: 2^31 − 1.
@@ -328,20 +327,14 @@ pub(crate) fn lower(
         return Err(Error::invalid(format!("shared weight {name}: no array")));
     };
     let n = sw.len();
-    let i64_ty = Some(ValueType::tensor(DType::I64, known_shape(&[n])));
-    let f32_ty = Some(ValueType::tensor(DType::F32, known_shape(&[n])));
+    // Intermediates stay untyped (no value_info records: the file stays small).
     let mut step = 0usize;
-    let mut node = |out: &mut Graph, op: Op, ins: Vec<ValueId>, f32: bool| -> Result<ValueId> {
+    let mut node = |out: &mut Graph, op: Op, ins: Vec<ValueId>| -> Result<ValueId> {
         step += 1;
-        let ty = if f32 { f32_ty.clone() } else { i64_ty.clone() };
-        let o = out.add_value(&out.unique_name(&format!("{name}_share{step}")), ty)?;
-        let label = out.unique_name(&format!("{name}_share_node{step}"));
-        out.add_node(
-            &label,
-            op,
-            ins.into_iter().map(Some).collect(),
-            vec![Some(o)],
-        )?;
+        let label = out.unique_name(&format!("{name}/s{step}"));
+        let o = out.add_value(&label, None)?;
+        let ins = ins.into_iter().map(Some).collect();
+        out.add_node(&label, op, ins, vec![Some(o)])?;
         Ok(o)
     };
     let (add, mul, div) = (
@@ -352,46 +345,46 @@ pub(crate) fn lower(
     let md = Op::Mod { fmod: None };
     let start = scalar(out, &format!("{name}_offset"), sw.offset)?;
     let limit = scalar(out, &format!("{name}_end"), sw.offset + n as u64)?;
-    let p = node(out, Op::Range, vec![start, limit, k.one], false)?;
-    let c = node(out, div.clone(), vec![p, k.chunk], false)?;
-    let i = node(out, md.clone(), vec![p, k.chunk], false)?;
-    let f = node(out, div, vec![c, k.chunks], false)?;
-    let kk = node(out, md.clone(), vec![c, k.chunks], false)?;
+    let p = node(out, Op::Range, vec![start, limit, k.one])?;
+    let c = node(out, div.clone(), vec![p, k.chunk])?;
+    let i = node(out, md.clone(), vec![p, k.chunk])?;
+    let f = node(out, div, vec![c, k.chunks])?;
+    let kk = node(out, md.clone(), vec![c, k.chunks])?;
     // A = 1 + ((a1·f + b1) mod P) mod (M − 1)
-    let x = node(out, mul.clone(), vec![f, k.coef[0]], false)?;
-    let x = node(out, add.clone(), vec![x, k.coef[1]], false)?;
-    let x = node(out, md.clone(), vec![x, k.prime], false)?;
-    let x = node(out, md.clone(), vec![x, k.chunks_less_one], false)?;
-    let a = node(out, add.clone(), vec![x, k.one], false)?;
+    let x = node(out, mul.clone(), vec![f, k.coef[0]])?;
+    let x = node(out, add.clone(), vec![x, k.coef[1]])?;
+    let x = node(out, md.clone(), vec![x, k.prime])?;
+    let x = node(out, md.clone(), vec![x, k.chunks_less_one])?;
+    let a = node(out, add.clone(), vec![x, k.one])?;
     // B = ((a2·f + b2) mod P) mod M
-    let x = node(out, mul.clone(), vec![f, k.coef[2]], false)?;
-    let x = node(out, add.clone(), vec![x, k.coef[3]], false)?;
-    let x = node(out, md.clone(), vec![x, k.prime], false)?;
-    let b = node(out, md.clone(), vec![x, k.chunks], false)?;
+    let x = node(out, mul.clone(), vec![f, k.coef[2]])?;
+    let x = node(out, add.clone(), vec![x, k.coef[3]])?;
+    let x = node(out, md.clone(), vec![x, k.prime])?;
+    let b = node(out, md.clone(), vec![x, k.chunks])?;
     // slot = ((A·k + B) mod M)·L + i
-    let x = node(out, mul.clone(), vec![a, kk], false)?;
-    let x = node(out, add.clone(), vec![x, b], false)?;
-    let x = node(out, md.clone(), vec![x, k.chunks], false)?;
-    let x = node(out, mul.clone(), vec![x, k.chunk], false)?;
-    let slot = node(out, add.clone(), vec![x, i], false)?;
+    let x = node(out, mul.clone(), vec![a, kk])?;
+    let x = node(out, add.clone(), vec![x, b])?;
+    let x = node(out, md.clone(), vec![x, k.chunks])?;
+    let x = node(out, mul.clone(), vec![x, k.chunk])?;
+    let slot = node(out, add.clone(), vec![x, i])?;
     // sign bit = ((((a3·p + b3) mod P)·p + c3) mod P) mod 2
-    let x = node(out, mul.clone(), vec![p, k.coef[4]], false)?;
-    let x = node(out, add.clone(), vec![x, k.coef[5]], false)?;
-    let x = node(out, md.clone(), vec![x, k.prime], false)?;
-    let x = node(out, mul.clone(), vec![x, p], false)?;
-    let x = node(out, add, vec![x, k.coef[6]], false)?;
-    let x = node(out, md.clone(), vec![x, k.prime], false)?;
-    let bit = node(out, md, vec![x, k.two], false)?;
+    let x = node(out, mul.clone(), vec![p, k.coef[4]])?;
+    let x = node(out, add.clone(), vec![x, k.coef[5]])?;
+    let x = node(out, md.clone(), vec![x, k.prime])?;
+    let x = node(out, mul.clone(), vec![x, p])?;
+    let x = node(out, add, vec![x, k.coef[6]])?;
+    let x = node(out, md.clone(), vec![x, k.prime])?;
+    let bit = node(out, md, vec![x, k.two])?;
     let table = Tensor::from_f32(vec![2], vec![sw.scale, -sw.scale])?;
     let table = out.add_const(&out.unique_name(&format!("{name}_sign_scale")), table)?;
     let gather = Op::Gather { axis: None };
-    let z = node(out, gather.clone(), vec![k.array, slot], true)?;
-    let s = node(out, gather, vec![table, bit], true)?;
-    let w = node(out, mul, vec![z, s], true)?;
+    let z = node(out, gather.clone(), vec![k.array, slot])?;
+    let s = node(out, gather, vec![table, bit])?;
+    let w = node(out, mul, vec![z, s])?;
     let dims: Vec<i64> = sw.shape.iter().map(|&d| d as i64).collect();
     let shape = Tensor::from_i64(vec![dims.len()], dims)?;
     let shape = out.add_const(&out.unique_name(&format!("{name}_shape")), shape)?;
-    let label = out.unique_name(&format!("{name}_share_reshape"));
+    let label = out.unique_name(&format!("{name}/reshape"));
     out.add_node(
         &label,
         Op::Reshape { allowzero: None },
