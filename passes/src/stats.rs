@@ -79,4 +79,43 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_shared_array_counts_once() {
+        use cc_ir::compressed::shared::HashParams;
+        use cc_ir::{Compressed, SharedWeight};
+        let hash = HashParams::new(1, 4, 5).unwrap();
+        let array = Tensor::from_f32(vec![20], vec![0.5; 20]).unwrap();
+        let mut g = Graph::new("g");
+        let mut outs = Vec::new();
+        for (i, offset) in [0u64, 12].into_iter().enumerate() {
+            let w = g.add_value(&format!("w{i}"), None).unwrap();
+            g.value_mut(w).compressed = Some(Compressed::Shared(SharedWeight {
+                array: array.clone(),
+                array_name: "shared".into(),
+                shape: vec![3, 4],
+                offset,
+                scale: 1.0,
+                hash,
+            }));
+            let y = g.add_value(&format!("y{i}"), None).unwrap();
+            g.add_node(
+                &format!("n{i}"),
+                Op::Unary(UnaryOp::Neg),
+                vec![Some(w)],
+                vec![Some(y)],
+            )
+            .unwrap();
+            outs.push(y);
+        }
+        g.set_outputs(outs);
+        assert_eq!(
+            GraphStats::of(&g),
+            GraphStats {
+                nodes: 2,
+                params: 20,
+                bytes: 80 + 2 * 4
+            }
+        );
+    }
 }
