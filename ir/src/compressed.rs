@@ -15,7 +15,9 @@ use crate::tensor::Tensor;
 
 pub mod codebook;
 pub mod nbits;
+pub mod shared;
 pub use codebook::CodebookWeight;
+pub use shared::SharedWeight;
 
 /// A compressed weight.
 #[derive(Clone, Debug)]
@@ -24,6 +26,9 @@ pub enum Compressed {
     Quantized(QuantizedWeight),
     /// Indices into tables of centroids (weight clustering), see [`codebook`].
     Codebook(CodebookWeight),
+    /// A view into an array shared by many weights (randomized parameter sharing), see
+    /// [`shared`].
+    Shared(SharedWeight),
 }
 
 /// A quantized tensor, stored as ONNX stores the inputs of `DequantizeLinear`.
@@ -93,6 +98,7 @@ impl Compressed {
         match self {
             Compressed::Quantized(q) => q.min_opset(),
             Compressed::Codebook(c) => c.min_opset(),
+            Compressed::Shared(s) => s.min_opset(),
         }
     }
 
@@ -101,14 +107,27 @@ impl Compressed {
         match self {
             Compressed::Quantized(q) => q.q.len(),
             Compressed::Codebook(c) => c.indices.len(),
+            Compressed::Shared(s) => s.len(),
         }
     }
 
-    /// Bytes held by the compressed form.
+    /// Bytes held by the compressed form; for a shared weight, its own bytes only (the
+    /// array it shares with others is counted once per array: see
+    /// [`Compressed::shared_array`]).
     pub fn byte_len(&self) -> usize {
         match self {
             Compressed::Quantized(q) => q.byte_len(),
             Compressed::Codebook(c) => c.byte_len(),
+            Compressed::Shared(s) => s.byte_len(),
+        }
+    }
+
+    /// For a shared weight, the name and data of the array it reads (the same for every
+    /// weight of one `share` run).
+    pub fn shared_array(&self) -> Option<(&str, &Tensor)> {
+        match self {
+            Compressed::Shared(s) => Some((&s.array_name, &s.array)),
+            _ => None,
         }
     }
 }
@@ -128,7 +147,8 @@ pub fn compressed_values(g: &Graph) -> Vec<ValueId> {
 
 /// A copy of `g` (weights shared, not copied) where every compressed value is produced
 /// by standard ops: quantized → initializers (codes, scale, zero point) and one
-/// `DequantizeLinear`; codebook → `Gather(centroids, Cast(indices) [+ offsets])`. The
+/// `DequantizeLinear`; codebook → `Gather(centroids, Cast(indices) [+ offsets])`; shared
+/// → the hash of [`shared`] in integer ops and a `Gather` from the one array. The
 /// default-domain opset is raised to the lowest one that holds the result (13 for
 /// per-axis 8-bit, 21 for blocks or 4-bit codes). Weights in
 /// [`WeightFormat::MatMulNBits`] that fit turn their MatMul readers into
@@ -137,6 +157,7 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
     let mut out = g.clone();
     let mut need = 0i64;
     let mut contrib = false;
+    let mut arrays = std::collections::BTreeMap::new();
     for v in compressed_values(g) {
         let Some(c) = out.value_mut(v).compressed.take() else {
             continue;
@@ -146,7 +167,7 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
             Compressed::Quantized(qw) => {
                 qw.format == WeightFormat::MatMulNBits && nbits::lower(&mut out, v, qw, &name)?
             }
-            Compressed::Codebook(_) => false,
+            Compressed::Codebook(_) | Compressed::Shared(_) => false,
         };
         if as_nbits {
             contrib = true;
@@ -180,6 +201,7 @@ pub fn lower_compressed(g: &Graph) -> Result<Graph> {
                 out.add_node(&node, op, inputs, vec![Some(v)])?;
             }
             Compressed::Codebook(cw) => codebook::lower(&mut out, v, &name, cw)?,
+            Compressed::Shared(sw) => shared::lower(&mut out, v, &name, sw, &mut arrays)?,
         }
     }
     if need > 0 {

@@ -23,7 +23,7 @@ pub mod types;
 pub mod verify;
 
 pub use attr::{AttrValue, Attribute};
-pub use compressed::{CodebookWeight, Compressed, QuantizedWeight, WeightFormat};
+pub use compressed::{CodebookWeight, Compressed, QuantizedWeight, SharedWeight, WeightFormat};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use exec::Executor;

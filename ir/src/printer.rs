@@ -62,6 +62,7 @@ pub fn print_graph(g: &Graph) -> String {
     }
     let mut packed = crate::compressed::compressed_values(g);
     packed.sort_by(|a, b| g.value(*a).name().cmp(g.value(*b).name()));
+    print_shared_arrays(&mut s, g, &packed);
     for v in packed {
         if let Some(crate::compressed::Compressed::Quantized(q)) = &g.value(v).compressed {
             let _ = write!(
@@ -78,6 +79,17 @@ pub fn print_graph(g: &Graph) -> String {
             }
             s.push_str(&annotations(g, v));
             s.push('\n');
+        }
+        if let Some(crate::compressed::Compressed::Shared(w)) = &g.value(v).compressed {
+            let _ = writeln!(
+                s,
+                "  {}: {} = shared {} offset={} scale={:e}",
+                name(g, v),
+                ty(g, v),
+                w.array_name,
+                w.offset,
+                w.scale
+            );
         }
         if let Some(crate::compressed::Compressed::Codebook(c)) = &g.value(v).compressed {
             let _ = writeln!(
@@ -114,6 +126,28 @@ fn annotations(g: &Graph, v: ValueId) -> String {
         let _ = write!(s, " {k}={x:?}");
     }
     s
+}
+
+/// Each shared array once (by name, in name order): its hash parameters and summary.
+fn print_shared_arrays(s: &mut String, g: &Graph, packed: &[ValueId]) {
+    let mut arrays = std::collections::BTreeMap::new();
+    for &v in packed {
+        if let Some(crate::compressed::Compressed::Shared(w)) = &g.value(v).compressed {
+            arrays.entry(w.array_name.clone()).or_insert(w);
+        }
+    }
+    for (a, w) in arrays {
+        let h = &w.hash;
+        let _ = writeln!(
+            s,
+            "  {a}: shared array chunk={} chunks={} perm={:?} sign={:?} {}",
+            h.chunk,
+            h.chunks,
+            h.perm,
+            h.sign,
+            tensor_summary(&w.array)
+        );
+    }
 }
 
 fn name(g: &Graph, v: ValueId) -> String {

@@ -25,6 +25,7 @@ pub mod quant;
 pub mod registry;
 pub mod remove_identity;
 pub mod report;
+pub mod share;
 pub mod sparsify;
 pub mod stats;
 pub mod weights;

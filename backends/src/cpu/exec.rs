@@ -258,6 +258,10 @@ impl Executor for CpuExecutor {
         // reader takes the fused dequantize-GEMM/-Conv (the f32 weight is never built
         // whole); other readers get the weight dequantized at run time.
         if cc_ir::compressed::has_compressed(g) {
+            // Shared weights (randomized parameter sharing) are decoded straight to f32
+            // constants from their hash, not through the integer ops they are written as.
+            let decoded = cc_ir::compressed::shared::materialize(g)?;
+            let g = decoded.as_ref().unwrap_or(g);
             let lowered = cc_ir::compressed::lower_compressed(g)?;
             return self.par.install(|| self.run_on_pool(&lowered, inputs));
         }
