@@ -1,6 +1,7 @@
 //! Kernel dispatch: fast kernels for the ops that dominate run time, the reference
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
+pub mod cb_conv;
 pub mod cb_gemm;
 pub mod conv;
 mod conv_implicit;
