@@ -7,6 +7,7 @@
 //! is exactly the table entry the Gather would read, so results differ from
 //! decode-then-matmul only by the order of the f32 sums.
 
+use super::cb_lookup::lookup;
 use super::dq_gemm::{gemm_decoded, matmul_decoded, RowDecode};
 use super::KernelCx;
 use cc_ir::{DType, Error, Result, Tensor};
@@ -45,42 +46,6 @@ fn code(raw: &[u8], u4: bool, i: usize) -> usize {
         usize::from((raw.get(i / 2).copied().unwrap_or(0) >> ((i % 2) * 4)) & 0xf)
     } else {
         usize::from(raw.get(i).copied().unwrap_or(0))
-    }
-}
-
-/// `out[j] = table[code(first + j)]` for the u8 (`u4` false) or packed u4 codes in
-/// `raw`; codes past the end of `raw` or of `table` read as 0.
-fn lookup(raw: &[u8], u4: bool, first: usize, table: &[f32], out: &mut [f32]) {
-    let at = |c: u8| table.get(usize::from(c)).copied().unwrap_or(0.0);
-    if !u4 {
-        let src = raw.get(first..).unwrap_or(&[]);
-        for (o, &b) in out.iter_mut().zip(src) {
-            *o = at(b);
-        }
-        let have = src.len().min(out.len());
-        out[have..].fill(0.0);
-        return;
-    }
-    let mut i = first;
-    let out = match out.split_first_mut() {
-        Some((o, rest)) if i % 2 == 1 => {
-            *o = at(raw.get(i / 2).copied().unwrap_or(0) >> 4);
-            i += 1;
-            rest
-        }
-        _ => out,
-    };
-    let pairs = out.len() / 2;
-    let src = raw.get(i / 2..).unwrap_or(&[]);
-    let (whole, tail) = out.split_at_mut(pairs * 2);
-    for (o, &b) in whole.chunks_exact_mut(2).zip(src) {
-        o[0] = at(b & 0x0f);
-        o[1] = at(b >> 4);
-    }
-    let have = src.len().min(pairs);
-    whole[have * 2..].fill(0.0);
-    if let Some(o) = tail.first_mut() {
-        *o = at(src.get(pairs).copied().unwrap_or(0) & 0x0f);
     }
 }
 
@@ -137,13 +102,15 @@ impl<'a> Prepared<'a> {
                 (off, axis)
             }
         };
-        let max_code = (0..n)
-            .map(|i| code(raw, u4, i))
-            .max()
-            .unwrap_or(0)
-            .min(if u4 { 15 } else { 255 });
-        if off.iter().any(|&o| o + max_code >= table.len()) {
-            return Ok(None);
+        // Every lookup must land in the table: at once when the largest code of the
+        // type does, else checked against the largest code present.
+        let largest_offset = off.iter().copied().max().unwrap_or(0);
+        let type_max = if u4 { 15 } else { 255 };
+        if largest_offset + type_max >= table.len() {
+            let max_code = (0..n).map(|i| code(raw, u4, i)).max().unwrap_or(0);
+            if largest_offset + max_code >= table.len() {
+                return Ok(None);
+            }
         }
         let rows = shape.first().copied().unwrap_or(1);
         let cols = if rows == 0 { 0 } else { n / rows };

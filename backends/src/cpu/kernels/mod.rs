@@ -3,6 +3,7 @@
 
 pub mod cb_conv;
 pub mod cb_gemm;
+mod cb_lookup;
 pub mod conv;
 mod conv_implicit;
 mod depthwise;
