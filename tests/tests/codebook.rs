@@ -357,16 +357,14 @@ fn codebook_conv_weights_run_fused_and_agree_with_onnxruntime() {
                 ));
             }
             let ort = oracle.run_unoptimized(&out, &test_inputs(&dir)).unwrap();
-            assert_eq!(ort.len(), ours.len(), "{name} {spec}");
-            let worst = ours
-                .iter()
-                .zip(&ort)
-                .map(|(a, b)| max_rel_error(a, b).unwrap())
-                .fold(0f64, f64::max);
+            let mut worst = 0f64;
+            for (a, b) in ours.iter().zip(&ort) {
+                worst = worst.max(max_rel_error(a, b).unwrap());
+            }
             println!(
                 "{name:<18} {spec:<22} codebook Convs {convs:>3}  fused {ran:>3}  ours vs ORT {worst:.3e}"
             );
-            if worst > 1e-3 {
+            if ort.len() != ours.len() || worst > 1e-3 {
                 failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
             }
         }

@@ -6,7 +6,7 @@
 //! order of the f32 sums (not at all, with the same tiles of the same kernels).
 
 use super::cb_gemm::{CbWeight, Prepared};
-use super::dq_conv::{Filter, TileDecode};
+use super::dq_conv::TileDecode;
 use super::dq_filter::next_filter_id;
 use super::dq_gemm::RowDecode;
 use super::Activation;
@@ -68,21 +68,15 @@ pub fn cb_conv(
     act: Option<Activation>,
     cx: &super::KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
-    if x.dtype() != DType::F32 || bias.is_some_and(|b| b.dtype() != DType::F32) {
-        return Ok(None);
-    }
-    let Some(f) = CbFilter::new(w)? else {
-        return Ok(None);
-    };
-    super::conv::conv_filter(a, x, f.shape(), Filter::Coded(&f), bias, act, cx)
+    super::dq_conv::conv_coded(a, x, bias, act, cx, || CbFilter::new(w))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::kernels::dq_conv::tests::{cases, Case};
+    use crate::cpu::kernels::dq_conv::tests::{cases, check_fused, Case};
     use crate::cpu::kernels::test_util::{cx_pool, rand_vec, t};
-    use crate::cpu::kernels::{cb_gemm, conv, KernelCx};
+    use crate::cpu::kernels::{cb_gemm, KernelCx};
     use cc_ir::compressed::pack_4bit;
 
     /// How a test weight is clustered.
@@ -143,9 +137,6 @@ mod tests {
     /// Checks the fused conv (with a bias and an activation or not) against
     /// decode-then-conv, at the given thread count.
     fn check(c: &Case, form: Form, threads: usize, seed: u64) {
-        let pool = cx_pool(threads);
-        let _installed = pool.enter();
-        let cx = KernelCx::new(threads);
         let (i, tb, o) = weight(form, &c.w, seed);
         let w = CbWeight {
             indices: &i,
@@ -153,27 +144,11 @@ mod tests {
             offsets: o.as_ref(),
         };
         assert!(supported(&w));
-        let x = t(&c.x, seed + 10);
-        let b = t(&c.w[..1], seed + 11);
-        let attrs = c.attrs();
         let wf = cb_gemm::decode(&w).unwrap().unwrap();
-        for (bias, act) in [(None, None), (Some(&b), Some(Activation::Relu))] {
-            let got = cb_conv(&attrs, &x, &w, bias, act, &cx).unwrap().unwrap();
-            let want = conv::conv(&attrs, &[Some(&x), Some(&wf), bias], act, &cx)
-                .unwrap()
-                .unwrap();
-            assert_eq!(got.shape(), want.shape());
-            let (g, r) = (got.to_f32().unwrap(), want.to_f32().unwrap());
-            let scale = r.iter().fold(1e-3f32, |a, v| a.max(v.abs()));
-            for (k, (p, q)) in g.iter().zip(&r).enumerate() {
-                assert!(
-                    (p - q).abs() <= 1e-5 * scale,
-                    "{form:?} x {:?} w {:?} threads {threads} at {k}: {p} vs {q}",
-                    c.x,
-                    c.w
-                );
-            }
-        }
+        let what = format!("{form:?}");
+        check_fused(c, &wf, (threads, seed), &what, |a, x, b, act, cx| {
+            cb_conv(a, x, &w, b, act, cx).unwrap().unwrap()
+        });
     }
 
     #[test]

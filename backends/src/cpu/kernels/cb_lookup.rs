@@ -3,6 +3,8 @@
 //! register permute for tables of 16 under AVX-512 or AVX2, gathers for u8 codes under
 //! AVX2) and chosen at run time.
 
+use super::dq_filter::simd_decode::nibbles_with;
+
 /// `out[j] = table[code(first + j)]` for the u8 (`u4` false) or packed u4 codes in
 /// `raw`; outputs whose code lies past the end of `raw`, or whose entry lies past the
 /// end of `table`, are 0.0.
@@ -83,58 +85,39 @@ fn nibbles(raw: &[u8], first: usize, table: &[f32], out: &mut [f32]) {
 
 #[inline(always)]
 fn nibbles_plain(raw: &[u8], first: usize, table: &[f32], out: &mut [f32]) {
-    let mut i = first;
-    let out = match out.split_first_mut() {
-        Some((o, rest)) if i % 2 == 1 => {
-            *o = raw.get(i / 2).map_or(0.0, |&b| at(table, b >> 4));
-            i += 1;
-            rest
-        }
-        _ => out,
-    };
-    let pairs = out.len() / 2;
-    let src = raw.get(i / 2..).unwrap_or(&[]);
-    let (whole, tail) = out.split_at_mut(pairs * 2);
-    for (o, &b) in whole.chunks_exact_mut(2).zip(src) {
-        o[0] = at(table, b & 0x0f);
-        o[1] = at(table, b >> 4);
-    }
-    let have = src.len().min(pairs);
-    whole[have * 2..].fill(0.0);
-    if let Some(o) = tail.first_mut() {
-        *o = src.get(pairs).map_or(0.0, |&b| at(table, b & 0x0f));
-    }
+    nibbles_with(raw, first, out, |c| at(table, c & 0x0f));
 }
 
-/// The first 16 entries of `table`, zero-padded.
+/// Before a vector loop over `out` from code `first`: writes a first odd code (so
+/// the loop starts on a byte), and gives the next code, the next output, the whole
+/// bytes of codes the loop may take (limited by the data and by `out`) and the table's
+/// first 16 entries, zero-padded.
 #[inline(always)]
-fn table16(table: &[f32]) -> [f32; 16] {
-    let mut t = [0f32; 16];
+fn vector_start<'r>(
+    raw: &'r [u8],
+    first: usize,
+    table: &[f32],
+    out: &mut [f32],
+) -> (usize, usize, &'r [u8], [f32; 16]) {
+    let (mut i, mut j) = (first, 0);
+    if i % 2 == 1 && !out.is_empty() {
+        nibbles_plain(raw, i, table, &mut out[..1]);
+        (i, j) = (i + 1, 1);
+    }
+    let mut lut = [0f32; 16];
     let n = table.len().min(16);
-    t[..n].copy_from_slice(&table[..n]);
-    t
-}
-
-/// How many whole bytes of codes, from code `i` (even), the vector loops may take for
-/// `len` outputs: limited by the data.
-#[inline(always)]
-fn vector_bytes(raw: &[u8], i: usize, len: usize) -> usize {
-    (len / 2).min(raw.len().saturating_sub(i / 2))
+    lut[..n].copy_from_slice(&table[..n]);
+    let bytes = ((out.len() - j) / 2).min(raw.len().saturating_sub(i / 2));
+    let src = raw.get(i / 2..i / 2 + bytes).unwrap_or(&[]);
+    (i, j, src, lut)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn nibbles_avx512(raw: &[u8], first: usize, table: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let (mut i, mut j) = (first, 0);
-    if i % 2 == 1 && !out.is_empty() {
-        nibbles_plain(raw, i, table, &mut out[..1]);
-        (i, j) = (i + 1, 1);
-    }
-    let lut = table16(table);
-    let bytes = vector_bytes(raw, i, out.len() - j);
-    let src = &raw[i / 2..i / 2 + bytes];
-    let mut b = 0;
+    let (mut i, mut j, src, lut) = vector_start(raw, first, table, out);
+    let (bytes, mut b) = (src.len(), 0);
     // SAFETY: lut holds 16 floats.
     let t = unsafe { _mm512_loadu_ps(lut.as_ptr()) };
     while b + 8 <= bytes {
@@ -158,15 +141,8 @@ unsafe fn nibbles_avx512(raw: &[u8], first: usize, table: &[f32], out: &mut [f32
 #[target_feature(enable = "avx2")]
 unsafe fn nibbles_avx2(raw: &[u8], first: usize, table: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let (mut i, mut j) = (first, 0);
-    if i % 2 == 1 && !out.is_empty() {
-        nibbles_plain(raw, i, table, &mut out[..1]);
-        (i, j) = (i + 1, 1);
-    }
-    let lut = table16(table);
-    let bytes = vector_bytes(raw, i, out.len() - j);
-    let src = &raw[i / 2..i / 2 + bytes];
-    let mut b = 0;
+    let (mut i, mut j, src, lut) = vector_start(raw, first, table, out);
+    let (bytes, mut b) = (src.len(), 0);
     // SAFETY: lut holds 16 floats.
     let (t0, t1) = unsafe {
         (

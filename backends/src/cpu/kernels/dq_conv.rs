@@ -279,13 +279,27 @@ pub fn dq_conv(
     act: Option<Activation>,
     cx: &super::KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
+    conv_coded(a, x, bias, act, cx, || QuantFilter::new(w))
+}
+
+/// Conv on f32 `x` (and bias) with the compressed weight that `filter` prepares,
+/// decoded tile by tile, followed by `act` if given; `Ok(None)` for other input types
+/// or when `filter` gives none.
+pub(super) fn conv_coded<F: TileDecode>(
+    a: &ConvAttrs,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<Activation>,
+    cx: &super::KernelCx<'_>,
+    filter: impl FnOnce() -> Result<Option<F>>,
+) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 || bias.is_some_and(|b| b.dtype() != DType::F32) {
         return Ok(None);
     }
-    let Some(q) = QuantFilter::new(w)? else {
+    let Some(f) = filter()? else {
         return Ok(None);
     };
-    super::conv::conv_filter(a, x, q.shape(), Filter::Coded(&q), bias, act, cx)
+    super::conv::conv_filter(a, x, f.shape(), Filter::Coded(&f), bias, act, cx)
 }
 
 #[cfg(test)]
@@ -457,9 +471,6 @@ pub(super) mod tests {
     /// Checks the fused conv (with a bias and an activation or not) against
     /// dequantize-then-conv, at the given thread count.
     fn check(c: &Case, form: Form, threads: usize, seed: u64) {
-        let pool = cx_pool(threads);
-        let _installed = pool.enter();
-        let cx = KernelCx::new(threads);
         let (q, s, z, axis, block) = weight(form, &c.w, seed);
         let w = DqWeight {
             q: &q,
@@ -469,13 +480,35 @@ pub(super) mod tests {
             block,
         };
         assert!(supported(&w));
+        let what = format!("{form:?}");
+        check_fused(
+            c,
+            &dequantized(&w),
+            (threads, seed),
+            &what,
+            |a, x, b, act, cx| dq_conv(a, x, &w, b, act, cx).unwrap().unwrap(),
+        );
+    }
+
+    /// Checks `fused(attrs, x, bias, act, cx)` (with a bias and an activation or not)
+    /// against the f32 conv with the decoded weight `wf`, at the given thread count;
+    /// `what` names the weight's form in a failure.
+    pub(in crate::cpu::kernels) fn check_fused(
+        c: &Case,
+        wf: &Tensor,
+        (threads, seed): (usize, u64),
+        what: &str,
+        fused: impl Fn(&ConvAttrs, &Tensor, Option<&Tensor>, Option<Activation>, &KernelCx) -> Tensor,
+    ) {
+        let pool = cx_pool(threads);
+        let _installed = pool.enter();
+        let cx = KernelCx::new(threads);
         let x = t(&c.x, seed + 10);
         let b = t(&c.w[..1], seed + 11);
         let attrs = c.attrs();
-        let wf = dequantized(&w);
         for (bias, act) in [(None, None), (Some(&b), Some(Activation::Relu))] {
-            let got = dq_conv(&attrs, &x, &w, bias, act, &cx).unwrap().unwrap();
-            let want = conv::conv(&attrs, &[Some(&x), Some(&wf), bias], act, &cx)
+            let got = fused(&attrs, &x, bias, act, &cx);
+            let want = conv::conv(&attrs, &[Some(&x), Some(wf), bias], act, &cx)
                 .unwrap()
                 .unwrap();
             assert_eq!(got.shape(), want.shape());
@@ -484,7 +517,7 @@ pub(super) mod tests {
             for (i, (p, q)) in g.iter().zip(&r).enumerate() {
                 assert!(
                     (p - q).abs() <= 1e-5 * scale,
-                    "{form:?} x {:?} w {:?} threads {threads} at {i}: {p} vs {q}",
+                    "{what} x {:?} w {:?} threads {threads} at {i}: {p} vs {q}",
                     c.x,
                     c.w
                 );

@@ -99,7 +99,7 @@ pub fn supported(w: &DqWeight<'_>) -> bool {
 }
 
 /// Code decoding loops, compiled for AVX2 as well and chosen at run time.
-mod simd_decode {
+pub(super) mod simd_decode {
     /// `out[j] = (code(src[j]) - z) * s` for int8 (`signed`) or uint8 codes, over the
     /// shorter of the two slices.
     pub fn bytes(src: &[u8], signed: bool, z: f32, s: f32, out: &mut [f32]) {
@@ -189,10 +189,23 @@ mod simd_decode {
 
     #[inline(always)]
     fn nibbles_plain(raw: &[u8], first: usize, signed: bool, out: &mut [f32]) {
+        nibbles_with(raw, first, out, |v| nibble(v, signed));
+    }
+
+    /// `out[j] = f(n)` for the 4-bit code `n` at `first + j` of the packed `raw`
+    /// (lowest bits first; `f` sees the code in the low four bits of its byte, the
+    /// upper ones unspecified); 0.0 past the end of `raw`.
+    #[inline(always)]
+    pub(in crate::cpu::kernels) fn nibbles_with(
+        raw: &[u8],
+        first: usize,
+        out: &mut [f32],
+        f: impl Fn(u8) -> f32,
+    ) {
         let mut i = first;
         let out = match out.split_first_mut() {
             Some((o, rest)) if i % 2 == 1 => {
-                *o = nibble(raw.get(i / 2).copied().unwrap_or(0) >> 4, signed);
+                *o = raw.get(i / 2).map_or(0.0, |&b| f(b >> 4));
                 i += 1;
                 rest
             }
@@ -202,14 +215,14 @@ mod simd_decode {
         let src = raw.get(i / 2..).unwrap_or(&[]);
         let (whole, tail) = out.split_at_mut(pairs * 2);
         for (o, &b) in whole.chunks_exact_mut(2).zip(src) {
-            o[0] = nibble(b, signed);
-            o[1] = nibble(b >> 4, signed);
+            o[0] = f(b);
+            o[1] = f(b >> 4);
         }
         // Pairs past the end of the data, and a last odd code.
         let have = src.len().min(pairs);
         whole[have * 2..].fill(0.0);
         if let Some(o) = tail.first_mut() {
-            *o = nibble(src.get(pairs).copied().unwrap_or(0), signed);
+            *o = src.get(pairs).map_or(0.0, |&b| f(b));
         }
     }
 
