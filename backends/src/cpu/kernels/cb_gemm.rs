@@ -113,7 +113,7 @@ impl<'a> Prepared<'a> {
             }
         }
         let rows = shape.first().copied().unwrap_or(1);
-        let cols = if rows == 0 { 0 } else { n / rows };
+        let cols = n.checked_div(rows).unwrap_or(0);
         let off_inner = off_axis.map_or(1, |a| shape.iter().skip(a + 1).product());
         Ok(Some(Prepared {
             raw,
