@@ -4,7 +4,8 @@
 //! IR and on the written file), agreeing within 1e-3 relative; the file holds half a
 //! byte per clustered weight plus the tables; the written file is byte-identical across
 //! runs and imports back to the same IR; MatMul/Gemm readers take the fused table-lookup
-//! GEMM; with `--calib`, activation-weighted k-means lowers tiny_lm's perplexity; the
+//! GEMM and every Conv reader the fused codebook Conv (checked against onnxruntime);
+//! with `--calib`, activation-weighted k-means lowers tiny_lm's perplexity; the
 //! clustered IR of digits_cnn is snapshot-tested. Run with `--nocapture` to see the
 //! figures.
 
@@ -307,12 +308,80 @@ fn codebook_gemm_weights_run_through_the_fused_kernel() {
         let out = ex.run(&g, &inputs).unwrap();
         let err = max_rel_error(&out[0], &want[0]).unwrap();
         assert!(err < 1e-4, "{spec}: fused vs decoded weights {err}");
-        // Both Gemm layers take the fused table-lookup GEMM unless fusion is off; the
-        // Conv weights are decoded at run time.
+        // Both Gemm layers take the fused table-lookup GEMM unless fusion is off (the
+        // Conv layers take the fused codebook Conv, see
+        // `codebook_conv_weights_run_fused_and_agree_with_onnxruntime`).
         if cc_backends::cpu::fusion::enabled() {
             assert_eq!(ex.fused_cb_gemms() - before, 2, "{spec}");
         }
     }
+}
+
+/// Number of Conv nodes of `g` whose weight is a codebook value.
+fn codebook_convs(g: &Graph) -> u64 {
+    g.node_ids()
+        .into_iter()
+        .filter(|&id| {
+            let n = g.node(id);
+            matches!(n.op, cc_ir::Op::Conv(_))
+                && n.input(1)
+                    .is_some_and(|w| matches!(g.value(w).compressed, Some(Compressed::Codebook(_))))
+        })
+        .count() as u64
+}
+
+#[test]
+fn codebook_conv_weights_run_fused_and_agree_with_onnxruntime() {
+    let Some(shared) = shared_dir() else { return };
+    let Some(oracle) = Oracle::find() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let fused = cc_backends::cpu::fusion::enabled();
+    let mut failures = Vec::new();
+    let mut seen = Vec::new();
+    for (name, dir) in fixture_models(&shared) {
+        for spec in ["codebook", "codebook{per=channel}"] {
+            let out = tmp.path().join(format!("{name}.onnx"));
+            let (g, ..) = cluster(&dir, spec, &out);
+            let convs = codebook_convs(&g);
+            if convs == 0 {
+                continue;
+            }
+            seen.push(name.clone());
+            let inputs = inputs_of(&dir);
+            let ex = cc_backends::cpu::CpuExecutor::new(3).unwrap();
+            let ours = ex.run(&g, &inputs).unwrap();
+            let ran = ex.fused_cb_convs();
+            if fused && ran != convs {
+                failures.push(format!(
+                    "{name} {spec}: {ran} of {convs} codebook Convs fused"
+                ));
+            }
+            let ort = oracle.run_unoptimized(&out, &test_inputs(&dir)).unwrap();
+            let mut worst = 0f64;
+            for (a, b) in ours.iter().zip(&ort) {
+                worst = worst.max(max_rel_error(a, b).unwrap());
+            }
+            println!(
+                "{name:<18} {spec:<22} codebook Convs {convs:>3}  fused {ran:>3}  ours vs ORT {worst:.3e}"
+            );
+            if ort.len() != ours.len() || worst > 1e-3 {
+                failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
+            }
+        }
+    }
+    for want in [
+        "resnet18",
+        "mobilenet_v2",
+        "squeezenet1_1",
+        "shufflenet_v2_x1_0",
+        "digits_cnn",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "{want}: no codebook Conv weights"
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 /// Runs `spec` over `g` with an executor and the calibration data of `dir`.

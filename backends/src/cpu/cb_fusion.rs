@@ -3,16 +3,18 @@
 //! [`cc_ir::compressed::codebook::CodebookPattern`]), runs as one step.
 //!
 //! - When its only reader is a MatMul or Gemm taking it as input 1, the reader runs the
-//!   fused table-lookup GEMM ([`cb_gemm`](crate::cpu::kernels::cb_gemm)): the f32
-//!   weight is never built whole (off with `CC_NO_FUSION=1`, like the
-//!   dequantize-GEMM fusion).
-//! - Otherwise (Conv, Gather, ...) the weight is decoded at the `Gather` node in one
-//!   pass, without running the `Cast` of packed 4-bit indices.
+//!   fused table-lookup GEMM ([`cb_gemm`](crate::cpu::kernels::cb_gemm)); when it is a
+//!   1-D or 2-D Conv taking it as its weight, the fused codebook Conv
+//!   ([`cb_conv`](crate::cpu::kernels::cb_conv)), which looks up a tile of output
+//!   channels at a time. Either way the f32 weight is never built whole (off with
+//!   `CC_NO_FUSION=1`, like the dequantize-GEMM fusion).
+//! - Otherwise (Gather, ...) the weight is decoded at the `Gather` node in one pass,
+//!   without running the `Cast` of packed 4-bit indices.
 //!
 //! The `Cast`/`Add` (and, when fused, the `Gather`) nodes are skipped.
 
 use crate::cpu::kernels::cb_gemm::{self, CbWeight};
-use crate::cpu::kernels::KernelCx;
+use crate::cpu::kernels::{cb_conv, Activation, KernelCx};
 use cc_ir::compressed::codebook::CodebookPattern;
 use cc_ir::{Error, Graph, NodeId, Op, Result, Tensor, ValueId};
 use std::collections::HashMap;
@@ -22,9 +24,9 @@ use std::collections::HashMap;
 pub struct Step {
     /// The lowered lookup.
     pub pattern: CodebookPattern,
-    /// True when the step runs at a MatMul/Gemm reader (fused GEMM); false when it
-    /// decodes the weight at the `Gather`.
-    pub gemm: bool,
+    /// True when the step runs at a MatMul/Gemm/Conv reader (fused GEMM or Conv);
+    /// false when it decodes the weight at the `Gather`.
+    pub fused: bool,
 }
 
 impl Step {
@@ -33,7 +35,7 @@ impl Step {
         let p = &self.pattern;
         let mut out = vec![p.cast];
         out.extend(p.add);
-        if self.gemm {
+        if self.fused {
             out.push(p.gather);
         }
         out
@@ -49,8 +51,8 @@ impl Step {
     }
 }
 
-/// Steps keyed by the node they run at: the MatMul/Gemm reader (fused, when `fuse` is
-/// set) or the `Gather`.
+/// Steps keyed by the node they run at: the MatMul/Gemm/Conv reader (fused, when
+/// `fuse` is set) or the `Gather`.
 pub fn plan(g: &Graph, order: &[NodeId], fuse: bool) -> HashMap<NodeId, Step> {
     let mut plan = HashMap::new();
     for &id in order {
@@ -70,14 +72,14 @@ pub fn plan(g: &Graph, order: &[NodeId], fuse: bool) -> HashMap<NodeId, Step> {
                         .iter()
                         .enumerate()
                         .all(|(i, s)| i == 1 || *s != Some(v));
-                let rank2 = g
-                    .const_data(pattern.indices)
-                    .is_some_and(|t| t.shape().len() == 2);
-                (is_b
-                    && rank2
-                    && r.outputs().len() == 1
-                    && matches!(r.op, Op::MatMul | Op::Gemm { .. }))
-                .then(|| u.node())
+                let takes = match r.op {
+                    Op::MatMul | Op::Gemm { .. } => g
+                        .const_data(pattern.indices)
+                        .is_some_and(|t| t.shape().len() == 2),
+                    Op::Conv(_) => weight_of(g, &pattern).is_some_and(|w| cb_conv::supported(&w)),
+                    _ => false,
+                };
+                (is_b && takes && r.outputs().len() == 1).then(|| u.node())
             }
             _ => None,
         };
@@ -86,14 +88,14 @@ pub fn plan(g: &Graph, order: &[NodeId], fuse: bool) -> HashMap<NodeId, Step> {
                 r,
                 Step {
                     pattern,
-                    gemm: true,
+                    fused: true,
                 },
             ),
             None => plan.insert(
                 id,
                 Step {
                     pattern,
-                    gemm: false,
+                    fused: false,
                 },
             ),
         };
@@ -113,21 +115,24 @@ fn weight_of<'a>(g: &'a Graph, p: &CodebookPattern) -> Option<CbWeight<'a>> {
     })
 }
 
-/// Runs step `s` at node `id`: the reader's output (fused GEMM) or the decoded weight
-/// (at the `Gather`). `Ok(None)` when the kernel cannot take these inputs (the caller
-/// then runs the step's nodes apart). `value` looks up the reader's other inputs.
+/// Runs step `s` at node `id`: the reader's output (fused GEMM or Conv, followed by
+/// activation `act`, which only a Conv reader takes: `Ok(None)` for MatMul/Gemm with an
+/// activation) or the decoded weight (at the `Gather`). `Ok(None)` when the kernel
+/// cannot take these inputs (the caller then runs the step's nodes apart). `value`
+/// looks up the reader's other inputs.
 pub fn run<'a>(
     g: &'a Graph,
     id: NodeId,
     s: &Step,
     value: impl Fn(ValueId) -> Option<&'a Tensor>,
+    act: Option<Activation>,
     cx: &KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
     let at = |e: Error| Error::invalid(format!("node {}: {e}", g.node_label(id)));
     let Some(w) = weight_of(g, &s.pattern) else {
         return Ok(None);
     };
-    if !s.gemm {
+    if !s.fused {
         return cb_gemm::decode(&w).map_err(at);
     }
     let node = g.node(id);
@@ -146,7 +151,9 @@ pub fn run<'a>(
     let Some(x) = get(0)? else {
         return Ok(None);
     };
-    match node.op {
+    match &node.op {
+        Op::Conv(a) => cb_conv::cb_conv(a, x, &w, get(2)?, act, cx).map_err(at),
+        _ if act.is_some() => Ok(None),
         Op::MatMul => cb_gemm::cb_matmul(x, &w, cx).map_err(at),
         Op::Gemm {
             alpha,

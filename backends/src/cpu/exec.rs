@@ -29,6 +29,8 @@ pub struct CpuExecutor {
     fq_fused: AtomicU64,
     /// Number of DequantizeLinear + Conv pairs run fused (see [`fusion`]).
     dq_convs: AtomicU64,
+    /// Number of codebook-lookup + Conv pairs run fused (see [`cb_fusion`]).
+    cb_convs: AtomicU64,
 }
 
 /// Aligned copies of f32 constants whose bytes are not 4-byte aligned (as imported from
@@ -84,6 +86,7 @@ impl CpuExecutor {
             cb_fused: AtomicU64::new(0),
             fq_fused: AtomicU64::new(0),
             dq_convs: AtomicU64::new(0),
+            cb_convs: AtomicU64::new(0),
         })
     }
 
@@ -114,6 +117,12 @@ impl CpuExecutor {
     /// dequantize-Conv so far, over all runs (see [`crate::cpu::fusion`]).
     pub fn fused_dq_convs(&self) -> u64 {
         self.dq_convs.load(Ordering::Relaxed)
+    }
+
+    /// How many codebook lookups + Conv readers this executor has run as one fused
+    /// codebook Conv so far, over all runs (see [`crate::cpu::cb_fusion`]).
+    pub fn fused_cb_convs(&self) -> u64 {
+        self.cb_convs.load(Ordering::Relaxed)
     }
 }
 
@@ -351,7 +360,14 @@ impl CpuExecutor {
                 None => false,
             };
             let cb_done = match cb_plan.get(&id) {
-                Some(s) => self.run_cb(g, id, s, &mut env, &consts, &cx)?,
+                Some(s) => {
+                    let act = fusions.get(&id).copied().filter(|_| s.fused);
+                    let done = self.run_cb(g, (id, s, act), &mut env, &consts, &cx)?;
+                    if let (true, Some((act_node, _))) = (done, act) {
+                        absorbed.insert(act_node);
+                    }
+                    done
+                }
                 None => false,
             };
             if let Some(&(dq, fq)) = fq_plan.get(&id) {
@@ -457,15 +473,15 @@ impl CpuExecutor {
 }
 
 impl CpuExecutor {
-    /// Runs codebook step `s` at node `id` (planned by [`cb_fusion::plan`]) and stores
-    /// its output: `Ok(true)`. When the kernel cannot take the inputs, runs the lookup's
-    /// absorbed nodes apart, stores their outputs and returns `Ok(false)` so the caller
-    /// runs node `id` as usual.
+    /// Runs codebook step `s` at node `id` (planned by [`cb_fusion::plan`]) and, when
+    /// `act` names an activation node fused into a Conv reader, that activation too;
+    /// stores the output (of the activation node if any): `Ok(true)`. When the kernel
+    /// cannot take the inputs, runs the lookup's absorbed nodes apart, stores their
+    /// outputs and returns `Ok(false)` so the caller runs node `id` as usual.
     fn run_cb(
         &self,
         g: &Graph,
-        id: NodeId,
-        s: &cb_fusion::Step,
+        (id, s, act): (NodeId, &cb_fusion::Step, Option<(NodeId, Activation)>),
         env: &mut HashMap<ValueId, Tensor>,
         consts: &HashMap<ValueId, Tensor>,
         cx: &KernelCx<'_>,
@@ -475,12 +491,18 @@ impl CpuExecutor {
                 .or_else(|| consts.get(&v))
                 .or_else(|| g.const_data(v))
         };
-        if let Some(t) = cb_fusion::run(g, id, s, lookup, cx)? {
-            if let Some(v) = g.node(id).output(0) {
+        if let Some(t) = cb_fusion::run(g, id, s, lookup, act.map(|a| a.1), cx)? {
+            let writer = act.map_or(id, |a| a.0);
+            if let Some(v) = g.node(writer).output(0) {
                 env.insert(v, t);
             }
-            if s.gemm {
-                self.cb_fused.fetch_add(1, Ordering::Relaxed);
+            if s.fused {
+                let counter = if matches!(g.node(id).op, cc_ir::Op::Conv(_)) {
+                    &self.cb_convs
+                } else {
+                    &self.cb_fused
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             return Ok(true);
         }

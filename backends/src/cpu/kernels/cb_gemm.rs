@@ -1,21 +1,16 @@
 //! Codebook (clustered) weights: `W = table[Cast(indices) + offsets]`, the lowered form
 //! of [`cc_ir::CodebookWeight`]. [`cb_matmul`] / [`cb_gemm`] compute `X · W` without
-//! materializing the whole f32 weight: as in [`super::dq_gemm`], the output's columns
-//! are split into tasks and each task decodes its columns of the weight [`PANEL`] rows
-//! at a time through the table into a reused buffer, accumulating with the `gemm`
-//! crate. [`decode`] builds the whole weight (for other readers: Conv, Gather).
-//! Each element is exactly the table entry the Gather would read, so results differ
-//! from decode-then-matmul only by the order of the f32 sums.
+//! materializing the whole f32 weight: they run the tiled decode-GEMM driver of
+//! [`super::dq_gemm`] with the table lookup as its row decoder. The same decoder
+//! serves Conv weights a tile of output channels at a time ([`super::cb_conv`]), and
+//! [`decode`] builds the whole weight (for other readers, such as Gather). Each element
+//! is exactly the table entry the Gather would read, so results differ from
+//! decode-then-matmul only by the order of the f32 sums.
 
-use super::matmul::{fill_broadcast_c, gemm_dims, sgemm, Mat};
-use super::{f32s, KernelCx};
+use super::cb_lookup::lookup;
+use super::dq_gemm::{gemm_decoded, matmul_decoded, RowDecode};
+use super::KernelCx;
 use cc_ir::{DType, Error, Result, Tensor};
-
-/// Rows of K decoded per panel.
-pub const PANEL: usize = 256;
-
-/// Largest number of output columns one task covers.
-const MAX_TASK_COLS: usize = 512;
 
 /// A constant codebook weight as the lowered graph holds it.
 #[derive(Clone, Copy)]
@@ -28,16 +23,21 @@ pub struct CbWeight<'a> {
     pub offsets: Option<&'a Tensor>,
 }
 
-/// The weight checked and decoded for lookups.
-struct Prepared<'a> {
+/// The weight checked for lookups, seen as `rows` (its first dimension) rows of `cols`
+/// elements.
+pub(super) struct Prepared<'a> {
     raw: &'a [u8],
     u4: bool,
     shape: Vec<usize>,
+    /// Elements per row (the product of all dimensions but the first).
+    cols: usize,
     table: Vec<f32>,
-    /// Offsets broadcast along each axis: `off[j]` applies where the index along axis
+    /// Offsets broadcast along one axis: `off[j]` applies where the index along axis
     /// `off_axis` is `j` (one entry when there is a single offset).
     off: Vec<usize>,
     off_axis: Option<usize>,
+    /// Elements after one step along `off_axis` (the product of the later dimensions).
+    off_inner: usize,
 }
 
 #[inline]
@@ -52,7 +52,7 @@ fn code(raw: &[u8], u4: bool, i: usize) -> usize {
 impl<'a> Prepared<'a> {
     /// `Ok(None)` when the form is not one this kernel takes (offsets varying along more
     /// than one axis, negative or out-of-range lookups): the caller then runs the nodes.
-    fn new(w: &CbWeight<'a>) -> Result<Option<Prepared<'a>>> {
+    pub(super) fn new(w: &CbWeight<'a>) -> Result<Option<Prepared<'a>>> {
         let u4 = match w.indices.dtype() {
             DType::U4 => true,
             DType::U8 => false,
@@ -102,37 +102,61 @@ impl<'a> Prepared<'a> {
                 (off, axis)
             }
         };
-        let max_code = if u4 { 15 } else { 255 };
-        let max_code = (0..n)
-            .map(|i| code(raw, u4, i))
-            .max()
-            .unwrap_or(0)
-            .min(max_code);
-        if off.iter().any(|&o| o + max_code >= table.len()) {
-            return Ok(None);
+        // Every lookup must land in the table: at once when the largest code of the
+        // type does, else checked against the largest code present.
+        let largest_offset = off.iter().copied().max().unwrap_or(0);
+        let type_max = if u4 { 15 } else { 255 };
+        if largest_offset + type_max >= table.len() {
+            let max_code = (0..n).map(|i| code(raw, u4, i)).max().unwrap_or(0);
+            if largest_offset + max_code >= table.len() {
+                return Ok(None);
+            }
         }
+        let rows = shape.first().copied().unwrap_or(1);
+        let cols = n.checked_div(rows).unwrap_or(0);
+        let off_inner = off_axis.map_or(1, |a| shape.iter().skip(a + 1).product());
         Ok(Some(Prepared {
             raw,
             u4,
             shape,
+            cols,
             table,
             off,
             off_axis,
+            off_inner,
         }))
     }
 
-    /// Writes elements `c0 .. c0 + out.len()` of row `r` of the 2-D weight to `out`.
+    /// The weight's shape.
+    pub(super) fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl RowDecode for Prepared<'_> {
+    /// Writes elements `c0 .. c0 + out.len()` of row `r` (`cols` per row) to `out`.
     fn row(&self, r: usize, c0: usize, out: &mut [f32]) {
-        let cols = self.shape.get(1).copied().unwrap_or(1);
-        let base = r * cols + c0;
-        let off = |c: usize| match self.off_axis {
-            Some(0) => self.off.get(r).copied().unwrap_or(0),
-            Some(_) => self.off.get(c).copied().unwrap_or(0),
-            None => self.off.first().copied().unwrap_or(0),
-        };
-        for (j, o) in out.iter_mut().enumerate() {
-            let at = code(self.raw, self.u4, base + j) + off(c0 + j);
-            *o = self.table.get(at).copied().unwrap_or(0.0);
+        let base = r * self.cols + c0;
+        let first = |o: usize| self.table.get(o..).unwrap_or(&[]);
+        match self.off_axis {
+            // One table for the row: a plain lookup.
+            None => lookup(self.raw, self.u4, base, first(self.off[0]), out),
+            Some(0) => {
+                let o = self.off.get(r).copied().unwrap_or(usize::MAX);
+                lookup(self.raw, self.u4, base, first(o), out);
+            }
+            Some(_) => {
+                let (inner, dim) = (self.off_inner.max(1), self.off.len());
+                for (j, o) in out.iter_mut().enumerate() {
+                    let i = base + j;
+                    let off = self.off.get((i / inner) % dim).copied().unwrap_or(0);
+                    *o = self
+                        .table
+                        .get(code(self.raw, self.u4, i) + off)
+                        .copied()
+                        .unwrap_or(0.0);
+                }
+            }
         }
     }
 }
@@ -142,120 +166,11 @@ pub fn decode(w: &CbWeight<'_>) -> Result<Option<Tensor>> {
     let Some(p) = Prepared::new(w)? else {
         return Ok(None);
     };
-    let inner: usize = match p.off_axis {
-        Some(a) => p.shape.iter().skip(a + 1).product(),
-        None => 1,
-    };
-    let dim = p.off.len().max(1);
-    let n = w.indices.len();
-    let out: Vec<f32> = (0..n)
-        .map(|i| {
-            let o = match p.off_axis {
-                Some(_) => p.off.get((i / inner.max(1)) % dim).copied().unwrap_or(0),
-                None => p.off.first().copied().unwrap_or(0),
-            };
-            p.table
-                .get(code(p.raw, p.u4, i) + o)
-                .copied()
-                .unwrap_or(0.0)
-        })
-        .collect();
+    let mut out = super::zeros(&p.shape)?;
+    for (r, row) in out.chunks_mut(p.cols.max(1)).enumerate() {
+        p.row(r, 0, row);
+    }
     Tensor::from_f32_vec(p.shape.clone(), out).map(Some)
-}
-
-/// Output pointer shared by tasks writing disjoint column blocks.
-#[derive(Clone, Copy)]
-struct Dst(*mut f32);
-// SAFETY: tasks write disjoint column blocks of the buffer behind the pointer, which
-// outlives the parallel loop.
-unsafe impl Send for Dst {}
-// SAFETY: as above.
-unsafe impl Sync for Dst {}
-
-/// `out (m x n) += alpha * lhs (m x k) * W` where the 2-D weight holds `B` as `k x n`
-/// (`trans_b` false) or `n x k` (`trans_b` true). `lhs` must cover `m x k` at its
-/// strides; checked by the callers.
-#[allow(clippy::too_many_arguments)]
-fn accumulate(
-    out: &mut [f32],
-    lhs: &[f32],
-    lhs_mat: (isize, isize),
-    (m, k, n): (usize, usize, usize),
-    w: &Prepared<'_>,
-    trans_b: bool,
-    alpha: f32,
-    cx: &KernelCx<'_>,
-) -> Result<()> {
-    if out.len() < m * n || lhs.len() < m * k {
-        return Err(Error::invalid("fused codebook GEMM: operand too small"));
-    }
-    if m == 0 || n == 0 || k == 0 {
-        return Ok(());
-    }
-    let per = if cx.threads <= 1 {
-        n
-    } else {
-        n.div_ceil(cx.threads).div_ceil(16).max(1) * 16
-    }
-    .clamp(1, MAX_TASK_COLS);
-    let tasks = n.div_ceil(per);
-    let dst = Dst(out.as_mut_ptr());
-    let lhs_ptr = lhs.as_ptr() as usize;
-    let task = move |t: usize| {
-        let dst = dst;
-        let c0 = t * per;
-        let cols = per.min(n - c0);
-        let mut buf = vec![0f32; PANEL.min(k) * cols];
-        let mut k0 = 0;
-        while k0 < k {
-            let kp = PANEL.min(k - k0);
-            let rhs = if trans_b {
-                for (j, row) in buf.chunks_mut(kp).take(cols).enumerate() {
-                    w.row(c0 + j, k0, row);
-                }
-                (kp as isize, 1)
-            } else {
-                for (i, row) in buf.chunks_mut(cols).take(kp).enumerate() {
-                    w.row(k0 + i, c0, row);
-                }
-                (1, cols as isize)
-            };
-            // SAFETY: dst covers m x n with row stride n and this task writes only
-            // columns c0 .. c0 + cols; lhs covers m x k at its strides (checked by the
-            // callers), offset by k0 columns; buf holds kp x cols elements at the
-            // strides given.
-            unsafe {
-                let (lcs, lrs) = lhs_mat;
-                sgemm(
-                    m,
-                    cols,
-                    kp,
-                    dst.0.add(c0),
-                    n,
-                    true,
-                    Mat {
-                        ptr: (lhs_ptr as *const f32).offset(k0 as isize * lcs),
-                        cs: lcs,
-                        rs: lrs,
-                    },
-                    Mat {
-                        ptr: buf.as_ptr(),
-                        cs: rhs.0,
-                        rs: rhs.1,
-                    },
-                    alpha,
-                    gemm::Parallelism::None,
-                );
-            }
-            k0 += kp;
-        }
-    };
-    if tasks <= 1 {
-        task(0);
-    } else {
-        crate::cpu::parallel::for_each(tasks, &task);
-    }
-    Ok(())
 }
 
 /// The prepared 2-D weight, or `None` when the kernel does not take it.
@@ -275,32 +190,7 @@ pub fn cb_matmul(x: &Tensor, w: &CbWeight<'_>, cx: &KernelCx<'_>) -> Result<Opti
     let Some((p, k, n)) = prepared_2d(w)? else {
         return Ok(None);
     };
-    let sx = x.shape();
-    let Some(&kx) = sx.last() else {
-        return Err(Error::invalid("MatMul: operands must have rank >= 1"));
-    };
-    if kx != k {
-        return Err(Error::invalid(format!(
-            "MatMul: inner dimensions differ ({sx:?} x {:?})",
-            w.indices.shape()
-        )));
-    }
-    let xv = f32s(x)?;
-    let m = cc_ir::tensor::shape_count(&sx[..sx.len() - 1])?;
-    let mut out = super::zeros(&[m, n])?;
-    accumulate(
-        &mut out,
-        &xv,
-        (1, k as isize),
-        (m, k, n),
-        &p,
-        false,
-        1.0,
-        cx,
-    )?;
-    let mut shape = sx[..sx.len() - 1].to_vec();
-    shape.push(n);
-    Tensor::from_f32_vec(shape, out).map(Some)
+    matmul_decoded(x, &p, (k, n), cx).map(Some)
 }
 
 /// Gemm(A, W, C?) on f32 with a 2-D codebook weight `W` (transposed when `trans_b`);
@@ -322,32 +212,16 @@ pub fn cb_gemm(
     let Some((p, rows, cols)) = prepared_2d(w)? else {
         return Ok(None);
     };
-    let &[ar, ac] = a.shape() else {
-        return Err(Error::invalid(format!(
-            "Gemm: A must be 2-D, got {:?}",
-            a.shape()
-        )));
-    };
-    let (m, k, n) = gemm_dims(
-        a.shape(),
-        [ar, ac],
-        w.indices.shape(),
-        [rows, cols],
-        trans_a,
-        trans_b,
-    )?;
-    let av = f32s(a)?;
-    let mut out = super::zeros(&[m, n])?;
-    if let Some(c) = c.filter(|_| beta != 0.0) {
-        fill_broadcast_c(&mut out, c, m, n, beta)?;
-    }
-    let lhs = if trans_a {
-        (m as isize, 1)
-    } else {
-        (1, k as isize)
-    };
-    accumulate(&mut out, &av, lhs, (m, k, n), &p, trans_b, alpha, cx)?;
-    Tensor::from_f32_vec(vec![m, n], out).map(Some)
+    gemm_decoded(
+        a,
+        &p,
+        (rows, cols),
+        c,
+        (alpha, beta),
+        (trans_a, trans_b),
+        cx,
+    )
+    .map(Some)
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ pub fn conv(
 }
 
 /// ONNX Conv on f32 input `x` with weights of shape `ws` read through `w` (f32, or
-/// quantized and decoded tile by tile), optional bias `b`, then `act`; `Ok(None)` for
+/// compressed and decoded tile by tile), optional bias `b`, then `act`; `Ok(None)` for
 /// other than 1 or 2 spatial axes.
 pub(crate) fn conv_filter(
     a: &ConvAttrs,
@@ -263,7 +263,7 @@ pub(crate) fn conv_filter(
                     };
                     dw.run(o, cx.threads);
                 }
-                Filter::Quant(q) => super::dq_conv::depthwise(
+                Filter::Coded(q) => super::dq_conv::depthwise(
                     q,
                     &xv,
                     bias.as_deref(),

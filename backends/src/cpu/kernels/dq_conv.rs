@@ -4,7 +4,8 @@
 //!
 //! The Conv kernels ([`super::conv`], [`super::conv_implicit`], [`super::depthwise`])
 //! read their weights through a [`Filter`]: either the f32 weight in memory, or a
-//! [`QuantFilter`] that decodes a tile of output channels (at most [`TILE_FLOATS`]
+//! compressed weight ([`TileDecode`]: a [`QuantFilter`] here, a codebook weight in
+//! [`super::cb_conv`]) that decodes a tile of output channels (at most [`TILE_FLOATS`]
 //! weights) into a per-thread buffer right before the GEMM that uses it. Each weight
 //! element is dequantized exactly as DequantizeLinear does (`(q - zero_point) * scale`
 //! in f32), so results differ from dequantize-then-conv only by the order of the f32
@@ -21,7 +22,7 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 pub use super::dq_filter::supported;
-pub(crate) use super::dq_filter::QuantFilter;
+pub(crate) use super::dq_filter::{QuantFilter, TileDecode};
 
 /// Most weights decoded at once by one task (256 KiB of f32).
 pub const TILE_FLOATS: usize = 256 * 1024;
@@ -31,8 +32,9 @@ pub const TILE_FLOATS: usize = 256 * 1024;
 pub(crate) enum Filter<'a> {
     /// The f32 weight in memory.
     F32(&'a [f32]),
-    /// Quantized codes, decoded a tile of output channels at a time.
-    Quant(&'a QuantFilter<'a>),
+    /// A compressed weight (quantized codes, codebook indices), decoded a tile of
+    /// output channels at a time.
+    Coded(&'a dyn TileDecode),
 }
 
 thread_local! {
@@ -57,12 +59,12 @@ impl TileBuf {
     /// already held.
     fn get(
         &mut self,
-        q: &QuantFilter<'_>,
+        q: &dyn TileDecode,
         r0: usize,
         rows: usize,
         (k0, kc): (usize, usize),
     ) -> &[f32] {
-        let key = (q.id, r0, rows, k0, kc);
+        let key = (q.id(), r0, rows, k0, kc);
         let n = rows * kc;
         if self.holds != Some(key) || self.data.len() < n {
             if self.data.len() < n {
@@ -91,7 +93,7 @@ impl Filter<'_> {
     pub fn len(&self) -> usize {
         match self {
             Filter::F32(w) => w.len(),
-            Filter::Quant(q) => q.shape().iter().product(),
+            Filter::Coded(q) => q.shape().iter().product(),
         }
     }
 
@@ -100,7 +102,7 @@ impl Filter<'_> {
     pub fn tile_rows(&self, kk: usize) -> usize {
         match self {
             Filter::F32(_) => usize::MAX,
-            Filter::Quant(_) => (TILE_FLOATS / kk.max(1) / 8 * 8).max(8),
+            Filter::Coded(_) => (TILE_FLOATS / kk.max(1) / 8 * 8).max(8),
         }
     }
 
@@ -117,13 +119,13 @@ impl Filter<'_> {
     ) {
         match self {
             Filter::F32(w) => f(0, rows, &w[r0 * kk..(r0 + rows) * kk]),
-            Filter::Quant(q) => {
+            Filter::Coded(q) => {
                 let tile = self.tile_rows(kk);
                 TileBuf::with(|buf| {
                     let mut i = 0;
                     while i < rows {
                         let count = tile.min(rows - i);
-                        f(i, count, buf.get(q, r0 + i, count, (0, kk)));
+                        f(i, count, buf.get(*q, r0 + i, count, (0, kk)));
                         i += count;
                     }
                 });
@@ -171,13 +173,13 @@ impl Filter<'_> {
                     gemm::Parallelism::None,
                 );
             },
-            Filter::Quant(q) => {
+            Filter::Coded(q) => {
                 let kc = (TILE_FLOATS / rows.max(1)).clamp(16, kk.max(16));
                 TileBuf::with(|buf| {
                     let mut k0 = 0;
                     while k0 < kk {
                         let len = kc.min(kk - k0);
-                        let a = buf.get(q, r0, rows, (k0, len));
+                        let a = buf.get(*q, r0, rows, (k0, len));
                         // SAFETY: a is rows x len; rows k0 .. k0 + len of rhs are inside
                         // its kk rows; dst per the contract.
                         unsafe {
@@ -210,13 +212,13 @@ impl Filter<'_> {
     }
 }
 
-/// Depthwise Conv (one input channel per output channel) with a quantized weight:
+/// Depthwise Conv (one input channel per output channel) with a compressed weight:
 /// planes split into tasks as [`Depthwise::run`] does; each task decodes the kernels of
 /// its channels and runs them through the f32 depthwise kernel. Writes every element
 /// of `out` (`n * c` planes).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn depthwise(
-    q: &QuantFilter<'_>,
+    q: &dyn TileDecode,
     x: &[f32],
     bias: Option<&[f32]>,
     (ah, aw): (Axis, Axis),
@@ -225,7 +227,7 @@ pub(super) fn depthwise(
     out: &mut [MaybeUninit<f32>],
     threads: usize,
 ) {
-    let (ohw, ihw, taps) = (ah.output * aw.output, ah.input * aw.input, q.kk);
+    let (ohw, ihw, taps) = (ah.output * aw.output, ah.input * aw.input, q.kk());
     if ohw == 0 || out.is_empty() || c == 0 {
         return;
     }
@@ -244,7 +246,7 @@ pub(super) fn depthwise(
             let ch = p % c;
             let len = (c - ch).min(p1 - p);
             let d = &mut dst[(p - i * per) * ohw..][..len * ohw];
-            Filter::Quant(q).for_tiles(ch, len, taps, |i0, cnt, w| {
+            Filter::Coded(q).for_tiles(ch, len, taps, |i0, cnt, w| {
                 let dw = Depthwise {
                     x: &x[(p + i0) * ihw..][..cnt * ihw],
                     w,
@@ -277,17 +279,31 @@ pub fn dq_conv(
     act: Option<Activation>,
     cx: &super::KernelCx<'_>,
 ) -> Result<Option<Tensor>> {
+    conv_coded(a, x, bias, act, cx, || QuantFilter::new(w))
+}
+
+/// Conv on f32 `x` (and bias) with the compressed weight that `filter` prepares,
+/// decoded tile by tile, followed by `act` if given; `Ok(None)` for other input types
+/// or when `filter` gives none.
+pub(super) fn conv_coded<F: TileDecode>(
+    a: &ConvAttrs,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<Activation>,
+    cx: &super::KernelCx<'_>,
+    filter: impl FnOnce() -> Result<Option<F>>,
+) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 || bias.is_some_and(|b| b.dtype() != DType::F32) {
         return Ok(None);
     }
-    let Some(q) = QuantFilter::new(w)? else {
+    let Some(f) = filter()? else {
         return Ok(None);
     };
-    super::conv::conv_filter(a, x, q.shape(), Filter::Quant(&q), bias, act, cx)
+    super::conv::conv_filter(a, x, f.shape(), Filter::Coded(&f), bias, act, cx)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cpu::kernels::test_util::{cx_pool, rand_vec, t};
     use crate::cpu::kernels::{conv, quant, KernelCx};
@@ -419,13 +435,26 @@ mod tests {
     }
 
     /// One geometry: x shape, weight shape, group, strides, dilations, pads.
-    struct Case {
-        x: Vec<usize>,
-        w: Vec<usize>,
+    pub(in crate::cpu::kernels) struct Case {
+        pub x: Vec<usize>,
+        pub w: Vec<usize>,
         group: i64,
         strides: Vec<i64>,
         dilations: Vec<i64>,
         pads: Vec<i64>,
+    }
+
+    impl Case {
+        /// The Conv attributes of the geometry.
+        pub fn attrs(&self) -> ConvAttrs {
+            ConvAttrs {
+                group: Some(self.group),
+                strides: Some(self.strides.clone()),
+                dilations: Some(self.dilations.clone()),
+                pads: Some(self.pads.clone()),
+                ..Default::default()
+            }
+        }
     }
 
     fn case(x: &[usize], w: &[usize], group: i64, s: &[i64], d: &[i64], p: &[i64]) -> Case {
@@ -442,9 +471,6 @@ mod tests {
     /// Checks the fused conv (with a bias and an activation or not) against
     /// dequantize-then-conv, at the given thread count.
     fn check(c: &Case, form: Form, threads: usize, seed: u64) {
-        let pool = cx_pool(threads);
-        let _installed = pool.enter();
-        let cx = KernelCx::new(threads);
         let (q, s, z, axis, block) = weight(form, &c.w, seed);
         let w = DqWeight {
             q: &q,
@@ -454,19 +480,35 @@ mod tests {
             block,
         };
         assert!(supported(&w));
+        let what = format!("{form:?}");
+        check_fused(
+            c,
+            &dequantized(&w),
+            (threads, seed),
+            &what,
+            |a, x, b, act, cx| dq_conv(a, x, &w, b, act, cx).unwrap().unwrap(),
+        );
+    }
+
+    /// Checks `fused(attrs, x, bias, act, cx)` (with a bias and an activation or not)
+    /// against the f32 conv with the decoded weight `wf`, at the given thread count;
+    /// `what` names the weight's form in a failure.
+    pub(in crate::cpu::kernels) fn check_fused(
+        c: &Case,
+        wf: &Tensor,
+        (threads, seed): (usize, u64),
+        what: &str,
+        fused: impl Fn(&ConvAttrs, &Tensor, Option<&Tensor>, Option<Activation>, &KernelCx) -> Tensor,
+    ) {
+        let pool = cx_pool(threads);
+        let _installed = pool.enter();
+        let cx = KernelCx::new(threads);
         let x = t(&c.x, seed + 10);
         let b = t(&c.w[..1], seed + 11);
-        let attrs = ConvAttrs {
-            group: Some(c.group),
-            strides: Some(c.strides.clone()),
-            dilations: Some(c.dilations.clone()),
-            pads: Some(c.pads.clone()),
-            ..Default::default()
-        };
-        let wf = dequantized(&w);
+        let attrs = c.attrs();
         for (bias, act) in [(None, None), (Some(&b), Some(Activation::Relu))] {
-            let got = dq_conv(&attrs, &x, &w, bias, act, &cx).unwrap().unwrap();
-            let want = conv::conv(&attrs, &[Some(&x), Some(&wf), bias], act, &cx)
+            let got = fused(&attrs, &x, bias, act, &cx);
+            let want = conv::conv(&attrs, &[Some(&x), Some(wf), bias], act, &cx)
                 .unwrap()
                 .unwrap();
             assert_eq!(got.shape(), want.shape());
@@ -475,7 +517,7 @@ mod tests {
             for (i, (p, q)) in g.iter().zip(&r).enumerate() {
                 assert!(
                     (p - q).abs() <= 1e-5 * scale,
-                    "{form:?} x {:?} w {:?} threads {threads} at {i}: {p} vs {q}",
+                    "{what} x {:?} w {:?} threads {threads} at {i}: {p} vs {q}",
                     c.x,
                     c.w
                 );
@@ -483,7 +525,8 @@ mod tests {
         }
     }
 
-    fn cases() -> Vec<Case> {
+    /// Conv geometries covering every path of the Conv kernels (see each comment).
+    pub(in crate::cpu::kernels) fn cases() -> Vec<Case> {
         vec![
             // Plain 3x3, padded.
             case(
@@ -636,7 +679,7 @@ mod tests {
             block,
         };
         let qf = QuantFilter::new(&w).unwrap().unwrap();
-        let f = Filter::Quant(&qf);
+        let f = Filter::Coded(&qf);
         assert_eq!(f.tile_rows(kk), tile);
         assert_eq!(f.len(), m * kk);
         assert_eq!(Filter::F32(&[]).tile_rows(kk), usize::MAX);
@@ -661,7 +704,7 @@ mod tests {
         };
         let qf2 = QuantFilter::new(&w2).unwrap().unwrap();
         let want2 = dequantized(&w2).to_f32().unwrap();
-        Filter::Quant(&qf2).for_tiles(2 * tile + 3, 5, kk, |_, _, rows| {
+        Filter::Coded(&qf2).for_tiles(2 * tile + 3, 5, kk, |_, _, rows| {
             assert_eq!(rows, &want2[(2 * tile + 3) * kk..(2 * tile + 8) * kk]);
         });
     }

@@ -8,6 +8,33 @@ use cc_ir::compressed::ScaleLayout;
 use cc_ir::{DType, Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A constant Conv weight `[M, Cg, spatial..]` stored in a compressed form and decoded
+/// a tile of output channels (and a range of their columns) at a time: quantized codes
+/// ([`QuantFilter`]) or codebook indices ([`super::cb_conv::CbFilter`]).
+pub(crate) trait TileDecode: Sync {
+    /// Unique among all filters made by this process (keys the decoded-tile buffers).
+    fn id(&self) -> u64;
+
+    /// The weight's shape.
+    fn shape(&self) -> &[usize];
+
+    /// Writes columns `k0 .. k0 + kc` of output channels `r0 .. r0 + out.len() / kc`
+    /// to `out` (row-major, `kc` per channel), each element as the lowered nodes
+    /// compute it.
+    fn decode(&self, r0: usize, cols: (usize, usize), out: &mut [f32]);
+
+    /// Elements per output channel.
+    fn kk(&self) -> usize {
+        self.shape().iter().skip(1).product()
+    }
+}
+
+/// A fresh filter id (see [`TileDecode::id`]).
+pub(super) fn next_filter_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Channels of a blocked weight's parameter pattern (see [`QuantFilter::decode`]).
 const PATTERN_CHANNELS: usize = 16;
 
@@ -49,14 +76,14 @@ enum Map {
 
 /// A constant quantized Conv weight prepared for decoding tiles of output channels.
 pub(crate) struct QuantFilter<'a> {
-    /// Unique among all filters made by this process (keys the decoded-tile buffers).
-    pub(super) id: u64,
+    /// See [`TileDecode::id`].
+    id: u64,
     raw: &'a [u8],
     kind: Kind,
     /// The weight's shape `[M, Cg, spatial..]`.
     shape: Vec<usize>,
     /// Elements per output channel.
-    pub(super) kk: usize,
+    kk: usize,
     scale: Vec<f32>,
     zero: Vec<f32>,
     map: Map,
@@ -72,7 +99,7 @@ pub fn supported(w: &DqWeight<'_>) -> bool {
 }
 
 /// Code decoding loops, compiled for AVX2 as well and chosen at run time.
-mod simd_decode {
+pub(super) mod simd_decode {
     /// `out[j] = (code(src[j]) - z) * s` for int8 (`signed`) or uint8 codes, over the
     /// shorter of the two slices.
     pub fn bytes(src: &[u8], signed: bool, z: f32, s: f32, out: &mut [f32]) {
@@ -162,10 +189,23 @@ mod simd_decode {
 
     #[inline(always)]
     fn nibbles_plain(raw: &[u8], first: usize, signed: bool, out: &mut [f32]) {
+        nibbles_with(raw, first, out, |v| nibble(v, signed));
+    }
+
+    /// `out[j] = f(n)` for the 4-bit code `n` at `first + j` of the packed `raw`
+    /// (lowest bits first; `f` sees the code in the low four bits of its byte, the
+    /// upper ones unspecified); 0.0 past the end of `raw`.
+    #[inline(always)]
+    pub(in crate::cpu::kernels) fn nibbles_with(
+        raw: &[u8],
+        first: usize,
+        out: &mut [f32],
+        f: impl Fn(u8) -> f32,
+    ) {
         let mut i = first;
         let out = match out.split_first_mut() {
             Some((o, rest)) if i % 2 == 1 => {
-                *o = nibble(raw.get(i / 2).copied().unwrap_or(0) >> 4, signed);
+                *o = raw.get(i / 2).map_or(0.0, |&b| f(b >> 4));
                 i += 1;
                 rest
             }
@@ -175,14 +215,14 @@ mod simd_decode {
         let src = raw.get(i / 2..).unwrap_or(&[]);
         let (whole, tail) = out.split_at_mut(pairs * 2);
         for (o, &b) in whole.chunks_exact_mut(2).zip(src) {
-            o[0] = nibble(b, signed);
-            o[1] = nibble(b >> 4, signed);
+            o[0] = f(b);
+            o[1] = f(b >> 4);
         }
         // Pairs past the end of the data, and a last odd code.
         let have = src.len().min(pairs);
         whole[have * 2..].fill(0.0);
         if let Some(o) = tail.first_mut() {
-            *o = nibble(src.get(pairs).copied().unwrap_or(0), signed);
+            *o = src.get(pairs).map_or(0.0, |&b| f(b));
         }
     }
 
@@ -264,9 +304,8 @@ impl<'a> QuantFilter<'a> {
                 _ => Map::Generic(layout),
             }
         };
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Some(QuantFilter {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_filter_id(),
             raw,
             kind,
             shape,
@@ -276,15 +315,23 @@ impl<'a> QuantFilter<'a> {
             map,
         }))
     }
+}
 
-    /// The weight's shape.
-    pub fn shape(&self) -> &[usize] {
+impl TileDecode for QuantFilter<'_> {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn shape(&self) -> &[usize] {
         &self.shape
     }
 
-    /// Writes columns `k0 .. k0 + kc` of the dequantized output channels `r0 .. r0 +
-    /// out.len() / kc` to `out` (row-major, `kc` per channel).
-    pub(super) fn decode(&self, r0: usize, (k0, kc): (usize, usize), out: &mut [f32]) {
+    fn kk(&self) -> usize {
+        self.kk
+    }
+
+    /// Dequantizes exactly as DequantizeLinear does (`(q - zero_point) * scale`).
+    fn decode(&self, r0: usize, (k0, kc): (usize, usize), out: &mut [f32]) {
         let kk = self.kk;
         // Parameter patterns of blocked layouts (see `Map::ChanBlock`).
         let (mut pat_s, mut pat_z) = (Vec::new(), Vec::new());

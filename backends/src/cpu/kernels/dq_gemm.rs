@@ -35,6 +35,13 @@ pub struct DqWeight<'a> {
     pub block: i64,
 }
 
+/// A 2-D weight decoded a row segment at a time, for [`accumulate`]: the quantized
+/// weights here, codebook weights in [`super::cb_gemm`].
+pub(super) trait RowDecode: Sync {
+    /// Writes elements `c0 .. c0 + out.len()` of row `r` of the decoded weight to `out`.
+    fn row(&self, r: usize, c0: usize, out: &mut [f32]);
+}
+
 /// How the parameters map onto one row of the 2-D weight.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum ColMap {
@@ -199,7 +206,9 @@ impl<'a> Prepared<'a> {
             row_mul,
         }))
     }
+}
 
+impl RowDecode for Prepared<'_> {
     /// Writes the dequantized elements `c0 .. c0 + out.len()` of row `r` to `out`.
     fn row(&self, r: usize, c0: usize, out: &mut [f32]) {
         let base = r * self.cols + c0;
@@ -263,7 +272,7 @@ unsafe impl Send for Dst {}
 // SAFETY: as above.
 unsafe impl Sync for Dst {}
 
-/// `out (m x n) += alpha * lhs (m x k) * dequant(w)` where `w` holds `B` as `k x n`
+/// `out (m x n) += alpha * lhs (m x k) * decoded(w)` where `w` holds `B` as `k x n`
 /// (`trans_b` false) or `n x k` (`trans_b` true). `lhs` must cover `m x k` at its
 /// strides; checked by the callers.
 #[allow(clippy::too_many_arguments)]
@@ -272,13 +281,13 @@ fn accumulate(
     lhs: &[f32],
     lhs_mat: (isize, isize),
     (m, k, n): (usize, usize, usize),
-    w: &Prepared<'_>,
+    w: &impl RowDecode,
     trans_b: bool,
     alpha: f32,
     cx: &KernelCx<'_>,
 ) -> Result<()> {
-    if out.len() < m * n {
-        return Err(Error::invalid("fused dequantize-GEMM: output too small"));
+    if out.len() < m * n || lhs.len() < m * k {
+        return Err(Error::invalid("fused decode-GEMM: operand too small"));
     }
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
@@ -361,7 +370,17 @@ pub fn dq_matmul(x: &Tensor, w: &DqWeight<'_>, cx: &KernelCx<'_>) -> Result<Opti
     let Some(p) = Prepared::new(w)? else {
         return Ok(None);
     };
-    let (k, n) = (p.rows, p.cols);
+    matmul_decoded(x, &p, (p.rows, p.cols), cx).map(Some)
+}
+
+/// MatMul(X, W) on f32 `x` (rank >= 1; leading dims stacked into rows) and a 2-D
+/// weight `[K, N]` decoded panel by panel from `w`.
+pub(super) fn matmul_decoded(
+    x: &Tensor,
+    w: &impl RowDecode,
+    (k, n): (usize, usize),
+    cx: &KernelCx<'_>,
+) -> Result<Tensor> {
     let sx = x.shape();
     let Some(&kx) = sx.last() else {
         return Err(Error::invalid("MatMul: operands must have rank >= 1"));
@@ -369,7 +388,7 @@ pub fn dq_matmul(x: &Tensor, w: &DqWeight<'_>, cx: &KernelCx<'_>) -> Result<Opti
     if kx != k {
         return Err(Error::invalid(format!(
             "MatMul: inner dimensions differ ({sx:?} x {:?})",
-            w.q.shape()
+            [k, n]
         )));
     }
     let xv = f32s(x)?;
@@ -380,19 +399,10 @@ pub fn dq_matmul(x: &Tensor, w: &DqWeight<'_>, cx: &KernelCx<'_>) -> Result<Opti
         ));
     }
     let mut out = super::zeros(&[m, n])?;
-    accumulate(
-        &mut out,
-        &xv,
-        (1, k as isize),
-        (m, k, n),
-        &p,
-        false,
-        1.0,
-        cx,
-    )?;
+    accumulate(&mut out, &xv, (1, k as isize), (m, k, n), w, false, 1.0, cx)?;
     let mut shape = sx[..sx.len() - 1].to_vec();
     shape.push(n);
-    Tensor::from_f32_vec(shape, out).map(Some)
+    Tensor::from_f32_vec(shape, out)
 }
 
 /// Gemm(A, DequantizeLinear(W), C?) on f32: `alpha * A' * B' + beta * C`, where `B` is
@@ -415,6 +425,21 @@ pub fn dq_gemm(
     let Some(p) = Prepared::new(w)? else {
         return Ok(None);
     };
+    let dims = (p.rows, p.cols);
+    gemm_decoded(a, &p, dims, c, (alpha, beta), (trans_a, trans_b), cx).map(Some)
+}
+
+/// Gemm(A, W, C?) on f32 with the 2-D weight `W` (`rows x cols`, transposed when
+/// `trans_b`) decoded panel by panel from `w`: `alpha * A' * W' + beta * C`.
+pub(super) fn gemm_decoded(
+    a: &Tensor,
+    w: &impl RowDecode,
+    (rows, cols): (usize, usize),
+    c: Option<&Tensor>,
+    (alpha, beta): (f32, f32),
+    (trans_a, trans_b): (bool, bool),
+    cx: &KernelCx<'_>,
+) -> Result<Tensor> {
     let &[ar, ac] = a.shape() else {
         return Err(Error::invalid(format!(
             "Gemm: A must be 2-D, got {:?}",
@@ -424,8 +449,8 @@ pub fn dq_gemm(
     let (m, k, n) = gemm_dims(
         a.shape(),
         [ar, ac],
-        w.q.shape(),
-        [p.rows, p.cols],
+        &[rows, cols],
+        [rows, cols],
         trans_a,
         trans_b,
     )?;
@@ -444,8 +469,8 @@ pub fn dq_gemm(
     } else {
         (1, k as isize)
     };
-    accumulate(&mut out, &av, lhs, (m, k, n), &p, trans_b, alpha, cx)?;
-    Tensor::from_f32_vec(vec![m, n], out).map(Some)
+    accumulate(&mut out, &av, lhs, (m, k, n), w, trans_b, alpha, cx)?;
+    Tensor::from_f32_vec(vec![m, n], out)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Kernel dispatch: fast kernels for the ops that dominate run time, the reference
 //! evaluator ([`crate::cpu::eval`]) for the rest.
 
+pub mod cb_conv;
 pub mod cb_gemm;
+mod cb_lookup;
 pub mod conv;
 mod conv_implicit;
 mod depthwise;
