@@ -344,7 +344,8 @@ fn candidates(
                 .iter()
                 .map(|&form| {
                     let (mat, m, n) = factor::conv_matrix(w, *dims, form);
-                    let svd = linalg::thin_svd(&mat, m, n)?;
+                    // Singular values decide the form; vectors only for the chosen one.
+                    let svd = linalg::singular_values(&mat, m, n)?;
                     Ok(Cand {
                         form,
                         mat,
@@ -635,10 +636,31 @@ impl Pass for LowRank {
             .filter_map(|(ti, (ch, cs))| {
                 let (ci, r) = (*ch)?;
                 let c = cs.get(ci)?;
+                let full;
+                let c = if c.svd.u.is_empty() {
+                    full = Cand {
+                        svd: match linalg::thin_svd(&c.mat, c.m, c.n) {
+                            Ok(s) => s,
+                            Err(e) => return Some(Err(e)),
+                        },
+                        mat: c.mat.clone(),
+                        white: c.white.clone(),
+                        ..*c
+                    };
+                    &full
+                } else {
+                    c
+                };
                 let (p, q) = split(c, r);
-                let back = factor::product(&p, &q, c.m, r, c.n);
-                let err2: f64 = back.iter().zip(&c.mat).map(|(a, b)| (a - b).powi(2)).sum();
-                Some(Decision {
+                // Plain truncation: the error is the tail of the singular values;
+                // whitened: measured on the weight.
+                let err2: f64 = if c.white.is_some() {
+                    let back = factor::product(&p, &q, c.m, r, c.n);
+                    back.iter().zip(&c.mat).map(|(a, b)| (a - b).powi(2)).sum()
+                } else {
+                    c.svd.s.iter().skip(r).map(|x| x * x).sum()
+                };
+                Some(Ok(Decision {
                     target: ti,
                     form: c.form,
                     rank: r,
@@ -648,9 +670,9 @@ impl Pass for LowRank {
                     m: c.m,
                     n: c.n,
                     err2,
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<Vec<_>, Error>>()?;
         decisions.sort_by_key(|d| d.target);
         let norm2: f64 = weights
             .iter()
@@ -839,7 +861,13 @@ mod tests {
         for (ti, t) in targets.iter().enumerate() {
             let w = g.const_data(t.w).unwrap().clone();
             let cs = candidates(t, &w.f32_view().unwrap(), w.shape(), None).unwrap();
-            let c = &cs[form_index.min(cs.len() - 1)];
+            let c0 = &cs[form_index.min(cs.len() - 1)];
+            let c = &Cand {
+                svd: linalg::thin_svd(&c0.mat, c0.m, c0.n).unwrap(),
+                mat: c0.mat.clone(),
+                white: None,
+                ..*c0
+            };
             let r = c.svd.k();
             let (pm, q) = split(c, r);
             let d = Decision {
