@@ -243,7 +243,7 @@ impl LowRank {
                 (Op::Conv(a), LayerKind::Conv { .. }) => {
                     let s = t.shape();
                     Kind::Conv {
-                        attrs: a.clone(),
+                        attrs: Box::new(a.clone()),
                         dims: ConvDims {
                             o: s[0],
                             c: s[1],
@@ -272,7 +272,10 @@ enum Kind {
     /// MatMul or Gemm; the weight is stored `[N, K]` when `trans_w`.
     Dense { trans_w: bool },
     /// 2-D conv with group 1.
-    Conv { attrs: ConvAttrs, dims: ConvDims },
+    Conv {
+        attrs: Box<ConvAttrs>,
+        dims: ConvDims,
+    },
 }
 
 /// A layer to factor.
