@@ -16,6 +16,7 @@ pub mod error;
 pub mod fold;
 pub mod fold_batchnorm;
 pub mod groups;
+pub mod lowrank;
 pub mod manager;
 pub mod options;
 pub mod pass;
