@@ -17,6 +17,7 @@
 //! layer-wise error compensation instead (see [`gptq`]); the codes take the same forms.
 
 pub mod activations;
+mod dyn_conv;
 pub mod gptq;
 pub mod grid;
 
@@ -457,6 +458,7 @@ impl Pass for Quant {
         if self.activations != activations::Activations::None {
             cx.stat("quantized_activations", act.activations);
             cx.stat("activation_quantized_ops", act.ops);
+            cx.stat("activation_quantized_convs", act.convs);
         }
         let rel = if norm2 > 0.0 {
             (err2 / norm2).sqrt()
