@@ -4,9 +4,11 @@
 //! is what padding with the input zero point means.
 //!
 //! Each image and group is lowered to one integer GEMM: the filter rows
-//! `[M/group, C/group·K]` times the im2col matrix `[C/group·K, O]` of the input, through
-//! [`int_gemm::gemm`](super::int_gemm::gemm) (exact f32 GEMM chunks whose integer sums
-//! stay below 2^24, or its blocked integer loop). The direct loop over taps is kept as
+//! `[M/group, C/group·K]` times the im2col matrix `[C/group·K, O]` of the input: on the
+//! f32 GEMM, exactly, as [`int_gemm`](super::int_gemm) does (the reduction cut into
+//! chunks whose integer partial sums stay below 2^24; the im2col matrix is built in f32
+//! directly), else (operands beyond 8 bits) through
+//! [`int_gemm::gemm`](super::int_gemm::gemm)'s blocked integer loop. The direct loop over taps is kept as
 //! the reference and as the fallback when the im2col matrix would be too large.
 
 use super::quant::{
@@ -18,6 +20,10 @@ use cc_ir::{DType, Error, Result, Tensor};
 
 /// Largest im2col matrix (elements) the GEMM path builds; larger ones use the direct loop.
 const MAX_COLS: usize = 1 << 26;
+/// Largest integer below which f32 is exact.
+const F32_EXACT: u64 = (1 << 24) - 1;
+/// Shortest reduction chunk worth the f32 path.
+const MIN_CHUNK: usize = 32;
 
 /// Output geometry of a convolution: per spatial axis, output size and begin padding.
 struct Geometry {
@@ -110,22 +116,16 @@ fn conv_i32(a: &ConvAttrs, x: &IntArr, w: &IntArr) -> Result<IntArr> {
     }
     let nsp = d.spatial.len();
     let (kk_n, o_n) = (d.k_size, d.o_size);
-    // taps[kk][o]: the input offset of kernel position kk at output position o, or None
-    // in padding.
-    let mut taps: Vec<Option<usize>> = vec![None; kk_n * o_n];
-    let mut opos = vec![0usize; nsp];
-    for o in 0..o_n {
-        let mut kpos = vec![0usize; nsp];
-        for kk in 0..kk_n {
-            if let Some(t) = taps.get_mut(kk * o_n + o) {
-                *t = tap(&d, &opos, &kpos);
-            }
-            step(&mut kpos, &d.kernel);
-        }
-        step(&mut opos, &d.geo.out);
-    }
     let mpg = d.m / d.group;
     let kdim = d.cg * kk_n;
+    // 2-D convolutions fill the im2col rows row by row, without the tap table.
+    let taps = if nsp == 2 { Vec::new() } else { taps_kk_o(&d) };
+    if let Some(out) = conv_f32(&d, x, w, &taps) {
+        let mut shape = vec![d.nb, d.m];
+        shape.extend(&d.geo.out);
+        return Ok(IntArr { shape, data: out });
+    }
+    let taps = if nsp == 2 { taps_kk_o(&d) } else { taps };
     let mut cols = vec![0i32; kdim * o_n];
     let mut out = vec![0i32; d.nb * d.m * o_n];
     for b in 0..d.nb {
@@ -149,6 +149,143 @@ fn conv_i32(a: &ConvAttrs, x: &IntArr, w: &IntArr) -> Result<IntArr> {
     let mut shape = vec![d.nb, d.m];
     shape.extend(&d.geo.out);
     Ok(IntArr { shape, data: out })
+}
+
+/// taps[kk][o]: the input offset of kernel position kk at output position o, or None in
+/// padding.
+fn taps_kk_o(d: &Dims) -> Vec<Option<usize>> {
+    let nsp = d.spatial.len();
+    let (kk_n, o_n) = (d.k_size, d.o_size);
+    let mut taps: Vec<Option<usize>> = vec![None; kk_n * o_n];
+    let mut opos = vec![0usize; nsp];
+    for o in 0..o_n {
+        let mut kpos = vec![0usize; nsp];
+        for kk in 0..kk_n {
+            if let Some(t) = taps.get_mut(kk * o_n + o) {
+                *t = tap(d, &opos, &kpos);
+            }
+            step(&mut kpos, &d.kernel);
+        }
+        step(&mut opos, &d.geo.out);
+    }
+    taps
+}
+
+/// The im2col rows `[KH·KW, OH·OW]` of one 2-D input plane `xin` `[H, W]`, in f32:
+/// per kernel position and output row, the valid output columns are one range, read
+/// with the stride and the rest zero.
+fn im2col_2d(d: &Dims, xin: &[i32], rows: &mut [f32]) -> Option<()> {
+    let (h, wd) = (d.spatial[0], d.spatial[1]);
+    let (oh_n, ow_n) = (d.geo.out[0], d.geo.out[1]);
+    let (kh_n, kw_n) = (d.kernel[0], d.kernel[1]);
+    let (sh, sw) = (d.geo.strides[0], d.geo.strides[1] as isize);
+    let (dh, dw) = (d.geo.dilations[0], d.geo.dilations[1]);
+    let (ph, pw) = (d.geo.pad_begin[0] as isize, d.geo.pad_begin[1] as isize);
+    let o_n = oh_n * ow_n;
+    for kh in 0..kh_n {
+        for kw in 0..kw_n {
+            let row = rows.get_mut((kh * kw_n + kw) * o_n..)?.get_mut(..o_n)?;
+            // Input column of output column ow: ow·sw + off; valid for ow in lo..hi.
+            let off = (kw * dw) as isize - pw;
+            let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw } as usize;
+            let room = wd as isize - off;
+            let hi = if room <= 0 { 0 } else { (room + sw - 1) / sw } as usize;
+            let hi = hi.min(ow_n);
+            let lo = lo.min(hi);
+            for (oh, r) in row.chunks_mut(ow_n.max(1)).enumerate() {
+                let ih = (oh * sh + kh * dh) as isize - ph;
+                if ih < 0 || ih as usize >= h {
+                    r.fill(0.0);
+                    continue;
+                }
+                let src = xin.get(ih as usize * wd..(ih as usize + 1) * wd)?;
+                r.get_mut(..lo)?.fill(0.0);
+                r.get_mut(hi..)?.fill(0.0);
+                let start = lo as isize * sw + off;
+                if sw == 1 {
+                    let s = src.get(start as usize..start as usize + (hi - lo))?;
+                    for (o, &v) in r.get_mut(lo..hi)?.iter_mut().zip(s) {
+                        *o = v as f32;
+                    }
+                } else {
+                    for (j, o) in r.get_mut(lo..hi)?.iter_mut().enumerate() {
+                        let i = (start + j as isize * sw) as usize;
+                        *o = src.get(i).copied().unwrap_or(0) as f32;
+                    }
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// The convolution through exact f32 GEMMs: the im2col matrix built once in f32 per
+/// image and group, the reduction cut into chunks over which every integer partial sum
+/// stays below 2^24 (so f32 is exact in any summation order); `None` when the operands
+/// are too large for chunks of at least [`MIN_CHUNK`] (the caller uses the integer GEMM)
+/// or the f32 GEMM refuses them.
+fn conv_f32(d: &Dims, x: &IntArr, w: &IntArr, taps: &[Option<usize>]) -> Option<Vec<i32>> {
+    let absmax = |v: &[i32]| v.iter().map(|v| u64::from(v.unsigned_abs())).max();
+    let (amax, bmax) = (absmax(&w.data)?, absmax(&x.data)?);
+    let (kk_n, o_n) = (d.k_size, d.o_size);
+    let mpg = d.m / d.group;
+    let kdim = d.cg * kk_n;
+    let chunk = ((F32_EXACT / (amax * bmax).max(1)) as usize).min(kdim);
+    if chunk < MIN_CHUNK.min(kdim) || chunk == 0 || mpg == 0 || o_n == 0 {
+        return None;
+    }
+    let cx = super::KernelCx::new(crate::cpu::parallel::threads());
+    let mut out = vec![0i32; d.nb * d.m * o_n];
+    let mut cols = vec![0f32; kdim * o_n];
+    let mut wf = vec![0f32; mpg * chunk];
+    let mut cf = vec![0f32; mpg * o_n];
+    for b in 0..d.nb {
+        for g in 0..d.group {
+            for ic in 0..d.cg {
+                let base = (b * d.c + g * d.cg + ic) * d.in_size;
+                let xin = x.data.get(base..base + d.in_size)?;
+                if d.spatial.len() == 2 {
+                    let rows = cols.get_mut(ic * kk_n * o_n..(ic + 1) * kk_n * o_n)?;
+                    im2col_2d(d, xin, rows)?;
+                    continue;
+                }
+                for kk in 0..kk_n {
+                    let row = cols.get_mut((ic * kk_n + kk) * o_n..)?.get_mut(..o_n)?;
+                    let t = taps.get(kk * o_n..)?.get(..o_n)?;
+                    for (dst, tp) in row.iter_mut().zip(t) {
+                        *dst = tp.and_then(|off| xin.get(off)).map_or(0.0, |&v| v as f32);
+                    }
+                }
+            }
+            let wg = w.data.get(g * mpg * kdim..(g + 1) * mpg * kdim)?;
+            let dst = out
+                .get_mut((b * d.m + g * mpg) * o_n..)?
+                .get_mut(..mpg * o_n)?;
+            for k0 in (0..kdim).step_by(chunk) {
+                let kc = chunk.min(kdim - k0);
+                let wc = &mut wf[..mpg * kc];
+                for (r, row) in wc.chunks_mut(kc).enumerate() {
+                    let src = wg.get(r * kdim + k0..r * kdim + k0 + kc)?;
+                    for (o, &v) in row.iter_mut().zip(src) {
+                        *o = v as f32;
+                    }
+                }
+                let bc = cols.get(k0 * o_n..(k0 + kc) * o_n)?;
+                super::matmul::matmul_slices(wc, bc, &mut cf, (mpg, kc, o_n), cx.gemm_par())
+                    .ok()?;
+                if k0 == 0 {
+                    for (o, &v) in dst.iter_mut().zip(&cf) {
+                        *o = v as i32;
+                    }
+                } else {
+                    for (o, &v) in dst.iter_mut().zip(&cf) {
+                        *o = o.wrapping_add(v as i32);
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The input offset read at output position `opos` by kernel position `kpos`, or None
@@ -570,6 +707,23 @@ mod tests {
                 assert!(want.data.iter().any(|&v| v != 0), "case {i}");
             }
         }
+        // Operands beyond 8 bits (no exact f32 chunk) take the integer GEMM.
+        let a = ConvAttrs {
+            pads: Some(vec![1, 1, 1, 1]),
+            ..ConvAttrs::default()
+        };
+        let x = IntArr {
+            shape: vec![1, 8, 6, 6],
+            data: ints(288, 3, -100_000, 100_000),
+        };
+        let w = IntArr {
+            shape: vec![4, 8, 3, 3],
+            data: ints(288, 4, -3000, 3000),
+        };
+        let d = dims(&a, &x, &w).unwrap();
+        assert!(conv_f32(&d, &x, &w, &[]).is_none());
+        let fast = pool.install(|| conv_i32(&a, &x, &w)).unwrap();
+        assert_eq!(fast.data, direct(&d, &x, &w).data);
     }
 
     #[test]
