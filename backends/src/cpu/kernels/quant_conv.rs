@@ -109,7 +109,10 @@ struct Dims {
 /// The convolution of `x` [N, C, D...] with `w` [M, C/group, K...]: i32 output
 /// [N, M, O...] and its shape, through im2col and the integer GEMM (the direct loop when
 /// the im2col matrix would exceed [`MAX_COLS`]).
-fn conv_i32(a: &ConvAttrs, x: &IntArr, w: &IntArr) -> Result<IntArr> {
+///
+/// `bounds`: known bounds of `|w|` and `|x|` (from the code types and zero points);
+/// without them the operands are scanned.
+fn conv_i32(a: &ConvAttrs, x: &IntArr, w: &IntArr, bounds: Option<(u64, u64)>) -> Result<IntArr> {
     let d = dims(a, x, w)?;
     if d.cg * d.k_size * d.o_size > MAX_COLS {
         return Ok(direct(&d, x, w));
@@ -120,7 +123,7 @@ fn conv_i32(a: &ConvAttrs, x: &IntArr, w: &IntArr) -> Result<IntArr> {
     let kdim = d.cg * kk_n;
     // 2-D convolutions fill the im2col rows row by row, without the tap table.
     let taps = if nsp == 2 { Vec::new() } else { taps_kk_o(&d) };
-    if let Some(out) = conv_f32(&d, x, w, &taps) {
+    if let Some(out) = conv_f32(&d, x, w, &taps, bounds) {
         let mut shape = vec![d.nb, d.m];
         shape.extend(&d.geo.out);
         return Ok(IntArr { shape, data: out });
@@ -224,9 +227,20 @@ fn im2col_2d(d: &Dims, xin: &[i32], rows: &mut [f32]) -> Option<()> {
 /// stays below 2^24 (so f32 is exact in any summation order); `None` when the operands
 /// are too large for chunks of at least [`MIN_CHUNK`] (the caller uses the integer GEMM)
 /// or the f32 GEMM refuses them.
-fn conv_f32(d: &Dims, x: &IntArr, w: &IntArr, taps: &[Option<usize>]) -> Option<Vec<i32>> {
-    let absmax = |v: &[i32]| v.iter().map(|v| u64::from(v.unsigned_abs())).max();
-    let (amax, bmax) = (absmax(&w.data)?, absmax(&x.data)?);
+fn conv_f32(
+    d: &Dims,
+    x: &IntArr,
+    w: &IntArr,
+    taps: &[Option<usize>],
+    bounds: Option<(u64, u64)>,
+) -> Option<Vec<i32>> {
+    let absmax = |v: &[i32]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((0i32, 0i32), |(l, h), &x| (l.min(x), h.max(x)));
+        u64::from(lo.unsigned_abs().max(hi.unsigned_abs()))
+    };
+    let (amax, bmax) = bounds.unwrap_or_else(|| (absmax(&w.data), absmax(&x.data)));
     let (kk_n, o_n) = (d.k_size, d.o_size);
     let mpg = d.m / d.group;
     let kdim = d.cg * kk_n;
@@ -413,6 +427,29 @@ fn step(pos: &mut [usize], dims: &[usize]) {
     }
 }
 
+/// The largest `|code - zero point|` of integer tensor `t` with zero points `zp`, from
+/// its code type's range (`None` for types without one).
+fn code_bound(t: &Tensor, zp: Option<&Tensor>) -> Result<Option<u64>> {
+    let Some((lo, hi)) = super::quant::int_range(t.dtype()) else {
+        return Ok(None);
+    };
+    let zs = match zp {
+        Some(z) => match super::quant::ints(z)? {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+        None => vec![0],
+    };
+    Ok(zs
+        .iter()
+        .map(|&z| {
+            (i64::from(lo) - i64::from(z))
+                .unsigned_abs()
+                .max((i64::from(hi) - i64::from(z)).unsigned_abs())
+        })
+        .max())
+}
+
 /// ConvInteger: i32 convolution of zero-point-adjusted 8-bit data and weight (weight
 /// zero point scalar or per output channel).
 pub(super) fn conv_integer(
@@ -437,7 +474,8 @@ pub(super) fn conv_integer(
     ) else {
         return Ok(None);
     };
-    let y = conv_i32(a, &xa, &wa)?;
+    let bounds = code_bound(w, wzp)?.zip(code_bound(x, xzp)?);
+    let y = conv_i32(a, &xa, &wa, bounds)?;
     Ok(Some(vec![Tensor::from_i32(y.shape, y.data)?]))
 }
 
@@ -461,6 +499,7 @@ pub(super) fn qlinear_conv(
     ) else {
         return Ok(None);
     };
+    let bounds = code_bound(w, q.b_zp)?.zip(code_bound(x, q.a_zp)?);
     let Some(factors) = requant_factors(q)? else {
         return Ok(None);
     };
@@ -485,7 +524,7 @@ pub(super) fn qlinear_conv(
             factors.len()
         )));
     }
-    let y = conv_i32(a, &xa, &wa)?;
+    let y = conv_i32(a, &xa, &wa, bounds)?;
     let o_size: usize = y.shape.get(2..).map_or(1, |s| s.iter().product());
     let vals: Vec<i32> = y
         .data
@@ -699,11 +738,14 @@ mod tests {
                     shape: ws.clone(),
                     data: ints(nw, i as u64 + 7, wlo, whi),
                 };
-                let fast = pool.install(|| conv_i32(&a, &x, &w)).unwrap();
+                let fast = pool.install(|| conv_i32(&a, &x, &w, None)).unwrap();
                 let d = dims(&a, &x, &w).unwrap();
                 let want = direct(&d, &x, &w);
                 assert_eq!(fast.shape, want.shape, "case {i}");
                 assert_eq!(fast.data, want.data, "case {i}, zero point {zx}");
+                // With the bounds of the code types instead of a scan.
+                let bounded = pool.install(|| conv_i32(&a, &x, &w, Some((255, 255))));
+                assert_eq!(bounded.unwrap().data, want.data, "case {i} bounded");
                 assert!(want.data.iter().any(|&v| v != 0), "case {i}");
             }
         }
@@ -721,8 +763,8 @@ mod tests {
             data: ints(288, 4, -3000, 3000),
         };
         let d = dims(&a, &x, &w).unwrap();
-        assert!(conv_f32(&d, &x, &w, &[]).is_none());
-        let fast = pool.install(|| conv_i32(&a, &x, &w)).unwrap();
+        assert!(conv_f32(&d, &x, &w, &[], None).is_none());
+        let fast = pool.install(|| conv_i32(&a, &x, &w, None)).unwrap();
         assert_eq!(fast.data, direct(&d, &x, &w).data);
     }
 
