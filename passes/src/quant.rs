@@ -17,6 +17,7 @@
 //! layer-wise error compensation instead (see [`gptq`]); the codes take the same forms.
 
 pub mod activations;
+mod dyn_conv;
 pub mod gptq;
 pub mod grid;
 
@@ -392,6 +393,7 @@ impl Pass for Quant {
         if self.activations != activations::Activations::None {
             cx.stat("quantized_activations", act.activations);
             cx.stat("activation_quantized_ops", act.ops);
+            cx.stat("activation_quantized_convs", act.convs);
         }
         errors.record_errors(cx);
         if let Some(o) = gptq_out {

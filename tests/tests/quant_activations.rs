@@ -2,7 +2,8 @@
 //! calibrated int8 activations keeps its accuracy within 0.5 points of f32 with each
 //! calibrator (minmax, percentile, entropy); static and dynamic int8 versions of every
 //! fixture load and run in onnxruntime (graph optimizations off) and agree with our
-//! executor; the output is byte-identical across runs; tiny_lm's perplexity with static
+//! executor (dynamic: every Conv with a constant weight becomes ConvInteger, every
+//! MatMul/Gemm MatMulInteger); the output is byte-identical across runs; tiny_lm's perplexity with static
 //! and dynamic int8 is reported. Fixtures without a `calibration.pb` are calibrated on
 //! their `test_data_set_0` input (the only data they ship). Run with `--nocapture` to
 //! see the figures.
@@ -159,12 +160,22 @@ fn digits_cnn_static_int8_keeps_accuracy_with_every_calibrator() {
         );
     }
     let out = tmp.path().join("dyn.onnx");
-    let (g, _) = quantize_to(&dir, "quant{activations=dynamic}", &out);
+    let (g, r) = quantize_to(&dir, "quant{activations=dynamic}", &out);
     let again = tmp.path().join("dyn2.onnx");
     quantize_to(&dir, "quant{activations=dynamic}", &again);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     let acc = digits_accuracy(&g, &dir);
-    println!("dynamic int8 (Gemm integer, Conv weight-only) accuracy {acc:.5}");
+    let convs = count_ops(&g, |op| matches!(op, Op::ConvInteger(_)));
+    let convs_f32 = count_ops(&load_inferred(&dir), |op| matches!(op, Op::Conv(_)));
+    assert_eq!(stat(&r, "activation_quantized_convs"), convs.to_string());
+    assert_eq!(convs, convs_f32, "every Conv becomes ConvInteger");
+    assert_eq!(count_ops(&g, |op| matches!(op, Op::Conv(_))), 0);
+    println!(
+        "dynamic int8 (Conv → ConvInteger ×{convs}, Gemm → MatMulInteger ×{}) accuracy {acc:.5} (f32 {base:.5}, {:+.2} points), {} bytes",
+        count_ops(&g, |op| matches!(op, Op::MatMulInteger)),
+        100.0 * (acc - base),
+        std::fs::metadata(&out).unwrap().len()
+    );
     assert!(acc >= base - 0.005, "dynamic accuracy {acc} vs f32 {base}");
 }
 
@@ -221,6 +232,12 @@ fn every_fixture_static_and_dynamic_int8_agrees_with_onnxruntime() {
             let l2 = rel_l2(o, t);
             let qerr = rel_l2(t, &reference_output(&dir).unwrap());
             let mmi = count_ops(&g, |op| matches!(op, Op::MatMulInteger));
+            let ci = count_ops(&g, |op| matches!(op, Op::ConvInteger(_)));
+            if spec.contains("dynamic") {
+                // Every Conv with a constant f32 weight is rewritten (all fixtures' are).
+                assert_eq!(stat(&r, "activation_quantized_convs"), ci.to_string());
+                assert_eq!(count_ops(&g, |op| matches!(op, Op::Conv(_))), 0, "{name}");
+            }
             let verdict = if worst <= 1e-3 {
                 "ok"
             } else if l2 <= 0.5 * qerr {
@@ -230,7 +247,7 @@ fn every_fixture_static_and_dynamic_int8_agrees_with_onnxruntime() {
                 "FAIL"
             };
             println!(
-                "{name:<20} {spec:<28} weights {:>3} activations {:>3} ops {:>3} integer matmuls {mmi:>3}  ours vs ORT max {worst:.3e} L2 {l2:.3e}, quantization error L2 {qerr:.3e}  {verdict}",
+                "{name:<20} {spec:<28} weights {:>3} activations {:>3} ops {:>3} integer matmuls {mmi:>3} convs {ci:>3}  ours vs ORT max {worst:.3e} L2 {l2:.3e}, quantization error L2 {qerr:.3e}  {verdict}",
                 stat(&r, "quantized_weights"),
                 stat(&r, "quantized_activations"),
                 stat(&r, "activation_quantized_ops"),

@@ -38,8 +38,9 @@
 //!   rewritten the same way (`alpha` folded into the weight scales, `transB` weights
 //!   stored transposed, the bias added after, scaled by `beta`). The weight codes are
 //!   then plain integer constants (initializers) rather than compressed IR values,
-//!   because `MatMulInteger` reads the codes themselves. Conv stays weight-only
-//!   (its weights are compressed as with `activations=none`; no ConvInteger).
+//!   because `MatMulInteger` reads the codes themselves. Conv becomes
+//!   `ConvInteger` → `Cast` → `Mul` (per-channel scales) → `Add` bias (see
+//!   [`super::dyn_conv`]).
 
 use super::Quant;
 use crate::calibration::Calibration;
@@ -123,6 +124,8 @@ pub struct ActSummary {
     pub activations: usize,
     /// Ops now reading a quantized activation.
     pub ops: usize,
+    /// Of those, Convs rewritten into ConvInteger (dynamic).
+    pub convs: usize,
     /// Weights turned into integer constants (dynamic).
     pub weights: usize,
     /// Their elements.
@@ -438,7 +441,7 @@ fn calibrate(
 }
 
 /// `ty` with element type `elem` (shape kept).
-fn retyped(ty: Option<&ValueType>, elem: DType) -> Option<ValueType> {
+pub(super) fn retyped(ty: Option<&ValueType>, elem: DType) -> Option<ValueType> {
     match ty {
         Some(ValueType::Tensor { shape, .. }) => Some(ValueType::tensor(elem, shape.clone())),
         _ => None,
@@ -504,7 +507,7 @@ fn insert_qdq(
 }
 
 /// The outputs of one DynamicQuantizeLinear: codes, scale, zero point.
-type Dql = (ValueId, ValueId, ValueId);
+pub(super) type Dql = (ValueId, ValueId, ValueId);
 
 /// Integer weight constants for MatMulInteger: codes `[K, N]`, per-column scales `[N]`
 /// (times `alpha`) and zero points.
@@ -515,7 +518,8 @@ struct IntWeight {
 }
 
 /// Rewrites the MatMul/Gemm readers of quantizable weights into
-/// DynamicQuantizeLinear + MatMulInteger + Cast + Mul (+ Add for a Gemm bias).
+/// DynamicQuantizeLinear + MatMulInteger + Cast + Mul (+ Add for a Gemm bias), and Conv
+/// readers into DynamicQuantizeLinear + ConvInteger + Cast + Mul (+ Add bias).
 fn dynamic(q: &Quant, g: &mut Graph) -> Result<ActSummary, PassError> {
     let targets = q.targets(g)?;
     let weights: Vec<ValueId> = targets.iter().map(|t| t.0).collect();
@@ -525,6 +529,15 @@ fn dynamic(q: &Quant, g: &mut Graph) -> Result<ActSummary, PassError> {
     let mut done_weights: Vec<ValueId> = Vec::new();
     for id in nodes {
         let node = g.node(id);
+        if let Op::Conv(a) = &node.op {
+            let (a, w) = (a.clone(), node.input(1));
+            if super::dyn_conv::rewrite(q, g, id, a, &mut dqls, &mut sum)? {
+                if let Some(w) = w.filter(|w| !done_weights.contains(w)) {
+                    done_weights.push(w);
+                }
+            }
+            continue;
+        }
         // (transpose W, alpha, beta, bias).
         let (trans_b, alpha, beta, bias) = match node.op {
             Op::MatMul => (false, 1.0, 1.0, None),
@@ -560,14 +573,7 @@ fn dynamic(q: &Quant, g: &mut Graph) -> Result<ActSummary, PassError> {
         if !done_weights.contains(&w) {
             done_weights.push(w);
         }
-        let (xq, xs, xz) = match dqls.iter().find(|(v, _)| *v == x) {
-            Some((_, d)) => *d,
-            None => {
-                let d = add_dql(g, x)?;
-                dqls.push((x, d));
-                d
-            }
-        };
+        let (xq, xs, xz) = dql_for(g, &mut dqls, x)?;
         let y_ty = g.value(y).ty.clone();
         g.remove_node(id);
         let yi = g.add_value(
@@ -641,6 +647,20 @@ fn dynamic(q: &Quant, g: &mut Graph) -> Result<ActSummary, PassError> {
     sum.activations = dqls.len();
     sum.weights = done_weights.len();
     Ok(sum)
+}
+
+/// The DynamicQuantizeLinear outputs of `x`: those in `dqls`, else a new one (recorded).
+pub(super) fn dql_for(
+    g: &mut Graph,
+    dqls: &mut Vec<(ValueId, Dql)>,
+    x: ValueId,
+) -> Result<Dql, PassError> {
+    if let Some((_, d)) = dqls.iter().find(|(v, _)| *v == x) {
+        return Ok(*d);
+    }
+    let d = add_dql(g, x)?;
+    dqls.push((x, d));
+    Ok(d)
 }
 
 /// One DynamicQuantizeLinear on `x`; its three outputs.
