@@ -46,9 +46,9 @@ pub mod rank;
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
 use crate::pass::{Changed, Pass, PassCx};
-use crate::prune::glob;
 use crate::prune::layers::{layer_of, LayerKind};
 use crate::registry::PassInfo;
+use crate::weights::WeightSelection;
 use cc_ir::op::ConvAttrs;
 use cc_ir::{DType, Error, Graph, NodeId, Op, Tensor, ValueId};
 use factor::{ConvDims, Form};
@@ -132,10 +132,8 @@ pub struct LowRank {
     pub whiten: bool,
     /// Gram dampening for whitening.
     pub damp: f64,
-    /// Op types whose weights are factored.
-    pub ops: Vec<String>,
-    /// Name globs left alone.
-    pub ignore: Vec<String>,
+    /// Which weights are factored (`ops=`, `ignore=`).
+    pub select: WeightSelection,
 }
 
 fn bad(option: &str, value: &str, expected: &str) -> PassError {
@@ -145,14 +143,6 @@ fn bad(option: &str, value: &str, expected: &str) -> PassError {
         value: value.into(),
         expected: expected.into(),
     }
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(['|', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 impl LowRank {
@@ -190,10 +180,7 @@ impl LowRank {
         if !(damp > 0.0 && damp < 1.0) {
             return Err(bad("damp", &damp.to_string(), "a fraction in (0, 1)"));
         }
-        let ops = split_list(o.get_str("ops")?);
-        if let Some(op) = ops.iter().find(|op| !LOWRANK_OPS.contains(&op.as_str())) {
-            return Err(bad("ops", op, "a list of MatMul|Gemm|Conv"));
-        }
+        let select = WeightSelection::from_options("lowrank", o, LOWRANK_OPS)?;
         let min_rank = o.get_int("min_rank")?;
         Ok(LowRank {
             criterion,
@@ -201,13 +188,12 @@ impl LowRank {
                 .map_err(|_| bad("min_rank", &min_rank.to_string(), "an integer >= 1"))?,
             whiten: o.get_bool("whiten")?,
             damp,
-            ops,
-            ignore: split_list(o.get_str("ignore")?),
+            select,
         })
     }
 
     fn ignored(&self, name: &str) -> bool {
-        self.ignore.iter().any(|p| glob(p, name))
+        self.select.ignored(name)
     }
 
     /// The layers to factor, in topological order.
@@ -221,7 +207,7 @@ impl LowRank {
                 Op::Conv(_) => "Conv",
                 _ => continue,
             };
-            if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
+            if !self.select.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
                 continue;
             }
             let Some(layer) = layer_of(g, id) else {

@@ -15,10 +15,10 @@
 use crate::error::PassError;
 use crate::options::{OptionKind, OptionSpec, Options};
 use crate::pass::{Changed, Pass, PassCx};
-use crate::prune::glob;
 use crate::registry::PassInfo;
+use crate::weights::{WeightSelection, WEIGHT_OPS};
 use cc_ir::compressed::shared::{self, HashParams};
-use cc_ir::{Compressed, DType, Error, Graph, Op, SharedWeight, Tensor, ValueId};
+use cc_ir::{Compressed, Error, Graph, SharedWeight, Tensor, ValueId};
 
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -65,9 +65,6 @@ inventory::submit! {
     }
 }
 
-/// Op types `ops=` may name.
-const SHARE_OPS: &[&str] = &["MatMul", "Gemm", "Conv", "Gather"];
-
 /// The parameter-sharing pass and its settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Share {
@@ -77,18 +74,8 @@ pub struct Share {
     pub chunk: u64,
     /// Scale each weight by a power of two near its RMS.
     pub rms_scale: bool,
-    /// Op types whose weights are shared.
-    pub ops: Vec<String>,
-    /// Name globs left in f32.
-    pub ignore: Vec<String>,
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(['|', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
+    /// Which weights are shared (`ops=`, `ignore=`).
+    pub select: WeightSelection,
 }
 
 /// The power of two nearest (in log scale) to the RMS of `w`; 1 for a zero weight.
@@ -137,64 +124,24 @@ impl Share {
                 expected: "a number in (0, 1]".into(),
             });
         }
-        let ops = split_list(o.get_str("ops")?);
-        if let Some(op) = ops.iter().find(|op| !SHARE_OPS.contains(&op.as_str())) {
-            return Err(PassError::BadOptionValue {
-                pass: "share".into(),
-                option: "ops".into(),
-                value: op.clone(),
-                expected: "a list of MatMul|Gemm|Conv|Gather".into(),
-            });
-        }
+        let select = WeightSelection::from_options("share", o, WEIGHT_OPS)?;
         Ok(Share {
             ratio,
             chunk: o.get_int("chunk")?.max(1) as u64,
             rms_scale: o.get_str("scale")? == "rms",
-            ops,
-            ignore: split_list(o.get_str("ignore")?),
+            select,
         })
     }
 
-    fn ignored(&self, name: &str) -> bool {
-        self.ignore.iter().any(|p| glob(p, name))
-    }
-
-    /// The weights to share, each once, in topological order of their first reader.
+    /// The weights to share, each once, in topological order of their first reader
+    /// (see [`WeightSelection::targets`]).
     fn targets(&self, g: &Graph) -> Result<Vec<ValueId>, PassError> {
-        let mut out: Vec<ValueId> = Vec::new();
-        for id in g.topo_order()? {
-            let node = g.node(id);
-            // (op, weight input slot, rank; 0 = 3 or more).
-            let (op, slot, rank) = match &node.op {
-                Op::MatMul => ("MatMul", 1, 2),
-                Op::Gemm { .. } => ("Gemm", 1, 2),
-                Op::Conv { .. } => ("Conv", 1, 0),
-                Op::Gather { axis } if axis.unwrap_or(0) == 0 => ("Gather", 0, 2),
-                _ => continue,
-            };
-            if !self.ops.iter().any(|o| o == op) || self.ignored(&node.name) {
-                continue;
-            }
-            let Some(w) = node.input(slot) else { continue };
-            let Some(t) = g.const_data(w) else { continue };
-            let rank_ok = if rank == 0 {
-                t.shape().len() >= 3
-            } else {
-                t.shape().len() == rank
-            };
-            if t.dtype() != DType::F32
-                || !rank_ok
-                || t.is_empty()
-                || g.is_input(w)
-                || g.is_output(w)
-                || self.ignored(g.value(w).name())
-                || out.contains(&w)
-            {
-                continue;
-            }
-            out.push(w);
-        }
-        Ok(out)
+        Ok(self
+            .select
+            .targets(g)?
+            .into_iter()
+            .map(|t| t.value)
+            .collect())
     }
 }
 
@@ -321,6 +268,7 @@ mod tests {
     use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::Executor;
+    use cc_ir::{DType, Op};
 
     fn share(text: &str) -> Result<Share, PassError> {
         let spec = lookup("share").unwrap();

@@ -238,3 +238,21 @@ fn lowrank_ir_and_report_snapshots() {
         insta::assert_snapshot!(format!("lowrank_ir_report_{name}"), text);
     }
 }
+
+/// The composed pipeline of issue 6 (prune, then factor, then quantize) on digits_cnn
+/// and tiny_lm: the report (without timings) and the IR.
+#[test]
+fn composed_pipeline_snapshots() {
+    let Some(shared) = shared_dir() else { return };
+    for name in ["digits_cnn", "tiny_lm"] {
+        let dir = shared.join("models").join(name);
+        let spec = "prune{ratio=0.3},lowrank{keep=0.75},quant{bits=8}";
+        let (g, r, _) = compile(&dir, spec, false).unwrap();
+        let text = format!(
+            "{}\n{}",
+            r.to_table_without_timings(),
+            cc_ir::printer::print_graph(&g)
+        );
+        insta::assert_snapshot!(format!("composed_ir_report_{name}"), text);
+    }
+}
