@@ -29,6 +29,7 @@ pub mod report;
 pub mod share;
 pub mod sparsify;
 pub mod stats;
+pub mod strip_metadata;
 pub mod weights;
 
 pub use calibration::Calibration;

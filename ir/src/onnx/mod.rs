@@ -11,6 +11,7 @@ mod attrs;
 mod export;
 mod external;
 mod import;
+mod metadata;
 mod sparse;
 mod tensor_proto;
 mod value_type;
@@ -18,6 +19,7 @@ mod wire;
 
 pub use attrs::{attr_from_proto, attr_to_proto, subgraph_free_names};
 pub use external::ExternalFiles;
+pub use metadata::strip_node_metadata;
 pub use sparse::PATTERN_KEY as SPARSITY_PATTERN_KEY;
 pub use tensor_proto::tensor_header;
 pub use value_type::{type_from_proto, type_to_proto};
