@@ -134,14 +134,16 @@ fn quarter_ratio_shrinks_the_file_and_agrees_with_onnxruntime() {
         if ort > 1e-3 {
             failures.push(format!("{name}: ours vs ORT {ort:e}"));
         }
-        // Where the shared weights dominate (the CNNs: the transformers carry more
-        // unshared weights and graph records), the file is at most 30% of them.
+        // Where the shared weights dominate (the CNNs and vit_tiny; the two language
+        // models carry unshared embeddings and exporter stack traces, see the next
+        // test), the file is at most 30% of them.
         if [
             "digits_cnn",
             "resnet18",
             "mobilenet_v2",
             "squeezenet1_1",
             "shufflenet_v2_x1_0",
+            "vit_tiny",
         ]
         .contains(&name.as_str())
             && frac > 0.30

@@ -263,16 +263,11 @@ pub fn materialize(g: &Graph) -> Result<Option<Graph>> {
     Ok(Some(out))
 }
 
-/// Values [`lower`] adds once per shared array: the array and the hash constants.
+/// What [`lower`] adds once per shared array: the array decoded over the whole position
+/// space, `sign(p) · array[slot(p)]` for `p` in `0..end` (unscaled), in int64 integer
+/// ops; each weight then takes its slice of it.
 pub(crate) struct ArrayConsts {
-    array: ValueId,
-    chunk: ValueId,
-    chunks: ValueId,
-    chunks_less_one: ValueId,
-    prime: ValueId,
-    one: ValueId,
-    two: ValueId,
-    coef: [ValueId; 7],
+    decoded: ValueId,
 }
 
 fn scalar(out: &mut Graph, name: &str, x: u64) -> Result<ValueId> {
@@ -281,10 +276,11 @@ fn scalar(out: &mut Graph, name: &str, x: u64) -> Result<ValueId> {
 }
 
 impl ArrayConsts {
-    fn new(out: &mut Graph, sw: &SharedWeight) -> Result<ArrayConsts> {
-        let a = &sw.array_name;
+    /// The decoding chain for the array of `sw` over positions `0..end`.
+    fn new(out: &mut Graph, sw: &SharedWeight, end: u64) -> Result<ArrayConsts> {
+        let a = sw.array_name.clone();
         let h = &sw.hash;
-        let array = out.add_const(&out.unique_name(a), sw.array.clone())?;
+        let array = out.add_const(&out.unique_name(&a), sw.array.clone())?;
         let c = [
             h.perm[0], h.perm[1], h.perm[2], h.perm[3], h.sign[0], h.sign[1], h.sign[2],
         ];
@@ -293,24 +289,76 @@ impl ArrayConsts {
         for (slot, (n, x)) in coef.iter_mut().zip(names.iter().zip(c)) {
             *slot = scalar(out, &format!("{a}_{n}"), x)?;
         }
-        Ok(ArrayConsts {
-            array,
-            chunk: scalar(out, &format!("{a}_chunk"), h.chunk)?,
-            chunks: scalar(out, &format!("{a}_chunks"), h.chunks)?,
-            chunks_less_one: scalar(out, &format!("{a}_chunks_less_one"), h.chunks - 1)?,
-            prime: scalar(out, &format!("{a}_prime"), PRIME)?,
-            one: scalar(out, &format!("{a}_one"), 1)?,
-            two: scalar(out, &format!("{a}_two"), 2)?,
-            coef,
-        })
+        let chunk = scalar(out, &format!("{a}_chunk"), h.chunk)?;
+        let chunks = scalar(out, &format!("{a}_chunks"), h.chunks)?;
+        let chunks_less_one = scalar(out, &format!("{a}_chunks_less_one"), h.chunks - 1)?;
+        let prime = scalar(out, &format!("{a}_prime"), PRIME)?;
+        let zero = scalar(out, &format!("{a}_zero"), 0)?;
+        let one = scalar(out, &format!("{a}_one"), 1)?;
+        let two = scalar(out, &format!("{a}_two"), 2)?;
+        let limit = scalar(out, &format!("{a}_end"), end)?;
+        // Intermediates stay untyped (no value_info records: the file stays small).
+        let mut step = 0usize;
+        let mut node = |out: &mut Graph, op: Op, ins: Vec<ValueId>| -> Result<ValueId> {
+            step += 1;
+            let label = out.unique_name(&format!("{a}/s{step}"));
+            let o = out.add_value(&label, None)?;
+            let ins = ins.into_iter().map(Some).collect();
+            out.add_node(&label, op, ins, vec![Some(o)])?;
+            Ok(o)
+        };
+        let (add, mul, div) = (
+            Op::Binary(BinaryOp::Add),
+            Op::Binary(BinaryOp::Mul),
+            Op::Binary(BinaryOp::Div),
+        );
+        let md = Op::Mod { fmod: None };
+        let p = node(out, Op::Range, vec![zero, limit, one])?;
+        let c = node(out, div.clone(), vec![p, chunk])?;
+        let i = node(out, md.clone(), vec![p, chunk])?;
+        let f = node(out, div, vec![c, chunks])?;
+        let kk = node(out, md.clone(), vec![c, chunks])?;
+        // A = 1 + ((a1·f + b1) mod P) mod (M − 1)
+        let x = node(out, mul.clone(), vec![f, coef[0]])?;
+        let x = node(out, add.clone(), vec![x, coef[1]])?;
+        let x = node(out, md.clone(), vec![x, prime])?;
+        let x = node(out, md.clone(), vec![x, chunks_less_one])?;
+        let a_ = node(out, add.clone(), vec![x, one])?;
+        // B = ((a2·f + b2) mod P) mod M
+        let x = node(out, mul.clone(), vec![f, coef[2]])?;
+        let x = node(out, add.clone(), vec![x, coef[3]])?;
+        let x = node(out, md.clone(), vec![x, prime])?;
+        let b = node(out, md.clone(), vec![x, chunks])?;
+        // slot = ((A·k + B) mod M)·L + i
+        let x = node(out, mul.clone(), vec![a_, kk])?;
+        let x = node(out, add.clone(), vec![x, b])?;
+        let x = node(out, md.clone(), vec![x, chunks])?;
+        let x = node(out, mul.clone(), vec![x, chunk])?;
+        let slot = node(out, add.clone(), vec![x, i])?;
+        // sign bit = ((((a3·p + b3) mod P)·p + c3) mod P) mod 2
+        let x = node(out, mul.clone(), vec![p, coef[4]])?;
+        let x = node(out, add.clone(), vec![x, coef[5]])?;
+        let x = node(out, md.clone(), vec![x, prime])?;
+        let x = node(out, mul.clone(), vec![x, p])?;
+        let x = node(out, add, vec![x, coef[6]])?;
+        let x = node(out, md.clone(), vec![x, prime])?;
+        let bit = node(out, md, vec![x, two])?;
+        let signs = Tensor::from_f32(vec![2], vec![1.0, -1.0])?;
+        let signs = out.add_const(&out.unique_name(&format!("{a}_signs")), signs)?;
+        let gather = Op::Gather { axis: None };
+        let z = node(out, gather.clone(), vec![array, slot])?;
+        let s = node(out, gather, vec![signs, bit])?;
+        let decoded = node(out, mul, vec![z, s])?;
+        Ok(ArrayConsts { decoded })
     }
 }
 
-/// Adds the lowered form of `sw` producing `v` (named `name`) to `out`: the positions
-/// `Range(offset, offset + n)` and the hash of the module docs in int64 `Div`, `Mod`,
-/// `Mul`, `Add`, then `Gather(array, slot) · Gather([scale, −scale], sign bit)` and a
-/// `Reshape` to the weight's shape. The array and the hash constants are added once per
-/// array (kept in `arrays` by array name).
+/// Adds the lowered form of `sw` producing `v` (named `name`) to `out`. Once per array
+/// (kept in `arrays` by array name): the array, the hash constants and the array decoded
+/// over all positions — `Range(0, end)`, the hash of the module docs in int64 `Div`,
+/// `Mod`, `Mul`, `Add`, then `Gather(array, slot) · Gather([1, −1], sign bit)`. Per
+/// weight: its `Slice(offset, offset + n)` of that, times its scale, `Reshape`d to its
+/// shape (three nodes, so many small weights cost the file little).
 pub(crate) fn lower(
     out: &mut Graph,
     v: ValueId,
@@ -320,67 +368,48 @@ pub(crate) fn lower(
 ) -> Result<()> {
     sw.check(name)?;
     if !arrays.contains_key(&sw.array_name) {
-        let k = ArrayConsts::new(out, &sw)?;
+        // The decoded span covers every weight of this array still to be lowered.
+        let mut end = sw.offset + sw.len() as u64;
+        for u in crate::compressed::compressed_values(out) {
+            if let Some(super::Compressed::Shared(o)) = &out.value(u).compressed {
+                if o.array_name == sw.array_name {
+                    end = end.max(o.offset + o.len() as u64);
+                }
+            }
+        }
+        let k = ArrayConsts::new(out, &sw, end)?;
         arrays.insert(sw.array_name.clone(), k);
     }
     let Some(k) = arrays.get(&sw.array_name) else {
         return Err(Error::invalid(format!("shared weight {name}: no array")));
     };
-    let n = sw.len();
-    // Intermediates stay untyped (no value_info records: the file stays small).
-    let mut step = 0usize;
-    let mut node = |out: &mut Graph, op: Op, ins: Vec<ValueId>| -> Result<ValueId> {
-        step += 1;
-        let label = out.unique_name(&format!("{name}/s{step}"));
-        let o = out.add_value(&label, None)?;
-        let ins = ins.into_iter().map(Some).collect();
-        out.add_node(&label, op, ins, vec![Some(o)])?;
-        Ok(o)
+    let decoded = k.decoded;
+    let n = sw.len() as u64;
+    let ints = |out: &mut Graph, what: &str, x: u64| -> Result<ValueId> {
+        let t = Tensor::from_i64(vec![1], vec![x as i64])?;
+        out.add_const(&out.unique_name(&format!("{name}_{what}")), t)
     };
-    let (add, mul, div) = (
-        Op::Binary(BinaryOp::Add),
+    let start = ints(out, "start", sw.offset)?;
+    let end = ints(out, "end", sw.offset + n)?;
+    let axes = ints(out, "axis", 0)?;
+    let label = out.unique_name(&format!("{name}/slice"));
+    let part = out.add_value(&label, None)?;
+    out.add_node(
+        &label,
+        Op::Slice,
+        vec![Some(decoded), Some(start), Some(end), Some(axes)],
+        vec![Some(part)],
+    )?;
+    let scale = Tensor::from_f32(vec![], vec![sw.scale])?;
+    let scale = out.add_const(&out.unique_name(&format!("{name}_scale")), scale)?;
+    let label = out.unique_name(&format!("{name}/scale"));
+    let w = out.add_value(&label, None)?;
+    out.add_node(
+        &label,
         Op::Binary(BinaryOp::Mul),
-        Op::Binary(BinaryOp::Div),
-    );
-    let md = Op::Mod { fmod: None };
-    let start = scalar(out, &format!("{name}_offset"), sw.offset)?;
-    let limit = scalar(out, &format!("{name}_end"), sw.offset + n as u64)?;
-    let p = node(out, Op::Range, vec![start, limit, k.one])?;
-    let c = node(out, div.clone(), vec![p, k.chunk])?;
-    let i = node(out, md.clone(), vec![p, k.chunk])?;
-    let f = node(out, div, vec![c, k.chunks])?;
-    let kk = node(out, md.clone(), vec![c, k.chunks])?;
-    // A = 1 + ((a1·f + b1) mod P) mod (M − 1)
-    let x = node(out, mul.clone(), vec![f, k.coef[0]])?;
-    let x = node(out, add.clone(), vec![x, k.coef[1]])?;
-    let x = node(out, md.clone(), vec![x, k.prime])?;
-    let x = node(out, md.clone(), vec![x, k.chunks_less_one])?;
-    let a = node(out, add.clone(), vec![x, k.one])?;
-    // B = ((a2·f + b2) mod P) mod M
-    let x = node(out, mul.clone(), vec![f, k.coef[2]])?;
-    let x = node(out, add.clone(), vec![x, k.coef[3]])?;
-    let x = node(out, md.clone(), vec![x, k.prime])?;
-    let b = node(out, md.clone(), vec![x, k.chunks])?;
-    // slot = ((A·k + B) mod M)·L + i
-    let x = node(out, mul.clone(), vec![a, kk])?;
-    let x = node(out, add.clone(), vec![x, b])?;
-    let x = node(out, md.clone(), vec![x, k.chunks])?;
-    let x = node(out, mul.clone(), vec![x, k.chunk])?;
-    let slot = node(out, add.clone(), vec![x, i])?;
-    // sign bit = ((((a3·p + b3) mod P)·p + c3) mod P) mod 2
-    let x = node(out, mul.clone(), vec![p, k.coef[4]])?;
-    let x = node(out, add.clone(), vec![x, k.coef[5]])?;
-    let x = node(out, md.clone(), vec![x, k.prime])?;
-    let x = node(out, mul.clone(), vec![x, p])?;
-    let x = node(out, add, vec![x, k.coef[6]])?;
-    let x = node(out, md.clone(), vec![x, k.prime])?;
-    let bit = node(out, md, vec![x, k.two])?;
-    let table = Tensor::from_f32(vec![2], vec![sw.scale, -sw.scale])?;
-    let table = out.add_const(&out.unique_name(&format!("{name}_sign_scale")), table)?;
-    let gather = Op::Gather { axis: None };
-    let z = node(out, gather.clone(), vec![k.array, slot])?;
-    let s = node(out, gather, vec![table, bit])?;
-    let w = node(out, mul, vec![z, s])?;
+        vec![Some(part), Some(scale)],
+        vec![Some(w)],
+    )?;
     let dims: Vec<i64> = sw.shape.iter().map(|&d| d as i64).collect();
     let shape = Tensor::from_i64(vec![dims.len()], dims)?;
     let shape = out.add_const(&out.unique_name(&format!("{name}_shape")), shape)?;
