@@ -344,21 +344,11 @@ impl Pass for Codebook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::Op;
 
     fn codebook(text: &str) -> Result<Codebook, PassError> {
-        let spec = lookup("codebook").unwrap();
-        let given: Vec<(String, String)> = text
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        let o = Options::parse("codebook", spec.options, &given)?;
+        let o = crate::options::test_options("codebook", text)?;
         Codebook::from_options(&o)
     }
 

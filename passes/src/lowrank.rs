@@ -741,21 +741,11 @@ impl Pass for LowRank {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::Executor;
 
     fn lowrank(text: &str) -> Result<LowRank, PassError> {
-        let spec = lookup("lowrank").unwrap();
-        let given: Vec<(String, String)> = text
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        let o = Options::parse("lowrank", spec.options, &given)?;
+        let o = crate::options::test_options("lowrank", text)?;
         LowRank::from_options(&o)
     }
 

@@ -228,6 +228,21 @@ impl Options {
     }
 }
 
+/// Test helper: the options of registered pass `pass` from `k=v,k=v` text.
+#[cfg(test)]
+pub(crate) fn test_options(pass: &str, text: &str) -> Result<Options, PassError> {
+    let spec = crate::registry::lookup(pass)?;
+    let given: Vec<(String, String)> = text
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    Options::parse(pass, spec.options, &given)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

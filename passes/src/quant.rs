@@ -406,21 +406,11 @@ impl Pass for Quant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::Op;
 
     fn quant(text: &str) -> Result<Quant, PassError> {
-        let spec = lookup("quant").unwrap();
-        let given: Vec<(String, String)> = text
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        let o = Options::parse("quant", spec.options, &given)?;
+        let o = crate::options::test_options("quant", text)?;
         Quant::from_options(&o)
     }
 

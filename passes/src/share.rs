@@ -265,22 +265,12 @@ impl Pass for Share {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::Executor;
     use cc_ir::{DType, Op};
 
     fn share(text: &str) -> Result<Share, PassError> {
-        let spec = lookup("share").unwrap();
-        let given: Vec<(String, String)> = text
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        let o = Options::parse("share", spec.options, &given)?;
+        let o = crate::options::test_options("share", text)?;
         Share::from_options(&o)
     }
 

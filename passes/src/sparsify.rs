@@ -340,21 +340,11 @@ impl Pass for Sparsify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::{DType, Op};
 
     fn sparsify(text: &str) -> Result<Sparsify, PassError> {
-        let spec = lookup("sparsify").unwrap();
-        let given: Vec<(String, String)> = text
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect();
-        let o = Options::parse("sparsify", spec.options, &given)?;
+        let o = crate::options::test_options("sparsify", text)?;
         Sparsify::from_options(&o)
     }
 

@@ -129,6 +129,35 @@ pub fn lm_perplexity(g: &cc_ir::Graph, dir: &Path) -> f64 {
     cc_cli::metrics::perplexity(&logits, vocab, &data.targets.unwrap()).unwrap()
 }
 
+/// Canonicalize + `spec` over the fixture in `dir` (verifying after each pass) with a
+/// CPU executor, and the fixture's calibration.pb when `calib`: the graph, its report
+/// and the seconds the passes took.
+pub fn compile_fixture(
+    dir: &Path,
+    spec: &str,
+    calib: bool,
+) -> std::result::Result<(cc_ir::Graph, cc_passes::Report, f64), String> {
+    let mut g = load_inferred(dir);
+    let options = cc_passes::ManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
+    let pipeline = cc_passes::Pipeline::parse(spec).map_err(|e| e.to_string())?;
+    let mut m = cc_passes::PassManager::new(&pipeline, options)
+        .map_err(|e| e.to_string())?
+        .with_executor(std::sync::Arc::new(
+            cc_backends::cpu::CpuExecutor::new(2).map_err(|e| e.to_string())?,
+        ));
+    if calib {
+        let c =
+            cc_passes::Calibration::load(&dir.join("calibration.pb")).map_err(|e| e.to_string())?;
+        m = m.with_calibration(std::sync::Arc::new(c));
+    }
+    let start = std::time::Instant::now();
+    let r = m.run(&mut g).map_err(|e| e.to_string())?;
+    Ok((g, r, start.elapsed().as_secs_f64()))
+}
+
 /// Runs the pass pipeline `spec` over `g`, verifying the graph after each pass.
 pub fn run_pipeline(
     g: &mut cc_ir::Graph,

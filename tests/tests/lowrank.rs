@@ -8,36 +8,15 @@
 //! the figures.
 
 use cc_ir::{Executor, Graph, Tensor};
-use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
+use cc_passes::Report;
 use cc_tests::{
     digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
     shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
 
-/// `spec` over the fixture in `dir` (verifying after each pass) with an executor, and
-/// the fixture's calibration data when `calib`; the graph, report and seconds taken.
 fn compile(dir: &Path, spec: &str, calib: bool) -> Result<(Graph, Report, f64), String> {
-    let mut g = load_inferred(dir);
-    let options = ManagerOptions {
-        verify_each: true,
-        ..Default::default()
-    };
-    let pipeline = Pipeline::parse(spec).map_err(|e| e.to_string())?;
-    let mut m = PassManager::new(&pipeline, options)
-        .map_err(|e| e.to_string())?
-        .with_executor(Arc::new(
-            cc_backends::cpu::CpuExecutor::new(2).map_err(|e| e.to_string())?,
-        ));
-    if calib {
-        let c = Calibration::load(&dir.join("calibration.pb")).map_err(|e| e.to_string())?;
-        m = m.with_calibration(Arc::new(c));
-    }
-    let start = Instant::now();
-    let r = m.run(&mut g).map_err(|e| e.to_string())?;
-    Ok((g, r, start.elapsed().as_secs_f64()))
+    cc_tests::compile_fixture(dir, spec, calib)
 }
 
 fn stat(r: &Report, key: &str) -> String {
