@@ -279,6 +279,46 @@ impl Oracle {
     }
 }
 
+/// Runs the compressed graph `g` and the file `out` written from it on the fixture
+/// inputs of `dir` with our executor (the two must agree exactly) and the file in
+/// onnxruntime with its graph optimizations off: the largest relative error of ours
+/// against onnxruntime over the outputs, or why onnxruntime could not run it.
+pub fn ours_vs_onnxruntime(
+    oracle: &Oracle,
+    g: &cc_ir::Graph,
+    out: &Path,
+    dir: &Path,
+) -> std::result::Result<f64, String> {
+    use cc_ir::Executor;
+    let files = test_inputs(dir);
+    let inputs: Vec<Tensor> = files
+        .iter()
+        .map(|p| cc_ir::onnx::read_tensor_file(p).map(|t| t.1))
+        .collect::<Result<_>>()
+        .map_err(|e| e.to_string())?;
+    let ex = cc_backends::cpu::CpuExecutor::new(2).map_err(|e| e.to_string())?;
+    let ours = ex.run(g, &inputs).map_err(|e| e.to_string())?;
+    let file = cc_ir::onnx::load_model(out).map_err(|e| e.to_string())?;
+    let ours_file = ex.run(&file, &inputs).map_err(|e| e.to_string())?;
+    let ort = oracle.run_unoptimized(out, &files)?;
+    if ort.len() != ours.len() || ours_file.len() != ours.len() {
+        return Err(format!(
+            "{} outputs from the IR, {} from the file, {} from onnxruntime",
+            ours.len(),
+            ours_file.len(),
+            ort.len()
+        ));
+    }
+    let mut worst = 0f64;
+    for ((a, b), c) in ours.iter().zip(&ort).zip(&ours_file) {
+        if a.shape() != c.shape() || max_rel_error(a, c)? != 0.0 {
+            return Err("the IR and the written file give different outputs".into());
+        }
+        worst = worst.max(max_rel_error(a, b)?);
+    }
+    Ok(worst)
+}
+
 /// Largest absolute difference divided by the largest reference magnitude (relative
 /// error in the max norm); `Err` if shapes or types differ.
 pub fn max_rel_error(got: &Tensor, want: &Tensor) -> Result<f64, String> {
