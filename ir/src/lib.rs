@@ -13,6 +13,7 @@ pub mod exec;
 pub mod graph;
 pub mod infer;
 pub mod int_codes;
+pub mod ir_wire;
 pub mod onnx;
 pub mod op;
 pub mod opset;
