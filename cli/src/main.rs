@@ -57,6 +57,10 @@ struct Cli {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
+    /// What to write: `onnx` (the model) or `ir` (the IR wire format, compressed
+    /// weights and annotations kept; see `cc_ir::ir_wire`).
+    #[arg(long, value_enum, default_value_t = Emit::Onnx)]
+    emit: Emit,
     /// Seed for passes that draw random numbers.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -65,6 +69,15 @@ struct Cli {
     /// input_<i>.pb files; axis 0 is the batch.
     #[arg(long, value_name = "FILE.pb|DIR")]
     calib: Option<PathBuf>,
+}
+
+/// The output format of a compile.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// An ONNX model.
+    Onnx,
+    /// The IR wire format.
+    Ir,
 }
 
 /// Subcommands besides compiling.
@@ -207,7 +220,10 @@ fn run(cli: Cli) -> Result<()> {
     if cli.print_ir {
         print!("{}", cc_ir::printer::print_graph(&graph));
     }
-    cc_ir::onnx::save_model(&graph, &output)?;
+    match cli.emit {
+        Emit::Onnx => cc_ir::onnx::save_model(&graph, &output)?,
+        Emit::Ir => cc_ir::onnx::write_file_atomic(&output, &cc_ir::ir_wire::encode(&graph))?,
+    }
     report.peak_memory_bytes = memory::peak_rss_bytes();
     if cli.report {
         eprint!("{}", report.to_table());

@@ -595,3 +595,31 @@ fn quant_output_is_smaller_and_runs() {
     let graph = m.graph.as_ref().unwrap();
     assert!(graph.node.iter().any(|n| n.op_type == "DequantizeLinear"));
 }
+
+#[test]
+fn emit_ir_writes_the_wire_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ccir");
+    let o = bin()
+        .arg(demo_model())
+        .args(["--passes", "quant", "--emit", "ir", "--print-ir", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        cc_ir::onnx::load_model(&out).is_err(),
+        "an ONNX model was written"
+    );
+    let g = cc_ir::ir_wire::decode(&bytes).unwrap();
+    assert_eq!(
+        cc_ir::printer::print_graph(&g),
+        String::from_utf8_lossy(&o.stdout),
+        "the file holds the printed IR"
+    );
+    assert!(
+        cc_ir::compressed::has_compressed(&g),
+        "the quantized weights are kept compressed"
+    );
+}

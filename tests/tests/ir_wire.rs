@@ -41,13 +41,21 @@ fn every_fixture_round_trips_after_each_weight_pass() {
             }
             let bytes = ir_wire::encode(&g);
             let back = ir_wire::decode(&bytes).unwrap_or_else(|e| panic!("{name} {spec}: {e}"));
-            assert_eq!(print_graph(&back), print_graph(&g), "{name} {spec}: printed IR");
+            assert_eq!(
+                print_graph(&back),
+                print_graph(&g),
+                "{name} {spec}: printed IR"
+            );
             assert!(
                 ir_wire::encode(&back) == bytes,
                 "{name} {spec}: re-encoding changed the bytes"
             );
             if !inputs.is_empty() {
-                assert_eq!(run(&back, &inputs), run(&g, &inputs), "{name} {spec}: outputs");
+                assert_eq!(
+                    run(&back, &inputs),
+                    run(&g, &inputs),
+                    "{name} {spec}: outputs"
+                );
             }
             checked += 1;
         }
