@@ -211,10 +211,7 @@ mod tests {
     }
 
     fn error_of(m: &GraphMsg) -> String {
-        let e = decode_msg(m)
-            .err()
-            .expect("decoding should fail")
-            .to_string();
+        let e = decode_msg(m).expect_err("decoding should fail").to_string();
         assert!(!e.contains('\n'), "not one line: {e}");
         e
     }
