@@ -30,7 +30,8 @@ struct Cli {
     command: Option<Command>,
     /// Input model (ONNX).
     model: Option<PathBuf>,
-    /// Output model; default: MODEL.cc.onnx beside the input.
+    /// Output model; default: MODEL.cc.onnx (MODEL.cc.ccir with `--emit ir`) beside
+    /// the input.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Pipeline: `name` or `name{key=value,...}`, comma-separated.
@@ -187,7 +188,13 @@ fn run(cli: Cli) -> Result<()> {
             PrintAfter::Pass(p.to_string())
         }
     });
-    let output = cli.output.clone().unwrap_or_else(|| default_output(model));
+    let output = cli.output.clone().unwrap_or_else(|| {
+        let onnx = default_output(model);
+        match cli.emit {
+            Emit::Onnx => onnx,
+            Emit::Ir => onnx.with_extension("ccir"),
+        }
+    });
 
     let mut graph = cc_ir::onnx::load_model(model)?;
     cc_ir::infer::infer_shapes(&mut graph).with_context(|| format!("{}", model.display()))?;
