@@ -574,57 +574,13 @@ fn dynamic(q: &Quant, g: &mut Graph) -> Result<ActSummary, PassError> {
             done_weights.push(w);
         }
         let (xq, xs, xz) = dql_for(g, &mut dqls, x)?;
-        let y_ty = g.value(y).ty.clone();
-        g.remove_node(id);
-        let yi = g.add_value(
-            &g.unique_name(&format!("{name}_int")),
-            retyped(y_ty.as_ref(), DType::I32),
-        )?;
         let mut mi = vec![Some(xq), Some(iw.codes), Some(xz)];
         if let Some(z) = iw.zero_point {
             mi.push(Some(z));
         }
-        g.add_node(
-            &g.unique_name(&format!("{name}_MatMulInteger")),
-            Op::MatMulInteger,
-            mi,
-            vec![Some(yi)],
-        )?;
-        let yf = g.add_value(
-            &g.unique_name(&format!("{name}_float")),
-            retyped(y_ty.as_ref(), DType::F32),
-        )?;
-        g.add_node(
-            &g.unique_name(&format!("{name}_Cast")),
-            Op::Cast {
-                to: DType::F32,
-                saturate: None,
-            },
-            vec![Some(yi)],
-            vec![Some(yf)],
-        )?;
-        let sc = g.add_value(&g.unique_name(&format!("{name}_scale")), None)?;
-        g.add_node(
-            &g.unique_name(&format!("{name}_scale_Mul")),
-            Op::Binary(BinaryOp::Mul),
-            vec![Some(xs), Some(iw.scale)],
-            vec![Some(sc)],
-        )?;
-        let mul_out = match bias {
-            Some(_) => g.add_value(
-                &g.unique_name(&format!("{name}_scaled")),
-                retyped(y_ty.as_ref(), DType::F32),
-            )?,
-            None => y,
-        };
-        g.add_node(
-            &g.unique_name(&format!("{name}_Mul")),
-            Op::Binary(BinaryOp::Mul),
-            vec![Some(yf), Some(sc)],
-            vec![Some(mul_out)],
-        )?;
-        if let Some(c) = bias {
-            let c = match (&bias_data, g.const_data(c)) {
+        let make_bias = |g: &mut Graph| -> Result<Option<ValueId>, PassError> {
+            let Some(c) = bias else { return Ok(None) };
+            Ok(Some(match (&bias_data, g.const_data(c)) {
                 (Some(data), Some(t)) => {
                     let shape = t.shape().to_vec();
                     let scaled = data.iter().map(|v| v * beta).collect();
@@ -634,19 +590,90 @@ fn dynamic(q: &Quant, g: &mut Graph) -> Result<ActSummary, PassError> {
                     )?
                 }
                 _ => c,
-            };
-            g.add_node(
-                &g.unique_name(&format!("{name}_bias_Add")),
-                Op::Binary(BinaryOp::Add),
-                vec![Some(mul_out), Some(c)],
-                vec![Some(y)],
-            )?;
-        }
+            }))
+        };
+        replace_with_integer_op(
+            g,
+            (id, y, &name),
+            ("MatMulInteger", Op::MatMulInteger, mi),
+            (xs, iw.scale),
+            bias.is_some(),
+            make_bias,
+        )?;
         sum.ops += 1;
     }
     sum.activations = dqls.len();
     sum.weights = done_weights.len();
     Ok(sum)
+}
+
+/// Replaces node `id` (output `y`, named `name`) by the integer form onnxruntime's
+/// dynamic quantizer writes: `int_op(ins)` in i32, `Cast` to f32, `Mul` by
+/// `x_scale · w_scale`, then, when `has_bias`, `Add` of the bias `make_bias` gives
+/// (called after the `Mul`, so its constant follows it).
+pub(super) fn replace_with_integer_op(
+    g: &mut Graph,
+    (id, y, name): (NodeId, ValueId, &str),
+    (op_name, int_op, ins): (&str, Op, Vec<Option<ValueId>>),
+    (xs, w_scale): (ValueId, ValueId),
+    has_bias: bool,
+    make_bias: impl FnOnce(&mut Graph) -> Result<Option<ValueId>, PassError>,
+) -> Result<(), PassError> {
+    let y_ty = g.value(y).ty.clone();
+    g.remove_node(id);
+    let yi = g.add_value(
+        &g.unique_name(&format!("{name}_int")),
+        retyped(y_ty.as_ref(), DType::I32),
+    )?;
+    g.add_node(
+        &g.unique_name(&format!("{name}_{op_name}")),
+        int_op,
+        ins,
+        vec![Some(yi)],
+    )?;
+    let yf = g.add_value(
+        &g.unique_name(&format!("{name}_float")),
+        retyped(y_ty.as_ref(), DType::F32),
+    )?;
+    g.add_node(
+        &g.unique_name(&format!("{name}_Cast")),
+        Op::Cast {
+            to: DType::F32,
+            saturate: None,
+        },
+        vec![Some(yi)],
+        vec![Some(yf)],
+    )?;
+    let sc = g.add_value(&g.unique_name(&format!("{name}_scale")), None)?;
+    g.add_node(
+        &g.unique_name(&format!("{name}_scale_Mul")),
+        Op::Binary(BinaryOp::Mul),
+        vec![Some(xs), Some(w_scale)],
+        vec![Some(sc)],
+    )?;
+    let mul_out = if has_bias {
+        g.add_value(
+            &g.unique_name(&format!("{name}_scaled")),
+            retyped(y_ty.as_ref(), DType::F32),
+        )?
+    } else {
+        y
+    };
+    g.add_node(
+        &g.unique_name(&format!("{name}_Mul")),
+        Op::Binary(BinaryOp::Mul),
+        vec![Some(yf), Some(sc)],
+        vec![Some(mul_out)],
+    )?;
+    if let Some(c) = make_bias(g)? {
+        g.add_node(
+            &g.unique_name(&format!("{name}_bias_Add")),
+            Op::Binary(BinaryOp::Add),
+            vec![Some(mul_out), Some(c)],
+            vec![Some(y)],
+        )?;
+    }
+    Ok(())
 }
 
 /// The DynamicQuantizeLinear outputs of `x`: those in `dqls`, else a new one (recorded).

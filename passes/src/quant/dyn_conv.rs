@@ -11,11 +11,11 @@
 //! weights whose per-channel zero points differ keep the Conv weight-only, as does a
 //! Conv whose bias is not a constant.
 
-use super::activations::{dql_for, retyped, ActSummary, Dql};
+use super::activations::{dql_for, replace_with_integer_op, ActSummary, Dql};
 use super::Quant;
 use crate::error::PassError;
-use cc_ir::op::{BinaryOp, ConvAttrs};
-use cc_ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
+use cc_ir::op::ConvAttrs;
+use cc_ir::{Graph, NodeId, Op, Tensor, ValueId};
 
 /// Rewrites Conv node `id` (attributes `attrs`) into the integer form; false (graph
 /// unchanged) when it does not qualify.
@@ -82,63 +82,22 @@ pub(super) fn rewrite(
             g.add_const(&g.unique_name(&format!("{wname}_zero_point")), z)?,
         ));
     }
-    let y_ty = g.value(y).ty.clone();
-    g.remove_node(id);
-    let yi = g.add_value(
-        &g.unique_name(&format!("{name}_int")),
-        retyped(y_ty.as_ref(), DType::I32),
-    )?;
-    g.add_node(
-        &g.unique_name(&format!("{name}_ConvInteger")),
-        Op::ConvInteger(attrs),
-        ins,
-        vec![Some(yi)],
-    )?;
-    let yf = g.add_value(
-        &g.unique_name(&format!("{name}_float")),
-        retyped(y_ty.as_ref(), DType::F32),
-    )?;
-    g.add_node(
-        &g.unique_name(&format!("{name}_Cast")),
-        Op::Cast {
-            to: DType::F32,
-            saturate: None,
-        },
-        vec![Some(yi)],
-        vec![Some(yf)],
-    )?;
-    let sc = g.add_value(&g.unique_name(&format!("{name}_scale")), None)?;
-    g.add_node(
-        &g.unique_name(&format!("{name}_scale_Mul")),
-        Op::Binary(BinaryOp::Mul),
-        vec![Some(xs), Some(w_scale)],
-        vec![Some(sc)],
-    )?;
-    let mul_out = match bias {
-        Some(_) => g.add_value(
-            &g.unique_name(&format!("{name}_scaled")),
-            retyped(y_ty.as_ref(), DType::F32),
-        )?,
-        None => y,
-    };
-    g.add_node(
-        &g.unique_name(&format!("{name}_Mul")),
-        Op::Binary(BinaryOp::Mul),
-        vec![Some(yf), Some(sc)],
-        vec![Some(mul_out)],
-    )?;
-    if let Some(b) = bias {
-        let c = g.add_const(
+    let has_bias = bias.is_some();
+    let make_bias = |g: &mut Graph| -> Result<Option<ValueId>, PassError> {
+        let Some(b) = bias else { return Ok(None) };
+        Ok(Some(g.add_const(
             &g.unique_name(&format!("{name}_bias")),
             Tensor::from_f32(chan, b)?,
-        )?;
-        g.add_node(
-            &g.unique_name(&format!("{name}_bias_Add")),
-            Op::Binary(BinaryOp::Add),
-            vec![Some(mul_out), Some(c)],
-            vec![Some(y)],
-        )?;
-    }
+        )?))
+    };
+    replace_with_integer_op(
+        g,
+        (id, y, &name),
+        ("ConvInteger", Op::ConvInteger(attrs), ins),
+        (xs, w_scale),
+        has_bias,
+        make_bias,
+    )?;
     sum.ops += 1;
     sum.convs += 1;
     Ok(true)
