@@ -3,4 +3,7 @@
 //! [`cpu::CpuExecutor`] runs graphs (implementing [`cc_ir::Executor`]); the constant
 //! evaluator [`cpu::eval`] also serves constant folding.
 
+pub mod backend;
 pub mod cpu;
+
+pub use backend::{Artifact, ArtifactFile, Backend, BackendOptions};
