@@ -7,6 +7,10 @@
 //! Typed ops travel as their ONNX form (domain, type, attributes from
 //! [`crate::Op::attributes`]) and are rebuilt with [`crate::Op::from_onnx`]; value ids
 //! are kept, so `encode(decode(encode(g)))` equals `encode(g)` byte for byte.
+//!
+//! Framing: the bytes start with the magic `CCIR` and the format version as a
+//! little-endian `u32` ([`WIRE_VERSION`]), then the protobuf `GraphMsg`. A reader
+//! refuses another version with an error naming both, rather than misreading fields.
 
 pub mod decode;
 pub mod encode;
@@ -16,16 +20,57 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use prost::Message;
 
-/// The wire bytes of a graph.
+/// The first four bytes of every encoding.
+pub const WIRE_MAGIC: [u8; 4] = *b"CCIR";
+
+/// The version of the message layout this build writes and reads. Bump it when a
+/// change would make an older reader misread a newer encoding.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Length of the framing before the protobuf message.
+const HEADER_LEN: usize = 8;
+
+/// The wire bytes of a graph: magic, version, message.
 pub fn encode(g: &Graph) -> Vec<u8> {
-    encode::graph_msg(g).encode_to_vec()
+    let msg = encode::graph_msg(g);
+    let mut out = Vec::with_capacity(HEADER_LEN + msg.encoded_len());
+    out.extend_from_slice(&WIRE_MAGIC);
+    out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+    out.extend(msg.encode_to_vec());
+    out
 }
 
-/// The graph wire bytes describe; a one-line [`Error::Decode`] on malformed input.
+/// The graph wire bytes describe; a one-line [`Error::Decode`] on malformed input
+/// (missing magic, another version, a bad message, inconsistent contents).
 pub fn decode(bytes: &[u8]) -> Result<Graph> {
-    let msg = messages::GraphMsg::decode(bytes)
+    let body = check_header(bytes)?;
+    let msg = messages::GraphMsg::decode(body)
         .map_err(|e| Error::decode(format!("IR wire: not a graph message: {e}")))?;
     decode::graph_from_msg(msg)
+}
+
+/// The message after a valid header.
+fn check_header(bytes: &[u8]) -> Result<&[u8]> {
+    let (Some(magic), Some(version)) = (bytes.get(..4), bytes.get(4..HEADER_LEN)) else {
+        return Err(Error::decode(format!(
+            "IR wire: {} bytes is too short for the 8-byte header",
+            bytes.len()
+        )));
+    };
+    if magic != WIRE_MAGIC {
+        return Err(Error::decode(
+            "IR wire: the bytes do not start with the CCIR magic (not IR wire bytes)",
+        ));
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(version);
+    let version = u32::from_le_bytes(v);
+    if version != WIRE_VERSION {
+        return Err(Error::decode(format!(
+            "IR wire: format version {version}, this build reads version {WIRE_VERSION}"
+        )));
+    }
+    Ok(bytes.get(HEADER_LEN..).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -207,7 +252,10 @@ mod tests {
     }
 
     fn decode_msg(m: &GraphMsg) -> Result<Graph> {
-        decode(&m.encode_to_vec())
+        let mut bytes = WIRE_MAGIC.to_vec();
+        bytes.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+        bytes.extend(m.encode_to_vec());
+        decode(&bytes)
     }
 
     fn error_of(m: &GraphMsg) -> String {
@@ -285,6 +333,28 @@ mod tests {
         let n = back.node(back.node_ids()[0]);
         assert_eq!(n.op, op);
         assert_eq!(n.inputs(), &[Some(x), None, Some(x)]);
+    }
+
+    #[test]
+    fn header_is_checked_first() {
+        let bytes = encode(&sample());
+        assert_eq!(&bytes[..4], b"CCIR");
+        assert_eq!(&bytes[4..8], &WIRE_VERSION.to_le_bytes());
+        let err = |b: &[u8]| decode(b).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&bytes[..5]).contains("too short for the 8-byte header"));
+        let mut other = bytes.clone();
+        other[0] = b'X';
+        assert!(err(&other).contains("CCIR magic"), "{}", err(&other));
+        let mut newer = bytes.clone();
+        newer[4..8].copy_from_slice(&(WIRE_VERSION + 1).to_le_bytes());
+        assert_eq!(
+            err(&newer),
+            format!(
+                "IR wire: format version {}, this build reads version {WIRE_VERSION}",
+                WIRE_VERSION + 1
+            )
+        );
+        assert!(decode(&bytes).is_ok());
     }
 
     #[test]
