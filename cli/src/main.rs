@@ -52,6 +52,10 @@ struct Cli {
     /// List the available passes and their options, then exit.
     #[arg(long)]
     list_passes: bool,
+    /// Load a plugin library of third-party passes (repeatable). The libraries in the
+    /// folders listed in `CC_PLUGIN_PATH` load too, first.
+    #[arg(long = "plugin", value_name = "LIB")]
+    plugins: Vec<PathBuf>,
     /// Print the report (per pass: time, nodes, params, bytes before/after) to stderr.
     #[arg(long)]
     report: bool,
@@ -173,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {}
     }
+    load_plugins(&cli.plugins)?;
     if cli.list_passes {
         print!("{}", cc_passes::registry::describe_passes());
         return Ok(());
@@ -237,6 +242,18 @@ fn run(cli: Cli) -> Result<()> {
     }
     if let Some(path) = &cli.report_json {
         cc_ir::onnx::write_file_atomic(path, report.to_json().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Loads the plugins of the `CC_PLUGIN_PATH` folders, then those given with `--plugin`.
+fn load_plugins(flags: &[PathBuf]) -> Result<()> {
+    use cc_passes::plugin_host::{load_plugin, load_plugin_dirs, PLUGIN_PATH_VAR};
+    if let Some(dirs) = std::env::var_os(PLUGIN_PATH_VAR) {
+        load_plugin_dirs(&dirs)?;
+    }
+    for path in flags {
+        load_plugin(path)?;
     }
     Ok(())
 }

@@ -52,6 +52,14 @@ pub enum PassError {
         /// The verifier's complaint.
         source: cc_ir::Error,
     },
+    /// A plugin could not be loaded, or one of its passes failed.
+    #[error("plugin {plugin}: {message}")]
+    Plugin {
+        /// The plugin: its name (when known) and the library's path.
+        plugin: String,
+        /// What went wrong, on one line.
+        message: String,
+    },
     /// A pass failed.
     #[error("pass {pass}: {source}")]
     InPass {

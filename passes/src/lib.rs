@@ -21,6 +21,7 @@ pub mod manager;
 pub mod options;
 pub mod pass;
 pub mod pipeline;
+pub mod plugin_host;
 pub mod prune;
 pub mod quant;
 pub mod registry;

@@ -157,6 +157,11 @@ impl Options {
         })
     }
 
+    /// The pass these options belong to.
+    pub fn pass(&self) -> &str {
+        &self.pass
+    }
+
     /// All defaults of `spec`.
     pub fn defaults(pass: &str, spec: &'static [OptionSpec]) -> Result<Options, PassError> {
         Self::parse(pass, spec, &[])

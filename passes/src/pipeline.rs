@@ -28,7 +28,8 @@ fn syntax(pos: usize, message: impl Into<String>) -> PassError {
     }
 }
 
-fn is_word(c: char) -> bool {
+/// Whether `c` may appear in a pass or option name.
+pub(crate) fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')
 }
 

@@ -3,6 +3,7 @@
 use crate::error::PassError;
 use crate::options::{OptionSpec, Options};
 use crate::pass::Pass;
+use std::sync::RwLock;
 
 /// A registered pass: name, summary, option schema and constructor.
 pub struct PassInfo {
@@ -30,9 +31,38 @@ impl PassInfo {
 
 inventory::collect!(PassInfo);
 
+/// Passes registered at run time (by plugins); never removed.
+static DYNAMIC: RwLock<Vec<&'static PassInfo>> = RwLock::new(Vec::new());
+
+/// The run-time registrations (a poisoned lock still holds a consistent list: entries
+/// are only ever pushed whole).
+fn dynamic() -> Vec<&'static PassInfo> {
+    DYNAMIC.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Registers a pass at run time (what the plugin host does for each plugin pass).
+/// A name already taken — by a built-in or an earlier registration — is an error
+/// naming it; the registry is left unchanged.
+pub fn register(info: &'static PassInfo) -> Result<(), PassError> {
+    let mut list = DYNAMIC.write().unwrap_or_else(|e| e.into_inner());
+    let builtin = inventory::iter::<PassInfo>
+        .into_iter()
+        .any(|p| p.name == info.name);
+    if builtin || list.iter().any(|p| p.name == info.name) {
+        return Err(PassError::Ir(cc_ir::Error::invalid(format!(
+            "pass {:?} is already registered{}",
+            info.name,
+            if builtin { " (a built-in pass)" } else { "" }
+        ))));
+    }
+    list.push(info);
+    Ok(())
+}
+
 /// All registered passes, sorted by name.
 pub fn all_passes() -> Vec<&'static PassInfo> {
     let mut v: Vec<&'static PassInfo> = inventory::iter::<PassInfo>.into_iter().collect();
+    v.extend(dynamic());
     v.sort_by_key(|p| p.name);
     v
 }
@@ -42,6 +72,7 @@ pub fn find(name: &str) -> Option<&'static PassInfo> {
     inventory::iter::<PassInfo>
         .into_iter()
         .find(|p| p.name == name)
+        .or_else(|| dynamic().into_iter().find(|p| p.name == name))
 }
 
 /// The pass registered under `name`, or an error listing all registered names.

@@ -6,6 +6,7 @@
 //! failure, so nothing is skipped silently there.
 
 pub mod conformance;
+pub mod plugin_build;
 
 use cc_ir::{Result, Tensor};
 use std::path::{Path, PathBuf};
