@@ -5,6 +5,7 @@
 //! folder or oracle makes a test print why and return; under CI (`CI=true`) it is a
 //! failure, so nothing is skipped silently there.
 
+pub mod cli_rejection;
 pub mod conformance;
 pub mod plugin_build;
 

@@ -7,6 +7,7 @@
 //! invalid graph — is one `error:` line naming the plugin, exit code 2, nothing
 //! written. Uses the demo model in the repository, so it runs without ../shared.
 
+use cc_tests::cli_rejection::assert_rejected;
 use cc_tests::plugin_build::{build_plugins, PluginLibs};
 use cc_tests::{digits_accuracy, ours_vs_onnxruntime, Oracle};
 use std::path::{Path, PathBuf};
@@ -28,27 +29,6 @@ fn compile(libs: &PluginLibs, dir: &Path, args: &[&str]) -> (Output, PathBuf) {
         .output()
         .unwrap();
     (output, out)
-}
-
-/// Exit code 2, one `error:` line containing every needle, nothing written.
-fn assert_rejected(output: &Output, out: &Path, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "expected {n:?} in: {stderr}");
-    }
-    assert!(!out.exists(), "an output file was written");
-    let left = std::fs::read_dir(out.parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with(".tmp"));
-    assert!(!left, "temporary files left behind");
 }
 
 fn path(p: &Path) -> &str {
