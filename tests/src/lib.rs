@@ -160,6 +160,71 @@ pub fn compile_fixture(
     Ok((g, r, start.elapsed().as_secs_f64()))
 }
 
+/// Runs `g` on our CPU executor (2 threads) on `inputs`, panicking on an error.
+pub fn run_cpu(g: &cc_ir::Graph, inputs: &[Tensor]) -> Vec<Tensor> {
+    use cc_ir::Executor;
+    cc_backends::cpu::CpuExecutor::new(2)
+        .unwrap()
+        .run(g, inputs)
+        .unwrap()
+}
+
+/// The tensors in `files` (fixture input files), panicking when one cannot be read.
+pub fn read_inputs(files: &[PathBuf]) -> Vec<Tensor> {
+    files
+        .iter()
+        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+        .collect()
+}
+
+/// The input tensors of the fixture in `dir` (its `test_data_set_0`), in order.
+pub fn fixture_inputs(dir: &Path) -> Vec<Tensor> {
+    read_inputs(&test_inputs(dir))
+}
+
+/// Loads the fixture in `dir`, runs `spec` over it (verifying after each pass) and
+/// writes it to `out`, panicking on an error: the graph, the report and the file's size.
+pub fn compile_and_save(
+    dir: &Path,
+    spec: &str,
+    out: &Path,
+) -> (cc_ir::Graph, cc_passes::Report, u64) {
+    let mut g = load_inferred(dir);
+    let r = run_pipeline(&mut g, spec).unwrap();
+    cc_ir::onnx::save_model(&g, out).unwrap();
+    let size = std::fs::metadata(out).unwrap().len();
+    (g, r, size)
+}
+
+/// Runs `spec` over `g`, verifying after each pass, with a CPU executor (2 threads) and,
+/// when `calib` names one, the calibration data there (checked against `g` first when
+/// `check`).
+pub fn run_with_calibration(
+    g: &mut cc_ir::Graph,
+    spec: &str,
+    calib: Option<&Path>,
+    check: bool,
+) -> std::result::Result<cc_passes::Report, String> {
+    let options = cc_passes::ManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
+    let pipeline = cc_passes::Pipeline::parse(spec).map_err(|e| e.to_string())?;
+    let mut m = cc_passes::PassManager::new(&pipeline, options)
+        .map_err(|e| e.to_string())?
+        .with_executor(std::sync::Arc::new(
+            cc_backends::cpu::CpuExecutor::new(2).unwrap(),
+        ));
+    if let Some(p) = calib {
+        let c = cc_passes::Calibration::load(p).map_err(|e| e.to_string())?;
+        if check {
+            c.check(g).map_err(|e| e.to_string())?;
+        }
+        m = m.with_calibration(std::sync::Arc::new(c));
+    }
+    m.run(g).map_err(|e| e.to_string())
+}
+
 /// Runs the pass pipeline `spec` over `g`, verifying the graph after each pass.
 pub fn run_pipeline(
     g: &mut cc_ir::Graph,
