@@ -12,9 +12,9 @@
 use cc_ir::{Compressed, Executor, Graph, Tensor};
 use cc_passes::Report;
 use cc_tests::{
-    compile_and_save, digits_accuracy, fixture_inputs, fixture_models, lm_perplexity,
-    load_inferred, max_rel_error, ours_vs_onnxruntime, pass_stat, run_cpu, run_pipeline,
-    run_with_calibration, shared_dir, test_inputs, Oracle,
+    assert_deterministic_round_trip, compile_and_save, digits_accuracy, fixture_inputs,
+    fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat, run_cpu, run_pipeline,
+    run_with_calibration, shared_dir, sweep_against_onnxruntime, test_inputs, Oracle, SweepRun,
 };
 use std::path::Path;
 
@@ -162,31 +162,22 @@ fn digits_cnn_accuracy_with_4_bit_codebooks() {
 fn every_fixture_with_4_bit_codebooks_agrees_with_onnxruntime() {
     let Some(shared) = shared_dir() else { return };
     let Some(oracle) = Oracle::find() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    for (name, dir) in fixture_models(&shared) {
-        for spec in ["codebook", "codebook{per=channel}"] {
-            let out = tmp.path().join(format!("{name}.onnx"));
-            let started = std::time::Instant::now();
-            let (g, r, size) = compile_and_save(&dir, spec, &out);
-            let took = started.elapsed().as_secs_f64();
-            let worst = match ours_vs_onnxruntime(&oracle, &g, &out, &dir) {
-                Ok(w) => w,
-                Err(e) => {
-                    failures.push(format!("{name} {spec}: {e}"));
-                    continue;
-                }
-            };
-            println!(
-                "{name:<18} {spec:<22} {size:>9} bytes  weights {:>3}  weight error {:<8.4} compile {took:.2}s  ours vs ORT {worst:.3e}",
-                stat(&r, "codebook_weights"),
-                stat(&r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
-            );
-            if worst > 1e-3 {
-                failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
-            }
-        }
-    }
+    let specs = ["codebook", "codebook{per=channel}"];
+    let failures = sweep_against_onnxruntime(&shared, &oracle, &specs, |run| {
+        let SweepRun {
+            name,
+            spec,
+            report: r,
+            size,
+            secs: took,
+            worst,
+        } = *run;
+        format!(
+            "{name:<18} {spec:<22} {size:>9} bytes  weights {:>3}  weight error {:<8.4} compile {took:.2}s  ours vs ORT {worst:.3e}",
+            stat(r, "codebook_weights"),
+            stat(r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
+        )
+    });
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -200,39 +191,14 @@ fn codebook_output_is_byte_identical_across_runs_and_round_trips() {
         "codebook{per=channel,init=kmeans++}",
         "codebook{bits=6}",
     ] {
-        let a = tmp.path().join("a.onnx");
-        let b = tmp.path().join("b.onnx");
-        let (g, ..) = compile_and_save(&dir, spec, &a);
-        compile_and_save(&dir, spec, &b);
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&b).unwrap(),
-            "{spec}"
-        );
         // Import raises the written lookups back to codebook values.
-        let mut back = cc_ir::onnx::load_model(&a).unwrap();
-        cc_ir::infer::infer_shapes(&mut back).unwrap();
-        let n = cc_ir::compressed::compressed_values(&back)
-            .into_iter()
-            .filter(|&v| matches!(back.value(v).compressed, Some(Compressed::Codebook(_))))
-            .count();
-        assert!(n > 0, "{spec}: nothing raised");
-        let body = |g: &Graph| {
-            let p = cc_ir::printer::print_graph(g);
-            p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
-        };
-        assert_eq!(
-            body(&back),
-            body(&g),
-            "{spec}: the written model imports to a different IR"
-        );
-        let c = tmp.path().join("c.onnx");
-        cc_ir::onnx::save_model(&back, &c).unwrap();
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&c).unwrap(),
-            "{spec}: writing the imported model again changes it"
-        );
+        assert_deterministic_round_trip(&dir, spec, tmp.path(), |back| {
+            let n = cc_ir::compressed::compressed_values(back)
+                .into_iter()
+                .filter(|&v| matches!(back.value(v).compressed, Some(Compressed::Codebook(_))))
+                .count();
+            assert!(n > 0, "{spec}: nothing raised");
+        });
     }
 }
 

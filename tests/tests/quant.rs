@@ -7,12 +7,12 @@
 //! across runs and imports back to the same IR; the quantized IR and report of every fixture are snapshot-tested. Run with
 //! `--nocapture` to see the figures.
 
-use cc_ir::{Executor, Graph, Tensor};
+use cc_ir::{Executor, Tensor};
 use cc_passes::Report;
 use cc_tests::{
-    compile_and_save, digits_accuracy, fixture_inputs, fixture_models, lm_perplexity,
-    load_inferred, max_rel_error, ours_vs_onnxruntime, pass_stat, read_inputs, run_cpu,
-    run_pipeline, shared_dir, test_inputs, Oracle,
+    assert_deterministic_round_trip, compile_and_save, digits_accuracy, fixture_inputs,
+    fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat, read_inputs, run_cpu,
+    run_pipeline, shared_dir, sweep_against_onnxruntime, test_inputs, Oracle, SweepRun,
 };
 
 /// A statistic of the quant pass in a report.
@@ -58,31 +58,24 @@ fn digits_cnn_int8_is_4x_smaller_and_int4_keeps_accuracy() {
 fn every_fixture_quantized_with_int8_agrees_with_onnxruntime() {
     let Some(shared) = shared_dir() else { return };
     let Some(oracle) = Oracle::find() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    for (name, dir) in fixture_models(&shared) {
-        // int4 blocks need opset 21: opset-17 models with ReduceMean (shufflenet) and the
-        // opset-11 legacy digits model are raised to it on the way out.
-        for spec in ["quant", "quant{bits=4,granularity=block,block=32}"] {
-            let out = tmp.path().join(format!("{name}.onnx"));
-            let (g, r, size) = compile_and_save(&dir, spec, &out);
-            let worst = match ours_vs_onnxruntime(&oracle, &g, &out, &dir) {
-                Ok(w) => w,
-                Err(e) => {
-                    failures.push(format!("{name} {spec}: {e}"));
-                    continue;
-                }
-            };
-            println!(
-                "{name:<16} {spec:<44} {size:>9} bytes  weights {:>3}  weight error {:<12.4e} ours vs ORT {worst:.3e}",
-                stat(&r, "quantized_weights"),
-                stat(&r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
-            );
-            if worst > 1e-3 {
-                failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
-            }
-        }
-    }
+    // int4 blocks need opset 21: opset-17 models with ReduceMean (shufflenet) and the
+    // opset-11 legacy digits model are raised to it on the way out.
+    let specs = ["quant", "quant{bits=4,granularity=block,block=32}"];
+    let failures = sweep_against_onnxruntime(&shared, &oracle, &specs, |run| {
+        let SweepRun {
+            name,
+            spec,
+            report: r,
+            size,
+            worst,
+            ..
+        } = *run;
+        format!(
+            "{name:<16} {spec:<44} {size:>9} bytes  weights {:>3}  weight error {:<12.4e} ours vs ORT {worst:.3e}",
+            stat(r, "quantized_weights"),
+            stat(r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
+        )
+    });
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -95,35 +88,8 @@ fn quantized_output_is_byte_identical_across_runs_and_round_trips() {
         "quant",
         "quant{bits=4,granularity=block,block=32,symmetric=false}",
     ] {
-        let a = tmp.path().join("a.onnx");
-        let b = tmp.path().join("b.onnx");
-        let (g, ..) = compile_and_save(&dir, spec, &a);
-        compile_and_save(&dir, spec, &b);
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&b).unwrap(),
-            "{spec}"
-        );
         // Import raises the written DequantizeLinear nodes back to quantized values.
-        let mut back = cc_ir::onnx::load_model(&a).unwrap();
-        cc_ir::infer::infer_shapes(&mut back).unwrap();
-        // (The header differs: the IR keeps the source opset, the file has the raised one.)
-        let body = |g: &Graph| {
-            let p = cc_ir::printer::print_graph(g);
-            p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
-        };
-        assert_eq!(
-            body(&back),
-            body(&g),
-            "{spec}: the written model imports to a different IR"
-        );
-        let c = tmp.path().join("c.onnx");
-        cc_ir::onnx::save_model(&back, &c).unwrap();
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&c).unwrap(),
-            "{spec}: writing the imported model again changes it"
-        );
+        assert_deterministic_round_trip(&dir, spec, tmp.path(), |_| {});
     }
 }
 

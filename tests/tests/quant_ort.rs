@@ -12,8 +12,8 @@
 use cc_ir::compressed::nbits::NBitsAttrs;
 use cc_ir::{Graph, Tensor};
 use cc_tests::{
-    compile_and_save, lm_perplexity, max_rel_error, pass_stat, read_inputs, run_cpu, shared_dir,
-    skip, test_inputs, Oracle,
+    assert_deterministic_round_trip, compile_and_save, lm_perplexity, max_rel_error, pass_stat,
+    printed_body, read_inputs, run_cpu, shared_dir, skip, test_inputs, Oracle,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -153,34 +153,11 @@ fn format_ort_output_is_byte_identical_across_runs_and_round_trips() {
         ORT_SPEC,
         "quant{bits=4,granularity=block,block=64,symmetric=false,format=ort}",
     ] {
-        let a = tmp.path().join("a.onnx");
-        let b = tmp.path().join("b.onnx");
-        let (g, ..) = compile_and_save(&dir, spec, &a);
-        compile_and_save(&dir, spec, &b);
-        let bytes = std::fs::read(&a).unwrap();
-        assert_eq!(bytes, std::fs::read(&b).unwrap(), "{spec}");
         // Import raises the MatMulNBits nodes back to quantized values read by MatMul.
-        let mut back = cc_ir::onnx::load_model(&a).unwrap();
-        assert_eq!(count(&back, "MatMulNBits"), 0, "{spec}");
-        cc_ir::infer::infer_shapes(&mut back).unwrap();
-        let body = |g: &Graph| {
-            let p = cc_ir::printer::print_graph(g);
-            p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
-        };
-        let printed = body(&back);
-        assert!(printed.contains("as MatMulNBits"), "{spec}");
-        assert_eq!(
-            printed,
-            body(&g),
-            "{spec}: the written model imports to a different IR"
-        );
-        let c = tmp.path().join("c.onnx");
-        cc_ir::onnx::save_model(&back, &c).unwrap();
-        assert_eq!(
-            bytes,
-            std::fs::read(&c).unwrap(),
-            "{spec}: writing the imported model again changes it"
-        );
+        assert_deterministic_round_trip(&dir, spec, tmp.path(), |back| {
+            assert_eq!(count(back, "MatMulNBits"), 0, "{spec}");
+            assert!(printed_body(back).contains("as MatMulNBits"), "{spec}");
+        });
     }
 }
 
