@@ -344,7 +344,7 @@ impl Pass for Codebook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cc_ir::types::{known_shape, ValueType};
+    use crate::test_graphs::{self, run_pass, stat, weight_value};
     use cc_ir::Op;
 
     fn codebook(text: &str) -> Result<Codebook, PassError> {
@@ -354,40 +354,10 @@ mod tests {
 
     /// x[1, k] · w[k, n] with columns of very different ranges.
     fn matmul_graph(k: usize, n: usize) -> (Graph, Vec<f32>) {
-        let mut g = Graph::new("g");
-        let x = g
-            .add_value(
-                "x",
-                Some(ValueType::tensor(DType::F32, known_shape(&[1, k]))),
-            )
-            .unwrap();
         let w: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0 * (1 + i % n) as f32)
+            .map(|i| weight_value(i) * (1 + i % n) as f32)
             .collect();
-        let wv = g
-            .add_const("w", Tensor::from_f32(vec![k, n], w.clone()).unwrap())
-            .unwrap();
-        let y = g.add_value("y", None).unwrap();
-        g.add_node("mm", Op::MatMul, vec![Some(x), Some(wv)], vec![Some(y)])
-            .unwrap();
-        g.set_inputs(vec![x]);
-        g.set_outputs(vec![y]);
-        (g, w)
-    }
-
-    fn run(p: &mut Codebook, g: &mut Graph, seed: u64) -> PassCx {
-        let mut cx = PassCx::new(seed);
-        p.run(g, &mut cx).unwrap();
-        cx
-    }
-
-    fn stat(cx: &PassCx, k: &str) -> String {
-        cx.stats()
-            .iter()
-            .find(|(n, _)| n == k)
-            .unwrap()
-            .1
-            .to_string()
+        (test_graphs::matmul_graph(k, n, &w), w)
     }
 
     fn weight(g: &Graph) -> CodebookWeight {
@@ -403,7 +373,7 @@ mod tests {
     fn four_bits_per_tensor_pack_and_use_sixteen_centroids() {
         let (mut g, w) = matmul_graph(64, 8);
         let mut p = codebook("").unwrap();
-        let cx = run(&mut p, &mut g, 0);
+        let cx = run_pass(&mut p, &mut g, 0);
         let cw = weight(&g);
         assert_eq!(cw.indices.dtype(), DType::U4);
         assert_eq!(cw.indices.shape(), &[64, 8]);
@@ -438,8 +408,8 @@ mod tests {
     #[test]
     fn per_channel_tables_follow_the_output_axis_and_cut_the_error() {
         let (mut g, _) = matmul_graph(64, 8);
-        let cx_t = run(&mut codebook("bits=3").unwrap(), &mut g.clone(), 0);
-        let cx_c = run(&mut codebook("bits=3,per=channel").unwrap(), &mut g, 0);
+        let cx_t = run_pass(&mut codebook("bits=3").unwrap(), &mut g.clone(), 0);
+        let cx_c = run_pass(&mut codebook("bits=3,per=channel").unwrap(), &mut g, 0);
         let cw = weight(&g);
         assert_eq!(cw.centroids.shape(), &[8, 8]);
         assert_eq!(cw.axis, Some(1));
@@ -454,18 +424,18 @@ mod tests {
     fn eight_bits_use_bytes_and_kmeans_plus_plus_follows_the_seed() {
         let (g0, _) = matmul_graph(64, 8);
         let mut g = g0.clone();
-        run(&mut codebook("bits=8").unwrap(), &mut g, 0);
+        run_pass(&mut codebook("bits=8").unwrap(), &mut g, 0);
         assert_eq!(weight(&g).indices.dtype(), DType::U8);
         assert_eq!(weight(&g).indices.byte_len(), 512);
         let mut p = codebook("bits=2,init=kmeans++,iters=0").unwrap();
         let table = |seed| {
             let mut g = g0.clone();
-            run(&mut p.clone(), &mut g, seed);
+            run_pass(&mut p.clone(), &mut g, seed);
             weight(&g).centroids.to_f32().unwrap()
         };
         assert_eq!(table(1), table(1));
         assert_ne!(table(1), table(2));
-        run(&mut p, &mut g0.clone(), 1);
+        run_pass(&mut p, &mut g0.clone(), 1);
     }
 
     #[test]
@@ -483,7 +453,7 @@ mod tests {
         g.add_node("mean", op, vec![Some(y)], vec![Some(z)])
             .unwrap();
         g.set_outputs(vec![z]);
-        let cx = run(&mut codebook("").unwrap(), &mut g, 0);
+        let cx = run_pass(&mut codebook("").unwrap(), &mut g, 0);
         assert_eq!(weight(&g).indices.dtype(), DType::U8);
         assert_eq!(stat(&cx, "index_bits_stored"), "8");
         assert_eq!(stat(&cx, "weight_bytes_after"), (512 + 64).to_string());
@@ -494,9 +464,9 @@ mod tests {
     #[test]
     fn options_select_weights_and_bad_values_name_the_option() {
         let (mut g, _) = matmul_graph(4, 4);
-        run(&mut codebook("ignore=w").unwrap(), &mut g, 0);
+        run_pass(&mut codebook("ignore=w").unwrap(), &mut g, 0);
         assert!(g.value(g.value_by_name("w").unwrap()).compressed.is_none());
-        run(&mut codebook("ops=Conv").unwrap(), &mut g, 0);
+        run_pass(&mut codebook("ops=Conv").unwrap(), &mut g, 0);
         assert!(g.value(g.value_by_name("w").unwrap()).compressed.is_none());
         for (text, option) in [
             ("bits=9", "bits"),

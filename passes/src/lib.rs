@@ -31,6 +31,8 @@ pub mod share;
 pub mod sparsify;
 pub mod stats;
 pub mod strip_metadata;
+#[cfg(test)]
+pub(crate) mod test_graphs;
 pub mod weights;
 
 pub use calibration::Calibration;

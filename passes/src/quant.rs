@@ -406,8 +406,7 @@ impl Pass for Quant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cc_ir::types::{known_shape, ValueType};
-    use cc_ir::Op;
+    use crate::test_graphs::{self, run_pass, stat, test_weights};
 
     fn quant(text: &str) -> Result<Quant, PassError> {
         let o = crate::options::test_options("quant", text)?;
@@ -415,38 +414,15 @@ mod tests {
     }
 
     fn matmul_graph(k: usize, n: usize) -> (Graph, Vec<f32>) {
-        let mut g = Graph::new("g");
-        let x = g
-            .add_value(
-                "x",
-                Some(ValueType::tensor(DType::F32, known_shape(&[1, k]))),
-            )
-            .unwrap();
-        let w: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-            .collect();
-        let wv = g
-            .add_const("w", Tensor::from_f32(vec![k, n], w.clone()).unwrap())
-            .unwrap();
-        let y = g.add_value("y", None).unwrap();
-        g.add_node("mm", Op::MatMul, vec![Some(x), Some(wv)], vec![Some(y)])
-            .unwrap();
-        g.set_inputs(vec![x]);
-        g.set_outputs(vec![y]);
-        (g, w)
-    }
-
-    fn run(q: &mut Quant, g: &mut Graph) -> PassCx {
-        let mut cx = PassCx::new(0);
-        q.run(g, &mut cx).unwrap();
-        cx
+        let w = test_weights(k * n);
+        (test_graphs::matmul_graph(k, n, &w), w)
     }
 
     #[test]
     fn int8_per_channel_is_close_and_a_quarter_the_size() {
         let (mut g, w) = matmul_graph(64, 8);
         let mut q = quant("").unwrap();
-        let cx = run(&mut q, &mut g);
+        let cx = run_pass(&mut q, &mut g, 0);
         let v = g.value_by_name("w").unwrap();
         assert!(g.const_data(v).is_none());
         let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
@@ -460,12 +436,8 @@ mod tests {
         for (a, b) in w.iter().zip(&d) {
             assert!((a - b).abs() <= max / 127.0 * 0.5 + 1e-6);
         }
-        let stat = |k: &str| cx.stats().iter().find(|(n, _)| n == k).unwrap().1.clone();
-        assert_eq!(stat("weight_bytes_before").to_string(), "2048");
-        assert_eq!(
-            stat("weight_bytes_after").to_string(),
-            (512 + 32).to_string()
-        );
+        assert_eq!(stat(&cx, "weight_bytes_before"), "2048");
+        assert_eq!(stat(&cx, "weight_bytes_after"), (512 + 32).to_string());
         cc_ir::verify::verify(&g).unwrap();
     }
 
@@ -473,7 +445,7 @@ mod tests {
     fn int4_blocks_run_along_the_reduction_axis_and_pack() {
         let (mut g, w) = matmul_graph(64, 8);
         let mut q = quant("bits=4,granularity=block,block=32,symmetric=false").unwrap();
-        run(&mut q, &mut g);
+        run_pass(&mut q, &mut g, 0);
         let v = g.value_by_name("w").unwrap();
         let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
             panic!("not quantized")
@@ -498,7 +470,7 @@ mod tests {
         let (mut g, _) = matmul_graph(64, 8);
         let mut q = quant("bits=4,granularity=block,block=32,format=ort").unwrap();
         assert_eq!(q.format, WeightFormat::MatMulNBits);
-        run(&mut q, &mut g);
+        run_pass(&mut q, &mut g, 0);
         let v = g.value_by_name("w").unwrap();
         let Some(Compressed::Quantized(qw)) = &g.value(v).compressed else {
             panic!("not quantized")
@@ -522,10 +494,10 @@ mod tests {
     fn ignore_and_ops_select_weights() {
         let (mut g, _) = matmul_graph(4, 4);
         let mut q = quant("ignore=w").unwrap();
-        assert!(!run(&mut q, &mut g).stats().is_empty());
+        assert!(!run_pass(&mut q, &mut g, 0).stats().is_empty());
         assert!(g.value(g.value_by_name("w").unwrap()).compressed.is_none());
         let mut q = quant("ops=Conv").unwrap();
-        run(&mut q, &mut g);
+        run_pass(&mut q, &mut g, 0);
         assert!(g.value(g.value_by_name("w").unwrap()).compressed.is_none());
     }
 

@@ -265,7 +265,7 @@ impl Pass for Share {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cc_ir::types::{known_shape, ValueType};
+    use crate::test_graphs::{add_row_input, run_pass, stat, test_weights};
     use cc_ir::Executor;
     use cc_ir::{DType, Op};
 
@@ -277,15 +277,8 @@ mod tests {
     /// x[1, k] · w1[k, n] · w2[n, n]: two weights of very different magnitudes.
     fn graph(k: usize, n: usize) -> (Graph, Vec<f32>, Vec<f32>) {
         let mut g = Graph::new("g");
-        let x = g
-            .add_value(
-                "x",
-                Some(ValueType::tensor(DType::F32, known_shape(&[1, k]))),
-            )
-            .unwrap();
-        let w1: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-            .collect();
+        let x = add_row_input(&mut g, k);
+        let w1 = test_weights(k * n);
         let w2: Vec<f32> = (0..n * n)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / 4000.0)
             .collect();
@@ -307,21 +300,6 @@ mod tests {
         (g, w1, w2)
     }
 
-    fn run(p: &mut Share, g: &mut Graph, seed: u64) -> PassCx {
-        let mut cx = PassCx::new(seed);
-        p.run(g, &mut cx).unwrap();
-        cx
-    }
-
-    fn stat(cx: &PassCx, k: &str) -> String {
-        cx.stats()
-            .iter()
-            .find(|(n, _)| n == k)
-            .unwrap()
-            .1
-            .to_string()
-    }
-
     fn weight(g: &Graph, name: &str) -> SharedWeight {
         let v = g.value_by_name(name).unwrap();
         let Some(Compressed::Shared(sw)) = &g.value(v).compressed else {
@@ -334,7 +312,7 @@ mod tests {
     fn ratio_one_reproduces_every_weight_exactly() {
         for chunk in [1, 7, 32, 1000] {
             let (mut g, w1, w2) = graph(40, 24);
-            let cx = run(
+            let cx = run_pass(
                 &mut share(&format!("ratio=1,chunk={chunk}")).unwrap(),
                 &mut g,
                 3,
@@ -354,7 +332,7 @@ mod tests {
             vec![2.0, 0.0, -1.0]
         );
         let (mut g, w1, w2) = graph(40, 24);
-        run(&mut share("ratio=0.25,chunk=4").unwrap(), &mut g, 3);
+        run_pass(&mut share("ratio=0.25,chunk=4").unwrap(), &mut g, 3);
         let (a, b) = (weight(&g, "w1"), weight(&g, "w2"));
         assert!(std::ptr::eq(
             a.array.raw().unwrap().as_ptr(),
@@ -383,10 +361,10 @@ mod tests {
         assert!(a.scale > 100.0 * b.scale && a.scale.log2().fract() == 0.0);
         // Sharing into a quarter loses accuracy, and is deterministic with the seed.
         let (mut g2, ..) = graph(40, 24);
-        run(&mut share("ratio=0.25,chunk=4").unwrap(), &mut g2, 3);
+        run_pass(&mut share("ratio=0.25,chunk=4").unwrap(), &mut g2, 3);
         assert_eq!(weight(&g2, "w1").array, a.array);
         let (mut g3, ..) = graph(40, 24);
-        run(&mut share("ratio=0.25,chunk=4").unwrap(), &mut g3, 4);
+        run_pass(&mut share("ratio=0.25,chunk=4").unwrap(), &mut g3, 4);
         assert_ne!(weight(&g3, "w1").array, a.array);
     }
 
@@ -394,7 +372,7 @@ mod tests {
     fn rms_scale_keeps_the_small_weight() {
         let err = |spec: &str| {
             let (mut g, _, _) = graph(40, 24);
-            let cx = run(&mut share(spec).unwrap(), &mut g, 1);
+            let cx = run_pass(&mut share(spec).unwrap(), &mut g, 1);
             stat(&cx, "weight_rel_error_max").parse::<f64>().unwrap()
         };
         let (with, without) = (err("ratio=0.5"), err("ratio=0.5,scale=none"));
@@ -405,7 +383,7 @@ mod tests {
     fn the_lowered_integer_ops_compute_the_rust_formula() {
         for spec in ["ratio=0.3,chunk=5", "ratio=1,chunk=32", "ratio=0.1,chunk=1"] {
             let (mut g, ..) = graph(40, 24);
-            run(&mut share(spec).unwrap(), &mut g, 11);
+            run_pass(&mut share(spec).unwrap(), &mut g, 11);
             let l = cc_ir::compressed::lower_compressed(&g).unwrap();
             assert!(!cc_ir::compressed::has_compressed(&l));
             // One array initializer for both weights.
@@ -438,11 +416,11 @@ mod tests {
     #[test]
     fn options_select_weights_and_bad_values_name_the_option() {
         let (mut g, ..) = graph(4, 4);
-        let cx = run(&mut share("ignore=w1").unwrap(), &mut g, 0);
+        let cx = run_pass(&mut share("ignore=w1").unwrap(), &mut g, 0);
         assert_eq!(stat(&cx, "shared_weights"), "1");
         assert!(g.value(g.value_by_name("w1").unwrap()).compressed.is_none());
         let (mut g, ..) = graph(4, 4);
-        run(&mut share("ops=Conv").unwrap(), &mut g, 0);
+        run_pass(&mut share("ops=Conv").unwrap(), &mut g, 0);
         assert!(!cc_ir::compressed::has_compressed(&g));
         for (text, option) in [
             ("ratio=0", "ratio"),

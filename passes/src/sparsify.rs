@@ -340,6 +340,7 @@ impl Pass for Sparsify {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_graphs::{one_weight_graph, stat, test_weights};
     use cc_ir::types::{known_shape, ValueType};
     use cc_ir::{DType, Op};
 
@@ -350,7 +351,6 @@ mod tests {
 
     /// x[1, k] · w, with w read by `op` (MatMul [k, n], Gemm [k, n] or transB [n, k]).
     fn graph(op: Op, shape: [usize; 2]) -> Graph {
-        let mut g = Graph::new("g");
         let k = if matches!(
             op,
             Op::Gemm {
@@ -362,24 +362,7 @@ mod tests {
         } else {
             shape[0]
         };
-        let x = g
-            .add_value(
-                "x",
-                Some(ValueType::tensor(DType::F32, known_shape(&[1, k]))),
-            )
-            .unwrap();
-        let w: Vec<f32> = (0..shape[0] * shape[1])
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-            .collect();
-        let wv = g
-            .add_const("w", Tensor::from_f32(shape.to_vec(), w).unwrap())
-            .unwrap();
-        let y = g.add_value("y", None).unwrap();
-        g.add_node("n", op, vec![Some(x), Some(wv)], vec![Some(y)])
-            .unwrap();
-        g.set_inputs(vec![x]);
-        g.set_outputs(vec![y]);
-        g
+        one_weight_graph(op, "n", k, shape, test_weights(shape[0] * shape[1]))
     }
 
     fn weight(g: &Graph) -> (Vec<f32>, Sparsity) {
@@ -388,15 +371,6 @@ mod tests {
             g.const_data(v).unwrap().to_f32().unwrap(),
             g.value(v).sparsity.clone().unwrap(),
         )
-    }
-
-    fn stat(cx: &PassCx, k: &str) -> String {
-        cx.stats()
-            .iter()
-            .find(|(n, _)| n == k)
-            .unwrap()
-            .1
-            .to_string()
     }
 
     #[test]

@@ -160,6 +160,169 @@ pub fn compile_fixture(
     Ok((g, r, start.elapsed().as_secs_f64()))
 }
 
+/// Runs `g` on our CPU executor (2 threads) on `inputs`, panicking on an error.
+pub fn run_cpu(g: &cc_ir::Graph, inputs: &[Tensor]) -> Vec<Tensor> {
+    use cc_ir::Executor;
+    cc_backends::cpu::CpuExecutor::new(2)
+        .unwrap()
+        .run(g, inputs)
+        .unwrap()
+}
+
+/// The tensors in `files` (fixture input files), panicking when one cannot be read.
+pub fn read_inputs(files: &[PathBuf]) -> Vec<Tensor> {
+    files
+        .iter()
+        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+        .collect()
+}
+
+/// The input tensors of the fixture in `dir` (its `test_data_set_0`), in order.
+pub fn fixture_inputs(dir: &Path) -> Vec<Tensor> {
+    read_inputs(&test_inputs(dir))
+}
+
+/// Loads the fixture in `dir`, runs `spec` over it (verifying after each pass) and
+/// writes it to `out`, panicking on an error: the graph, the report and the file's size.
+pub fn compile_and_save(
+    dir: &Path,
+    spec: &str,
+    out: &Path,
+) -> (cc_ir::Graph, cc_passes::Report, u64) {
+    let mut g = load_inferred(dir);
+    let r = run_pipeline(&mut g, spec).unwrap();
+    cc_ir::onnx::save_model(&g, out).unwrap();
+    let size = std::fs::metadata(out).unwrap().len();
+    (g, r, size)
+}
+
+/// Runs `spec` over `g`, verifying after each pass, with a CPU executor (2 threads) and,
+/// when `calib` names one, the calibration data there (checked against `g` first when
+/// `check`).
+pub fn run_with_calibration(
+    g: &mut cc_ir::Graph,
+    spec: &str,
+    calib: Option<&Path>,
+    check: bool,
+) -> std::result::Result<cc_passes::Report, String> {
+    let options = cc_passes::ManagerOptions {
+        verify_each: true,
+        ..Default::default()
+    };
+    let pipeline = cc_passes::Pipeline::parse(spec).map_err(|e| e.to_string())?;
+    let mut m = cc_passes::PassManager::new(&pipeline, options)
+        .map_err(|e| e.to_string())?
+        .with_executor(std::sync::Arc::new(
+            cc_backends::cpu::CpuExecutor::new(2).unwrap(),
+        ));
+    if let Some(p) = calib {
+        let c = cc_passes::Calibration::load(p).map_err(|e| e.to_string())?;
+        if check {
+            c.check(g).map_err(|e| e.to_string())?;
+        }
+        m = m.with_calibration(std::sync::Arc::new(c));
+    }
+    m.run(g).map_err(|e| e.to_string())
+}
+
+/// Compiles the fixture in `dir` with `spec` twice into `tmp` ([`compile_and_save`])
+/// and asserts that the two files are byte-identical, that the file imports (shapes
+/// inferred) to the compiled IR (all but the header line: the IR keeps the source
+/// opset, the file may have a raised one) and that writing the imported graph again
+/// gives the same bytes; `check_imported` first checks the imported graph further.
+pub fn assert_deterministic_round_trip(
+    dir: &Path,
+    spec: &str,
+    tmp: &Path,
+    check_imported: impl Fn(&cc_ir::Graph),
+) {
+    let a = tmp.join("a.onnx");
+    let b = tmp.join("b.onnx");
+    let (g, ..) = compile_and_save(dir, spec, &a);
+    compile_and_save(dir, spec, &b);
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap(), "{spec}");
+    let mut back = cc_ir::onnx::load_model(&a).unwrap();
+    cc_ir::infer::infer_shapes(&mut back).unwrap();
+    check_imported(&back);
+    assert_eq!(
+        printed_body(&back),
+        printed_body(&g),
+        "{spec}: the written model imports to a different IR"
+    );
+    let c = tmp.join("c.onnx");
+    cc_ir::onnx::save_model(&back, &c).unwrap();
+    assert_eq!(
+        bytes,
+        std::fs::read(&c).unwrap(),
+        "{spec}: writing the imported model again changes it"
+    );
+}
+
+/// The printed IR of `g` without its header line.
+pub fn printed_body(g: &cc_ir::Graph) -> String {
+    let p = cc_ir::printer::print_graph(g);
+    p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
+}
+
+/// One fixture compiled in [`sweep_against_onnxruntime`] and run in both runtimes.
+pub struct SweepRun<'a> {
+    /// The fixture's folder name.
+    pub name: &'a str,
+    /// The pipeline it was compiled with.
+    pub spec: &'a str,
+    /// The compile report.
+    pub report: &'a cc_passes::Report,
+    /// The written file's size in bytes.
+    pub size: u64,
+    /// Seconds taken to compile and write the file.
+    pub secs: f64,
+    /// Largest relative error of our executor against onnxruntime over the outputs.
+    pub worst: f64,
+}
+
+/// Compiles every fixture under `shared` with each of `specs` ([`compile_and_save`]),
+/// and compares it in our executor and onnxruntime ([`ours_vs_onnxruntime`]), printing
+/// `line` of each run: the failures (onnxruntime could not run it, or the two differ by
+/// more than 1e-3 relative), each as `"{name} {spec}: why"`.
+pub fn sweep_against_onnxruntime(
+    shared: &Path,
+    oracle: &Oracle,
+    specs: &[&str],
+    line: impl Fn(&SweepRun) -> String,
+) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (name, dir) in fixture_models(shared) {
+        for &spec in specs {
+            let out = tmp.path().join(format!("{name}.onnx"));
+            let started = std::time::Instant::now();
+            let (g, report, size) = compile_and_save(&dir, spec, &out);
+            let secs = started.elapsed().as_secs_f64();
+            let worst = match ours_vs_onnxruntime(oracle, &g, &out, &dir) {
+                Ok(w) => w,
+                Err(e) => {
+                    failures.push(format!("{name} {spec}: {e}"));
+                    continue;
+                }
+            };
+            let run = SweepRun {
+                name: &name,
+                spec,
+                report: &report,
+                size,
+                secs,
+                worst,
+            };
+            println!("{}", line(&run));
+            if worst > 1e-3 {
+                failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
+            }
+        }
+    }
+    failures
+}
+
 /// Runs the pass pipeline `spec` over `g`, verifying the graph after each pass.
 pub fn run_pipeline(
     g: &mut cc_ir::Graph,

@@ -12,17 +12,11 @@
 use cc_ir::{Compressed, Executor, Graph, Tensor};
 use cc_passes::Report;
 use cc_tests::{
-    digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error,
-    ours_vs_onnxruntime, pass_stat, run_pipeline, shared_dir, test_inputs, Oracle,
+    assert_deterministic_round_trip, compile_and_save, digits_accuracy, fixture_inputs,
+    fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat, run_cpu, run_pipeline,
+    run_with_calibration, shared_dir, sweep_against_onnxruntime, test_inputs, Oracle, SweepRun,
 };
 use std::path::Path;
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    cc_backends::cpu::CpuExecutor::new(2)
-        .unwrap()
-        .run(g, inputs)
-        .unwrap()
-}
 
 /// A statistic of the codebook pass in a report.
 fn stat(r: &Report, key: &str) -> String {
@@ -31,23 +25,6 @@ fn stat(r: &Report, key: &str) -> String {
 
 fn stat_usize(r: &Report, key: &str) -> u64 {
     stat(r, key).parse().unwrap()
-}
-
-/// Clusters the fixture in `dir` with `spec`, writes it to `out`, returns the graph,
-/// report and file size.
-fn cluster(dir: &Path, spec: &str, out: &Path) -> (Graph, Report, u64) {
-    let mut g = load_inferred(dir);
-    let r = run_pipeline(&mut g, spec).unwrap();
-    cc_ir::onnx::save_model(&g, out).unwrap();
-    let size = std::fs::metadata(out).unwrap().len();
-    (g, r, size)
-}
-
-fn inputs_of(dir: &Path) -> Vec<Tensor> {
-    test_inputs(dir)
-        .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-        .collect()
 }
 
 /// Size of the f32 model in `dir` as we write it (canonicalized, as every pipeline is).
@@ -113,7 +90,7 @@ fn tiny_lm_perplexity_with_4_bit_codebooks() {
     ] {
         let out = tmp.path().join("c.onnx");
         let started = std::time::Instant::now();
-        let (g, r, size) = cluster(&dir, spec, &out);
+        let (g, r, size) = compile_and_save(&dir, spec, &out);
         let took = started.elapsed().as_secs_f64();
         let ppl = lm_perplexity(&g, &dir);
         println!(
@@ -165,7 +142,7 @@ fn digits_cnn_accuracy_with_4_bit_codebooks() {
         "codebook{bits=2}",
     ] {
         let out = tmp.path().join("c.onnx");
-        let (g, r, size) = cluster(&dir, spec, &out);
+        let (g, r, size) = compile_and_save(&dir, spec, &out);
         let acc = digits_accuracy(&g, &dir);
         let acc_file = digits_accuracy(&cc_ir::onnx::load_model(&out).unwrap(), &dir);
         println!(
@@ -185,31 +162,22 @@ fn digits_cnn_accuracy_with_4_bit_codebooks() {
 fn every_fixture_with_4_bit_codebooks_agrees_with_onnxruntime() {
     let Some(shared) = shared_dir() else { return };
     let Some(oracle) = Oracle::find() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    for (name, dir) in fixture_models(&shared) {
-        for spec in ["codebook", "codebook{per=channel}"] {
-            let out = tmp.path().join(format!("{name}.onnx"));
-            let started = std::time::Instant::now();
-            let (g, r, size) = cluster(&dir, spec, &out);
-            let took = started.elapsed().as_secs_f64();
-            let worst = match ours_vs_onnxruntime(&oracle, &g, &out, &dir) {
-                Ok(w) => w,
-                Err(e) => {
-                    failures.push(format!("{name} {spec}: {e}"));
-                    continue;
-                }
-            };
-            println!(
-                "{name:<18} {spec:<22} {size:>9} bytes  weights {:>3}  weight error {:<8.4} compile {took:.2}s  ours vs ORT {worst:.3e}",
-                stat(&r, "codebook_weights"),
-                stat(&r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
-            );
-            if worst > 1e-3 {
-                failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
-            }
-        }
-    }
+    let specs = ["codebook", "codebook{per=channel}"];
+    let failures = sweep_against_onnxruntime(&shared, &oracle, &specs, |run| {
+        let SweepRun {
+            name,
+            spec,
+            report: r,
+            size,
+            secs: took,
+            worst,
+        } = *run;
+        format!(
+            "{name:<18} {spec:<22} {size:>9} bytes  weights {:>3}  weight error {:<8.4} compile {took:.2}s  ours vs ORT {worst:.3e}",
+            stat(r, "codebook_weights"),
+            stat(r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
+        )
+    });
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -223,39 +191,14 @@ fn codebook_output_is_byte_identical_across_runs_and_round_trips() {
         "codebook{per=channel,init=kmeans++}",
         "codebook{bits=6}",
     ] {
-        let a = tmp.path().join("a.onnx");
-        let b = tmp.path().join("b.onnx");
-        let (g, ..) = cluster(&dir, spec, &a);
-        cluster(&dir, spec, &b);
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&b).unwrap(),
-            "{spec}"
-        );
         // Import raises the written lookups back to codebook values.
-        let mut back = cc_ir::onnx::load_model(&a).unwrap();
-        cc_ir::infer::infer_shapes(&mut back).unwrap();
-        let n = cc_ir::compressed::compressed_values(&back)
-            .into_iter()
-            .filter(|&v| matches!(back.value(v).compressed, Some(Compressed::Codebook(_))))
-            .count();
-        assert!(n > 0, "{spec}: nothing raised");
-        let body = |g: &Graph| {
-            let p = cc_ir::printer::print_graph(g);
-            p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
-        };
-        assert_eq!(
-            body(&back),
-            body(&g),
-            "{spec}: the written model imports to a different IR"
-        );
-        let c = tmp.path().join("c.onnx");
-        cc_ir::onnx::save_model(&back, &c).unwrap();
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&c).unwrap(),
-            "{spec}: writing the imported model again changes it"
-        );
+        assert_deterministic_round_trip(&dir, spec, tmp.path(), |back| {
+            let n = cc_ir::compressed::compressed_values(back)
+                .into_iter()
+                .filter(|&v| matches!(back.value(v).compressed, Some(Compressed::Codebook(_))))
+                .count();
+            assert!(n > 0, "{spec}: nothing raised");
+        });
     }
 }
 
@@ -278,7 +221,7 @@ fn codebook_ir_snapshot() {
 fn codebook_gemm_weights_run_through_the_fused_kernel() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/digits_cnn");
-    let inputs = inputs_of(&dir);
+    let inputs = fixture_inputs(&dir);
     for spec in ["codebook", "codebook{per=channel}"] {
         let mut g = load_inferred(&dir);
         run_pipeline(&mut g, spec).unwrap();
@@ -292,7 +235,7 @@ fn codebook_gemm_weights_run_through_the_fused_kernel() {
             plain.value_mut(v).data =
                 Some(Tensor::from_f32(cw.indices.shape().to_vec(), d).unwrap());
         }
-        let want = run(&plain, &inputs);
+        let want = run_cpu(&plain, &inputs);
         let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
         let before = ex.fused_cb_gemms();
         let out = ex.run(&g, &inputs).unwrap();
@@ -331,13 +274,13 @@ fn codebook_conv_weights_run_fused_and_agree_with_onnxruntime() {
     for (name, dir) in fixture_models(&shared) {
         for spec in ["codebook", "codebook{per=channel}"] {
             let out = tmp.path().join(format!("{name}.onnx"));
-            let (g, ..) = cluster(&dir, spec, &out);
+            let (g, ..) = compile_and_save(&dir, spec, &out);
             let convs = codebook_convs(&g);
             if convs == 0 {
                 continue;
             }
             seen.push(name.clone());
-            let inputs = inputs_of(&dir);
+            let inputs = fixture_inputs(&dir);
             let ex = cc_backends::cpu::CpuExecutor::new(3).unwrap();
             let ours = ex.run(&g, &inputs).unwrap();
             let ran = ex.fused_cb_convs();
@@ -376,21 +319,7 @@ fn codebook_conv_weights_run_fused_and_agree_with_onnxruntime() {
 
 /// Runs `spec` over `g` with an executor and the calibration data of `dir`.
 fn with_calibration(g: &mut Graph, spec: &str, dir: &Path) -> Report {
-    use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline};
-    let options = ManagerOptions {
-        verify_each: true,
-        ..Default::default()
-    };
-    let c = Calibration::load(&dir.join("calibration.pb")).unwrap();
-    c.check(g).unwrap();
-    PassManager::new(&Pipeline::parse(spec).unwrap(), options)
-        .unwrap()
-        .with_executor(std::sync::Arc::new(
-            cc_backends::cpu::CpuExecutor::new(2).unwrap(),
-        ))
-        .with_calibration(std::sync::Arc::new(c))
-        .run(g)
-        .unwrap()
+    run_with_calibration(g, spec, Some(&dir.join("calibration.pb")), true).unwrap()
 }
 
 #[test]

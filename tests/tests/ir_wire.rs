@@ -2,8 +2,8 @@
 //! pass, survives `encode`/`decode`: the printed IR is identical, re-encoding gives the
 //! same bytes, and our executor gives identical outputs.
 
-use cc_ir::{ir_wire, printer::print_graph, Executor, Graph, Tensor};
-use cc_tests::{fixture_models, load_inferred, run_pipeline, shared_dir, test_inputs};
+use cc_ir::{ir_wire, printer::print_graph, Tensor};
+use cc_tests::{fixture_inputs, fixture_models, load_inferred, run_cpu, run_pipeline, shared_dir};
 
 const SPECS: &[&str] = &[
     "",
@@ -14,13 +14,6 @@ const SPECS: &[&str] = &[
     "sparsify",
 ];
 
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    cc_backends::cpu::CpuExecutor::new(2)
-        .unwrap()
-        .run(g, inputs)
-        .unwrap()
-}
-
 #[test]
 fn every_fixture_round_trips_after_each_weight_pass() {
     let Some(shared) = shared_dir() else {
@@ -30,10 +23,7 @@ fn every_fixture_round_trips_after_each_weight_pass() {
     assert!(!models.is_empty(), "no fixture models");
     let mut checked = 0;
     for (name, dir) in &models {
-        let inputs: Vec<Tensor> = test_inputs(dir)
-            .iter()
-            .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-            .collect();
+        let inputs: Vec<Tensor> = fixture_inputs(dir);
         for spec in SPECS {
             let mut g = load_inferred(dir);
             if !spec.is_empty() {
@@ -52,8 +42,8 @@ fn every_fixture_round_trips_after_each_weight_pass() {
             );
             if !inputs.is_empty() {
                 assert_eq!(
-                    run(&back, &inputs),
-                    run(&g, &inputs),
+                    run_cpu(&back, &inputs),
+                    run_cpu(&g, &inputs),
                     "{name} {spec}: outputs"
                 );
             }

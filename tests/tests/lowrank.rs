@@ -7,11 +7,11 @@
 //! runs; IR + report snapshots for digits_cnn and tiny_lm. Run with `--nocapture` to see
 //! the figures.
 
-use cc_ir::{Executor, Graph, Tensor};
+use cc_ir::{Graph, Tensor};
 use cc_passes::Report;
 use cc_tests::{
     digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
-    shared_dir, test_inputs, Oracle,
+    read_inputs, run_cpu, shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
 
@@ -21,13 +21,6 @@ fn compile(dir: &Path, spec: &str, calib: bool) -> Result<(Graph, Report, f64), 
 
 fn stat(r: &Report, key: &str) -> String {
     pass_stat(r, "lowrank", key)
-}
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    cc_backends::cpu::CpuExecutor::new(2)
-        .unwrap()
-        .run(g, inputs)
-        .unwrap()
 }
 
 #[test]
@@ -52,11 +45,8 @@ fn every_fixture_factored_runs_in_onnxruntime_and_agrees() {
             let out = tmp.path().join(format!("{name}.onnx"));
             cc_ir::onnx::save_model(&g, &out).unwrap();
             let files = test_inputs(&dir);
-            let inputs: Vec<Tensor> = files
-                .iter()
-                .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-                .collect();
-            let ours = run(&g, &inputs);
+            let inputs: Vec<Tensor> = read_inputs(&files);
+            let ours = run_cpu(&g, &inputs);
             let ort = match oracle.run_unoptimized(&out, &files) {
                 Ok(o) => o,
                 Err(e) => {

@@ -5,40 +5,18 @@
 //! with a quarter of its MLP channels pruned is reported with and without
 //! reconstruction. Run with `--nocapture` to see the figures.
 
-use cc_ir::{Executor, Graph, Tensor};
-use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
+use cc_ir::{Graph, Tensor};
+use cc_passes::Report;
 use cc_tests::{
     digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
-    shared_dir, test_inputs, Oracle,
+    read_inputs, run_cpu, run_with_calibration, shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
-use std::sync::Arc;
-
-fn load(dir: &Path) -> Graph {
-    load_inferred(dir)
-}
-
-fn executor() -> Arc<cc_backends::cpu::CpuExecutor> {
-    Arc::new(cc_backends::cpu::CpuExecutor::new(2).unwrap())
-}
 
 /// Canonicalize + `spec`, verifying after each pass, with an executor and (optionally)
 /// calibration data.
 fn prune(g: &mut Graph, spec: &str, calib: Option<&Path>) -> Result<Report, String> {
-    let options = ManagerOptions {
-        verify_each: true,
-        ..Default::default()
-    };
-    let pipeline = Pipeline::parse(spec).map_err(|e| e.to_string())?;
-    let mut m = PassManager::new(&pipeline, options)
-        .map_err(|e| e.to_string())?
-        .with_executor(executor());
-    if let Some(p) = calib {
-        let c = Calibration::load(p).map_err(|e| e.to_string())?;
-        c.check(g).map_err(|e| e.to_string())?;
-        m = m.with_calibration(Arc::new(c));
-    }
-    m.run(g).map_err(|e| e.to_string())
+    run_with_calibration(g, spec, calib, true)
 }
 
 /// A statistic of the prune pass in a report.
@@ -50,11 +28,6 @@ fn params(g: &Graph) -> usize {
     cc_passes::GraphStats::of(g).params
 }
 
-/// Runs `g` on the CPU executor.
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    executor().run(g, inputs).unwrap()
-}
-
 #[test]
 fn ratio_half_on_every_fixture_runs_in_onnxruntime_with_the_expected_shapes() {
     let Some(shared) = shared_dir() else { return };
@@ -62,7 +35,7 @@ fn ratio_half_on_every_fixture_runs_in_onnxruntime_with_the_expected_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for (name, dir) in fixture_models(&shared) {
-        let mut g = load(&dir);
+        let mut g = load_inferred(&dir);
         let report = match prune(&mut g, "prune{ratio=0.5}", None) {
             Ok(r) => r,
             Err(e) => {
@@ -130,7 +103,7 @@ fn attention_heads_are_pruned_with_heads_true() {
         ),
     ] {
         let dir = shared.join("models").join(name);
-        let mut g = load(&dir);
+        let mut g = load_inferred(&dir);
         let report = prune(&mut g, "prune{ratio=0.5,heads=true}", None).unwrap();
         let heads = stat(&report, "heads");
         println!(
@@ -146,11 +119,8 @@ fn attention_heads_are_pruned_with_heads_true() {
         let shapes = |v: &[Tensor]| v.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>();
         assert_eq!(shapes(&got), shapes(&want), "{name}");
         // Our executor agrees with onnxruntime on the pruned model.
-        let tensors: Vec<Tensor> = inputs
-            .iter()
-            .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-            .collect();
-        let ours = run(&g, &tensors);
+        let tensors: Vec<Tensor> = read_inputs(&inputs);
+        let ours = run_cpu(&g, &tensors);
         let err = max_rel_error(&ours[0], &got[0]).unwrap();
         assert!(err < 1e-3, "{name}: ours vs onnxruntime {err}");
     }
@@ -160,7 +130,7 @@ fn attention_heads_are_pruned_with_heads_true() {
 fn pruned_ir_snapshots() {
     let Some(shared) = shared_dir() else { return };
     for (name, dir) in fixture_models(&shared) {
-        let mut g = load(&dir);
+        let mut g = load_inferred(&dir);
         prune(&mut g, "prune{ratio=0.5}", None).unwrap();
         insta::assert_snapshot!(format!("pruned_{name}"), cc_ir::printer::print_graph(&g));
     }
@@ -171,7 +141,7 @@ fn digits_cnn_keeps_its_accuracy_at_45_percent_of_the_parameters() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/digits_cnn");
     let calib = dir.join("calibration.pb");
-    let g0 = load(&dir);
+    let g0 = load_inferred(&dir);
     let base = digits_accuracy(&g0, &dir);
     let p0 = params(&g0);
     println!("digits_cnn fp32: accuracy {base:.5}, {p0} params");
@@ -182,7 +152,7 @@ fn digits_cnn_keeps_its_accuracy_at_45_percent_of_the_parameters() {
         "prune{params=0.45,criterion=activation}",
         "prune{params=0.45,criterion=activation,reconstruct=true}",
     ] {
-        let mut g = load(&dir);
+        let mut g = load_inferred(&dir);
         let r = prune(&mut g, spec, Some(&calib)).unwrap();
         let kept = params(&g) as f64 / p0 as f64;
         let acc = digits_accuracy(&g, &dir);
@@ -209,7 +179,7 @@ fn tiny_lm_perplexity_with_a_quarter_of_the_mlp_channels_pruned() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/tiny_lm");
     let calib = dir.join("calibration.pb");
-    let g0 = load(&dir);
+    let g0 = load_inferred(&dir);
     let base = perplexity(&g0, &dir);
     println!("tiny_lm fp32 perplexity {base:.4}");
     let mut figures = Vec::new();
@@ -219,7 +189,7 @@ fn tiny_lm_perplexity_with_a_quarter_of_the_mlp_channels_pruned() {
         "prune{ratio=0.25,criterion=activation}",
         "prune{ratio=0.25,criterion=activation,reconstruct=true}",
     ] {
-        let mut g = load(&dir);
+        let mut g = load_inferred(&dir);
         let r = prune(&mut g, spec, Some(&calib)).unwrap();
         let ppl = perplexity(&g, &dir);
         println!(
@@ -242,7 +212,7 @@ fn tiny_lm_perplexity_with_a_quarter_of_the_mlp_channels_pruned() {
 fn calibration_data_of_another_model_is_rejected() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/digits_cnn");
-    let mut g = load(&dir);
+    let mut g = load_inferred(&dir);
     let other = shared.join("models/tiny_lm/calibration.pb");
     let e = prune(&mut g, "prune{criterion=activation}", Some(&other)).unwrap_err();
     assert!(

@@ -7,38 +7,17 @@
 //! across runs and imports back to the same IR; the quantized IR and report of every fixture are snapshot-tested. Run with
 //! `--nocapture` to see the figures.
 
-use cc_ir::{Executor, Graph, Tensor};
+use cc_ir::{Executor, Tensor};
 use cc_passes::Report;
 use cc_tests::{
-    digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error,
-    ours_vs_onnxruntime, pass_stat, run_pipeline, shared_dir, test_inputs, Oracle,
+    assert_deterministic_round_trip, compile_and_save, digits_accuracy, fixture_inputs,
+    fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat, read_inputs, run_cpu,
+    run_pipeline, shared_dir, sweep_against_onnxruntime, test_inputs, Oracle, SweepRun,
 };
-use std::path::Path;
-
-fn load(dir: &Path) -> Graph {
-    load_inferred(dir)
-}
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    cc_backends::cpu::CpuExecutor::new(2)
-        .unwrap()
-        .run(g, inputs)
-        .unwrap()
-}
 
 /// A statistic of the quant pass in a report.
 fn stat(r: &Report, key: &str) -> String {
     pass_stat(r, "quant", key)
-}
-
-/// Quantizes the fixture in `dir` with `spec`, writes it under `out`, returns the graph,
-/// report and file size.
-fn quantize(dir: &Path, spec: &str, out: &Path) -> (Graph, Report, u64) {
-    let mut g = load(dir);
-    let r = run_pipeline(&mut g, spec).unwrap();
-    cc_ir::onnx::save_model(&g, out).unwrap();
-    let size = std::fs::metadata(out).unwrap().len();
-    (g, r, size)
 }
 
 #[test]
@@ -47,11 +26,11 @@ fn digits_cnn_int8_is_4x_smaller_and_int4_keeps_accuracy() {
     let dir = shared.join("models/digits_cnn");
     let tmp = tempfile::tempdir().unwrap();
     let f32_size = std::fs::metadata(dir.join("model.onnx")).unwrap().len();
-    let base = digits_accuracy(&load(&dir), &dir);
+    let base = digits_accuracy(&load_inferred(&dir), &dir);
     println!("digits_cnn f32: {f32_size} bytes, accuracy {base:.5}");
 
     let out = tmp.path().join("int8.onnx");
-    let (g, r, size) = quantize(&dir, "quant", &out);
+    let (g, r, size) = compile_and_save(&dir, "quant", &out);
     let acc = digits_accuracy(&g, &dir);
     let reloaded = cc_ir::onnx::load_model(&out).unwrap();
     let acc_file = digits_accuracy(&reloaded, &dir);
@@ -65,7 +44,7 @@ fn digits_cnn_int8_is_4x_smaller_and_int4_keeps_accuracy() {
     assert!(acc >= base - 1e-9, "int8 accuracy {acc} < f32 {base}");
 
     let out = tmp.path().join("int4.onnx");
-    let (g, r, size) = quantize(&dir, "quant{bits=4,granularity=block,block=32}", &out);
+    let (g, r, size) = compile_and_save(&dir, "quant{bits=4,granularity=block,block=32}", &out);
     let acc = digits_accuracy(&g, &dir);
     println!(
         "int4 block 32: {size} bytes ({:.3}x smaller), accuracy {acc:.5}, weight error {}",
@@ -79,31 +58,24 @@ fn digits_cnn_int8_is_4x_smaller_and_int4_keeps_accuracy() {
 fn every_fixture_quantized_with_int8_agrees_with_onnxruntime() {
     let Some(shared) = shared_dir() else { return };
     let Some(oracle) = Oracle::find() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    for (name, dir) in fixture_models(&shared) {
-        // int4 blocks need opset 21: opset-17 models with ReduceMean (shufflenet) and the
-        // opset-11 legacy digits model are raised to it on the way out.
-        for spec in ["quant", "quant{bits=4,granularity=block,block=32}"] {
-            let out = tmp.path().join(format!("{name}.onnx"));
-            let (g, r, size) = quantize(&dir, spec, &out);
-            let worst = match ours_vs_onnxruntime(&oracle, &g, &out, &dir) {
-                Ok(w) => w,
-                Err(e) => {
-                    failures.push(format!("{name} {spec}: {e}"));
-                    continue;
-                }
-            };
-            println!(
-                "{name:<16} {spec:<44} {size:>9} bytes  weights {:>3}  weight error {:<12.4e} ours vs ORT {worst:.3e}",
-                stat(&r, "quantized_weights"),
-                stat(&r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
-            );
-            if worst > 1e-3 {
-                failures.push(format!("{name} {spec}: ours vs ORT {worst:.3e}"));
-            }
-        }
-    }
+    // int4 blocks need opset 21: opset-17 models with ReduceMean (shufflenet) and the
+    // opset-11 legacy digits model are raised to it on the way out.
+    let specs = ["quant", "quant{bits=4,granularity=block,block=32}"];
+    let failures = sweep_against_onnxruntime(&shared, &oracle, &specs, |run| {
+        let SweepRun {
+            name,
+            spec,
+            report: r,
+            size,
+            worst,
+            ..
+        } = *run;
+        format!(
+            "{name:<16} {spec:<44} {size:>9} bytes  weights {:>3}  weight error {:<12.4e} ours vs ORT {worst:.3e}",
+            stat(r, "quantized_weights"),
+            stat(r, "weight_rel_error").parse::<f64>().unwrap_or(0.0)
+        )
+    });
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -116,35 +88,8 @@ fn quantized_output_is_byte_identical_across_runs_and_round_trips() {
         "quant",
         "quant{bits=4,granularity=block,block=32,symmetric=false}",
     ] {
-        let a = tmp.path().join("a.onnx");
-        let b = tmp.path().join("b.onnx");
-        let (g, ..) = quantize(&dir, spec, &a);
-        quantize(&dir, spec, &b);
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&b).unwrap(),
-            "{spec}"
-        );
         // Import raises the written DequantizeLinear nodes back to quantized values.
-        let mut back = cc_ir::onnx::load_model(&a).unwrap();
-        cc_ir::infer::infer_shapes(&mut back).unwrap();
-        // (The header differs: the IR keeps the source opset, the file has the raised one.)
-        let body = |g: &Graph| {
-            let p = cc_ir::printer::print_graph(g);
-            p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
-        };
-        assert_eq!(
-            body(&back),
-            body(&g),
-            "{spec}: the written model imports to a different IR"
-        );
-        let c = tmp.path().join("c.onnx");
-        cc_ir::onnx::save_model(&back, &c).unwrap();
-        assert_eq!(
-            std::fs::read(&a).unwrap(),
-            std::fs::read(&c).unwrap(),
-            "{spec}: writing the imported model again changes it"
-        );
+        assert_deterministic_round_trip(&dir, spec, tmp.path(), |_| {});
     }
 }
 
@@ -152,7 +97,7 @@ fn quantized_output_is_byte_identical_across_runs_and_round_trips() {
 fn quantized_ir_snapshot() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/digits_cnn");
-    let mut g = load(&dir);
+    let mut g = load_inferred(&dir);
     run_pipeline(&mut g, "quant{bits=4,granularity=block,block=32}").unwrap();
     insta::assert_snapshot!("quant4_digits_cnn", cc_ir::printer::print_graph(&g));
 }
@@ -163,7 +108,7 @@ fn quantized_ir_snapshot() {
 fn quantized_ir_and_report_snapshots_of_every_fixture() {
     let Some(shared) = shared_dir() else { return };
     for (name, dir) in fixture_models(&shared) {
-        let mut g = load(&dir);
+        let mut g = load_inferred(&dir);
         let r = run_pipeline(&mut g, "quant").unwrap();
         let text = format!(
             "{}\n{}",
@@ -178,12 +123,9 @@ fn quantized_ir_and_report_snapshots_of_every_fixture() {
 fn quantized_gemm_weights_run_through_the_fused_kernel() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/digits_cnn");
-    let mut g = load(&dir);
+    let mut g = load_inferred(&dir);
     run_pipeline(&mut g, "quant").unwrap();
-    let inputs: Vec<Tensor> = test_inputs(&dir)
-        .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-        .collect();
+    let inputs: Vec<Tensor> = fixture_inputs(&dir);
     let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
     let before = ex.fused_dq_gemms();
     let out = ex.run(&g, &inputs).unwrap();
@@ -200,7 +142,7 @@ fn tiny_lm_perplexity_after_weight_quantization() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/tiny_lm");
     let tmp = tempfile::tempdir().unwrap();
-    let base = lm_perplexity(&load(&dir), &dir);
+    let base = lm_perplexity(&load_inferred(&dir), &dir);
     println!("tiny_lm f32 perplexity {base:.4}");
     let mut worst = base;
     for (spec, limit) in [
@@ -210,7 +152,7 @@ fn tiny_lm_perplexity_after_weight_quantization() {
         ("quant{bits=4,granularity=block,block=128}", 1.25),
     ] {
         let out = tmp.path().join("q.onnx");
-        let (g, report, size) = quantize(&dir, spec, &out);
+        let (g, report, size) = compile_and_save(&dir, spec, &out);
         let ppl = lm_perplexity(&g, &dir);
         if spec.contains("Gather") {
             // The embedding table is quantized too, and the file still runs in
@@ -218,12 +160,9 @@ fn tiny_lm_perplexity_after_weight_quantization() {
             assert_eq!(stat(&report, "quantized_weights"), "30", "{spec}");
             if let Some(oracle) = Oracle::find() {
                 let files = test_inputs(&dir);
-                let inputs: Vec<Tensor> = files
-                    .iter()
-                    .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-                    .collect();
+                let inputs: Vec<Tensor> = read_inputs(&files);
                 let ort = oracle.run_unoptimized(&out, &files).unwrap();
-                let err = max_rel_error(&run(&g, &inputs)[0], &ort[0]).unwrap();
+                let err = max_rel_error(&run_cpu(&g, &inputs)[0], &ort[0]).unwrap();
                 assert!(err < 1e-3, "{spec}: ours vs onnxruntime {err}");
             }
         }

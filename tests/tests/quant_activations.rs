@@ -18,13 +18,12 @@
 
 use cc_backends::cpu::CpuExecutor;
 use cc_ir::{Executor, Graph, Op, Tensor};
-use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
+use cc_passes::Report;
 use cc_tests::{
     digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
-    reference_output, shared_dir, test_inputs, Oracle,
+    read_inputs, reference_output, run_with_calibration, shared_dir, test_inputs, Oracle,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The calibration data of a fixture: its `calibration.pb`, else its
@@ -41,19 +40,7 @@ fn calib_path(dir: &Path) -> PathBuf {
 /// Runs `spec` over `g` with an executor and (optionally) calibration data, verifying
 /// after each pass.
 fn quantize(g: &mut Graph, spec: &str, calib: Option<&Path>) -> Result<Report, String> {
-    let options = ManagerOptions {
-        verify_each: true,
-        ..Default::default()
-    };
-    let pipeline = Pipeline::parse(spec).map_err(|e| e.to_string())?;
-    let mut m = PassManager::new(&pipeline, options)
-        .map_err(|e| e.to_string())?
-        .with_executor(Arc::new(CpuExecutor::new(2).unwrap()));
-    if let Some(p) = calib {
-        let c = Calibration::load(p).map_err(|e| e.to_string())?;
-        m = m.with_calibration(Arc::new(c));
-    }
-    m.run(g).map_err(|e| e.to_string())
+    run_with_calibration(g, spec, calib, false)
 }
 
 /// Loads the fixture in `dir`, quantizes it with `spec` (calibrated on the fixture's
@@ -203,10 +190,7 @@ fn every_fixture_static_and_dynamic_int8_agrees_with_onnxruntime() {
             let out = tmp.path().join(format!("{name}.onnx"));
             let (g, r) = quantize_to(&dir, spec, &out);
             let files = test_inputs(&dir);
-            let inputs: Vec<Tensor> = files
-                .iter()
-                .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-                .collect();
+            let inputs: Vec<Tensor> = read_inputs(&files);
             let ex = CpuExecutor::new(2).unwrap();
             let ours = ex.run(&g, &inputs).unwrap();
             let ours_file = ex

@@ -6,7 +6,10 @@
 //! the figures.
 
 use cc_ir::{Executor, Graph, Op, Tensor};
-use cc_tests::{load_inferred, max_rel_error, run_pipeline, shared_dir, test_inputs, Oracle};
+use cc_tests::{
+    fixture_inputs, load_inferred, max_rel_error, read_inputs, run_pipeline, shared_dir,
+    test_inputs, Oracle,
+};
 
 /// The fixtures with convolutions and the quant specs each is checked with.
 const CASES: &[(&str, &[&str])] = &[
@@ -45,10 +48,7 @@ fn quantized_conv_fixtures_run_fused_and_agree_with_onnxruntime() {
     for &(name, specs) in CASES {
         let dir = shared.join("models").join(name);
         let files = test_inputs(&dir);
-        let inputs: Vec<Tensor> = files
-            .iter()
-            .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-            .collect();
+        let inputs: Vec<Tensor> = read_inputs(&files);
         for &spec in specs {
             let mut g = load_inferred(&dir);
             run_pipeline(&mut g, spec).unwrap();
@@ -116,10 +116,7 @@ fn a_quantized_conv_read_twice_is_not_fused_and_still_runs() {
     outs.push(y2);
     outs.push(y);
     g.set_outputs(outs);
-    let inputs: Vec<Tensor> = test_inputs(&dir)
-        .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-        .collect();
+    let inputs: Vec<Tensor> = fixture_inputs(&dir);
     let before = quantized_convs(&g);
     let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
     let out = ex.run(&g, &inputs).unwrap();

@@ -7,11 +7,11 @@
 //! A missing `--calib` is a one-line error naming the option. Run with `--nocapture` to
 //! see the figures (perplexities, accuracies, compile times).
 
-use cc_ir::{Executor, Graph, Tensor};
+use cc_ir::{Graph, Tensor};
 use cc_passes::Report;
 use cc_tests::{
-    digits_accuracy, lm_perplexity, load_inferred, max_rel_error, pass_stat, shared_dir,
-    test_inputs, Oracle,
+    digits_accuracy, lm_perplexity, load_inferred, max_rel_error, pass_stat, read_inputs, run_cpu,
+    shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
 
@@ -69,14 +69,8 @@ fn tiny_lm_int4_gptq_beats_round_to_nearest() {
         assert_eq!(lm_perplexity(&reloaded, &dir), ppl);
         if let Some(oracle) = Oracle::find() {
             let files = test_inputs(&dir);
-            let inputs: Vec<Tensor> = files
-                .iter()
-                .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-                .collect();
-            let ours = cc_backends::cpu::CpuExecutor::new(2)
-                .unwrap()
-                .run(&g, &inputs)
-                .unwrap();
+            let inputs: Vec<Tensor> = read_inputs(&files);
+            let ours = run_cpu(&g, &inputs);
             let ort = oracle.run_unoptimized(&a, &files).unwrap();
             let err = max_rel_error(&ours[0], &ort[0]).unwrap();
             println!("tiny_lm gptq block 32: ours vs onnxruntime max rel error {err:.2e}");

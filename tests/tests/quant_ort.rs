@@ -10,39 +10,16 @@
 //! unchanged. Run with `--nocapture` to see the figures.
 
 use cc_ir::compressed::nbits::NBitsAttrs;
-use cc_ir::{Executor, Graph, Tensor};
-use cc_passes::Report;
+use cc_ir::{Graph, Tensor};
 use cc_tests::{
-    lm_perplexity, load_inferred, max_rel_error, pass_stat, run_pipeline, shared_dir, skip,
-    test_inputs, Oracle,
+    assert_deterministic_round_trip, compile_and_save, lm_perplexity, max_rel_error, pass_stat,
+    printed_body, read_inputs, run_cpu, shared_dir, skip, test_inputs, Oracle,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ORT_SPEC: &str = "quant{bits=4,granularity=block,block=32,format=ort}";
 const DQ_SPEC: &str = "quant{bits=4,granularity=block,block=32}";
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    cc_backends::cpu::CpuExecutor::new(2)
-        .unwrap()
-        .run(g, inputs)
-        .unwrap()
-}
-
-fn read_inputs(files: &[PathBuf]) -> Vec<Tensor> {
-    files
-        .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-        .collect()
-}
-
-/// Quantizes the fixture in `dir` with `spec` and writes it to `out`.
-fn quantize(dir: &Path, spec: &str, out: &Path) -> (Graph, Report, u64) {
-    let mut g = load_inferred(dir);
-    let r = run_pipeline(&mut g, spec).unwrap();
-    cc_ir::onnx::save_model(&g, out).unwrap();
-    (g, r, std::fs::metadata(out).unwrap().len())
-}
 
 /// What a file holds, as written: the graph imported and lowered again (the import
 /// raises MatMulNBits/DequantizeLinear into quantized values; lowering is exactly what
@@ -100,9 +77,9 @@ fn format_ort_files_run_in_onnxruntime_and_agree_with_our_executor() {
     for name in ["tiny_lm", "llama_tiny"] {
         let dir = shared.join("models").join(name);
         let out = tmp.path().join(format!("{name}.onnx"));
-        let (g, r, size) = quantize(&dir, ORT_SPEC, &out);
+        let (g, r, size) = compile_and_save(&dir, ORT_SPEC, &out);
         let dq_out = tmp.path().join(format!("{name}.dq.onnx"));
-        let (_, _, dq_size) = quantize(&dir, DQ_SPEC, &dq_out);
+        let (_, _, dq_size) = compile_and_save(&dir, DQ_SPEC, &dq_out);
         let weights: usize = pass_stat(&r, "quant", "quantized_weights").parse().unwrap();
         let written = as_written(&out);
         let nodes = count(&written, "MatMulNBits");
@@ -138,8 +115,8 @@ fn format_ort_files_run_in_onnxruntime_and_agree_with_our_executor() {
 
         let files = test_inputs(&dir);
         let inputs = read_inputs(&files);
-        let ours = run(&g, &inputs);
-        let ours_file = run(&cc_ir::onnx::load_model(&out).unwrap(), &inputs);
+        let ours = run_cpu(&g, &inputs);
+        let ours_file = run_cpu(&cc_ir::onnx::load_model(&out).unwrap(), &inputs);
         assert_eq!(ours.len(), ours_file.len());
         for (a, c) in ours.iter().zip(&ours_file) {
             assert_eq!(max_rel_error(a, c).unwrap(), 0.0, "{name}: IR vs file");
@@ -176,34 +153,11 @@ fn format_ort_output_is_byte_identical_across_runs_and_round_trips() {
         ORT_SPEC,
         "quant{bits=4,granularity=block,block=64,symmetric=false,format=ort}",
     ] {
-        let a = tmp.path().join("a.onnx");
-        let b = tmp.path().join("b.onnx");
-        let (g, ..) = quantize(&dir, spec, &a);
-        quantize(&dir, spec, &b);
-        let bytes = std::fs::read(&a).unwrap();
-        assert_eq!(bytes, std::fs::read(&b).unwrap(), "{spec}");
         // Import raises the MatMulNBits nodes back to quantized values read by MatMul.
-        let mut back = cc_ir::onnx::load_model(&a).unwrap();
-        assert_eq!(count(&back, "MatMulNBits"), 0, "{spec}");
-        cc_ir::infer::infer_shapes(&mut back).unwrap();
-        let body = |g: &Graph| {
-            let p = cc_ir::printer::print_graph(g);
-            p.split_once('\n').map(|(_, b)| b.to_string()).unwrap()
-        };
-        let printed = body(&back);
-        assert!(printed.contains("as MatMulNBits"), "{spec}");
-        assert_eq!(
-            printed,
-            body(&g),
-            "{spec}: the written model imports to a different IR"
-        );
-        let c = tmp.path().join("c.onnx");
-        cc_ir::onnx::save_model(&back, &c).unwrap();
-        assert_eq!(
-            bytes,
-            std::fs::read(&c).unwrap(),
-            "{spec}: writing the imported model again changes it"
-        );
+        assert_deterministic_round_trip(&dir, spec, tmp.path(), |back| {
+            assert_eq!(count(back, "MatMulNBits"), 0, "{spec}");
+            assert!(printed_body(back).contains("as MatMulNBits"), "{spec}");
+        });
     }
 }
 
@@ -212,8 +166,8 @@ fn format_ort_perplexity_equals_the_dequantize_linear_form() {
     let Some(shared) = shared_dir() else { return };
     let dir = shared.join("models/tiny_lm");
     let tmp = tempfile::tempdir().unwrap();
-    let (g_ort, ..) = quantize(&dir, ORT_SPEC, &tmp.path().join("ort.onnx"));
-    let (g_dq, ..) = quantize(&dir, DQ_SPEC, &tmp.path().join("dq.onnx"));
+    let (g_ort, ..) = compile_and_save(&dir, ORT_SPEC, &tmp.path().join("ort.onnx"));
+    let (g_dq, ..) = compile_and_save(&dir, DQ_SPEC, &tmp.path().join("dq.onnx"));
     let (p_ort, p_dq) = (lm_perplexity(&g_ort, &dir), lm_perplexity(&g_dq, &dir));
     println!("tiny_lm int4 block 32 perplexity on our executor: format=ort {p_ort:.6}, DequantizeLinear {p_dq:.6}");
     assert!((p_ort - p_dq).abs() <= 1e-5 * p_dq, "{p_ort} vs {p_dq}");
@@ -292,7 +246,7 @@ fn models_quantized_by_onnxruntime_run_on_our_executor() {
         assert_eq!(count(&g, "MatMulNBits"), 0, "{name}");
         let files = test_inputs(&dir);
         let inputs = read_inputs(&files);
-        let ours = run(&g, &inputs);
+        let ours = run_cpu(&g, &inputs);
         let ort = oracle.run(&theirs, &files).unwrap();
         assert_eq!(ort.len(), ours.len(), "{name}");
         let worst = ours

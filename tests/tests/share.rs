@@ -6,40 +6,15 @@
 //! 0.25; the output is byte-identical across runs; the IR and report of digits_cnn are
 //! snapshot-tested. Run with `--nocapture` to see the figures.
 
-use cc_ir::{Executor, Graph, Tensor};
 use cc_passes::{GraphStats, Report};
 use cc_tests::{
-    digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
-    run_pipeline, shared_dir, test_inputs, Oracle,
+    compile_and_save, digits_accuracy, fixture_inputs, fixture_models, lm_perplexity,
+    load_inferred, max_rel_error, pass_stat, run_cpu, run_pipeline, shared_dir, test_inputs,
+    Oracle,
 };
-use std::path::Path;
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    cc_backends::cpu::CpuExecutor::new(2)
-        .unwrap()
-        .run(g, inputs)
-        .unwrap()
-}
 
 fn stat(r: &Report, key: &str) -> String {
     pass_stat(r, "share", key)
-}
-
-fn inputs_of(dir: &Path) -> Vec<Tensor> {
-    test_inputs(dir)
-        .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-        .collect()
-}
-
-/// Shares the fixture in `dir` with `spec`, writes it to `out`; the graph, report and
-/// file size.
-fn shared(dir: &Path, spec: &str, out: &Path) -> (Graph, Report, u64) {
-    let mut g = load_inferred(dir);
-    let r = run_pipeline(&mut g, spec).unwrap();
-    cc_ir::onnx::save_model(&g, out).unwrap();
-    let size = std::fs::metadata(out).unwrap().len();
-    (g, r, size)
 }
 
 #[test]
@@ -52,11 +27,11 @@ fn ratio_one_reproduces_every_fixture() {
     let mut failures = Vec::new();
     for (name, dir) in fixture_models(&shared_data) {
         let out = tmp.path().join(format!("{name}.onnx"));
-        let (g, r, size) = shared(&dir, "share{ratio=1}", &out);
-        let inputs = inputs_of(&dir);
-        let want = run(&load_inferred(&dir), &inputs);
-        let ours = run(&g, &inputs);
-        let ours_file = run(&cc_ir::onnx::load_model(&out).unwrap(), &inputs);
+        let (g, r, size) = compile_and_save(&dir, "share{ratio=1}", &out);
+        let inputs = fixture_inputs(&dir);
+        let want = run_cpu(&load_inferred(&dir), &inputs);
+        let ours = run_cpu(&g, &inputs);
+        let ours_file = run_cpu(&cc_ir::onnx::load_model(&out).unwrap(), &inputs);
         let mut worst = 0f64;
         for ((a, b), c) in ours.iter().zip(&want).zip(&ours_file) {
             worst = worst.max(max_rel_error(a, b).unwrap());
@@ -102,11 +77,11 @@ fn quarter_ratio_shrinks_the_file_and_agrees_with_onnxruntime() {
         let weight_bytes = GraphStats::of(&load_inferred(&dir)).bytes as u64;
         let out = tmp.path().join(format!("{name}.onnx"));
         let started = std::time::Instant::now();
-        let (g, r, size) = shared(&dir, "share{ratio=0.25}", &out);
+        let (g, r, size) = compile_and_save(&dir, "share{ratio=0.25}", &out);
         let took = started.elapsed().as_secs_f64();
-        let inputs = inputs_of(&dir);
-        let ours = run(&g, &inputs);
-        let ours_file = run(&cc_ir::onnx::load_model(&out).unwrap(), &inputs);
+        let inputs = fixture_inputs(&dir);
+        let ours = run_cpu(&g, &inputs);
+        let ours_file = run_cpu(&cc_ir::onnx::load_model(&out).unwrap(), &inputs);
         for (a, c) in ours.iter().zip(&ours_file) {
             assert!(max_rel_error(a, c).unwrap() < 1e-6, "{name}: IR vs file");
         }
@@ -169,7 +144,7 @@ fn tiny_lm_with_embeddings_shared_and_metadata_stripped_fits_in_30_percent() {
         "share{ratio=0.25,ops=MatMul|Gather},strip-metadata",
     ] {
         let out = tmp.path().join("lm.onnx");
-        let (g, _, size) = shared(&dir, spec, &out);
+        let (g, _, size) = compile_and_save(&dir, spec, &out);
         let frac = size as f64 / weight_bytes as f64;
         println!(
             "tiny_lm {spec}: {size} bytes = {:.1}% of {weight_bytes} weight bytes, perplexity {:.3}",
@@ -243,8 +218,8 @@ fn share_output_is_byte_identical_across_runs() {
     let tmp = tempfile::tempdir().unwrap();
     for spec in ["share", "share{ratio=0.25,chunk=7}"] {
         let (a, b) = (tmp.path().join("a.onnx"), tmp.path().join("b.onnx"));
-        shared(&dir, spec, &a);
-        shared(&dir, spec, &b);
+        compile_and_save(&dir, spec, &a);
+        compile_and_save(&dir, spec, &b);
         assert_eq!(
             std::fs::read(&a).unwrap(),
             std::fs::read(&b).unwrap(),

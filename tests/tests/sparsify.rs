@@ -7,11 +7,11 @@
 //! perplexity are printed; output is byte-identical across runs; the IR and report on
 //! digits_cnn are snapshot-tested. Run with `--nocapture` to see the figures.
 
-use cc_ir::{Executor, Graph, Op, SparseEncoding, Tensor};
+use cc_ir::{Executor, Graph, Op, SparseEncoding};
 use cc_passes::{Calibration, ManagerOptions, PassManager, Pipeline, Report};
 use cc_tests::{
-    digits_accuracy, fixture_models, lm_perplexity, load_inferred, max_rel_error, pass_stat,
-    shared_dir, test_inputs, Oracle,
+    digits_accuracy, fixture_inputs, fixture_models, lm_perplexity, load_inferred, max_rel_error,
+    pass_stat, shared_dir, test_inputs, Oracle,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -38,13 +38,6 @@ fn sparsify(g: &mut Graph, spec: &str, calib: Option<&Path>) -> Report {
 
 fn stat(r: &Report, key: &str) -> String {
     pass_stat(r, "sparsify", key)
-}
-
-fn inputs_of(dir: &Path) -> Vec<Tensor> {
-    test_inputs(dir)
-        .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
-        .collect()
 }
 
 /// Checks every weight of a MatMul / Gemm / Conv in `g` that carries an N:M annotation:
@@ -125,7 +118,7 @@ fn two_of_four_on_every_fixture_holds_in_the_file_and_agrees_with_onnxruntime() 
                 }
                 assert_eq!(check_two_of_four(&annotated, &name), weights, "{name}");
             }
-            let inputs = inputs_of(&dir);
+            let inputs = fixture_inputs(&dir);
             let ours = executor().run(&g, &inputs).unwrap();
             let ours_file = executor().run(&back, &inputs).unwrap();
             for (a, b) in ours.iter().zip(&ours_file) {
@@ -323,7 +316,7 @@ fn two_of_four_then_int8_keeps_the_pattern() {
     assert!(acc > 0.95, "accuracy {acc}");
     if let Some(oracle) = Oracle::find() {
         let ort = oracle.run_unoptimized(&out, &test_inputs(&dir)).unwrap();
-        let ours = executor().run(&g, &inputs_of(&dir)).unwrap();
+        let ours = executor().run(&g, &fixture_inputs(&dir)).unwrap();
         let err = max_rel_error(&ours[0], &ort[0]).unwrap();
         assert!(err < 1e-3, "ours vs onnxruntime {err}");
     }

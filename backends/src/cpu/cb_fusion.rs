@@ -13,6 +13,7 @@
 //!
 //! The `Cast`/`Add` (and, when fused, the `Gather`) nodes are skipped.
 
+use crate::cpu::fusion::{reader_of, Reader};
 use crate::cpu::kernels::cb_gemm::{self, CbWeight};
 use crate::cpu::kernels::{cb_conv, Activation, KernelCx};
 use cc_ir::compressed::codebook::CodebookPattern;
@@ -135,43 +136,22 @@ pub fn run<'a>(
     if !s.fused {
         return cb_gemm::decode(&w).map_err(at);
     }
-    let node = g.node(id);
-    let get = |slot: usize| -> Result<Option<&'a Tensor>> {
-        match node.input(slot) {
-            None => Ok(None),
-            Some(v) => value(v).map(Some).ok_or_else(|| {
-                Error::invalid(format!(
-                    "node {}: input {:?} has no value",
-                    g.node_label(id),
-                    g.value(v).name()
-                ))
-            }),
-        }
-    };
-    let Some(x) = get(0)? else {
+    let Some(reader) = reader_of(g, id, value, act)? else {
         return Ok(None);
     };
-    match &node.op {
-        Op::Conv(a) => cb_conv::cb_conv(a, x, &w, get(2)?, act, cx).map_err(at),
-        _ if act.is_some() => Ok(None),
-        Op::MatMul => cb_gemm::cb_matmul(x, &w, cx).map_err(at),
-        Op::Gemm {
+    match reader {
+        Reader::Conv { attrs, x, bias } => {
+            cb_conv::cb_conv(attrs, x, &w, bias, act, cx).map_err(at)
+        }
+        Reader::MatMul { x } => cb_gemm::cb_matmul(x, &w, cx).map_err(at),
+        Reader::Gemm {
+            a,
+            c,
             alpha,
             beta,
             trans_a,
             trans_b,
-        } => cb_gemm::cb_gemm(
-            x,
-            &w,
-            get(2)?,
-            alpha.unwrap_or(1.0),
-            beta.unwrap_or(1.0),
-            trans_a.unwrap_or(0) != 0,
-            trans_b.unwrap_or(0) != 0,
-            cx,
-        )
-        .map_err(at),
-        _ => Ok(None),
+        } => cb_gemm::cb_gemm(a, &w, c, alpha, beta, trans_a, trans_b, cx).map_err(at),
     }
 }
 

@@ -11,6 +11,7 @@
 
 use crate::cpu::kernels::dq_gemm::{self, DqWeight};
 use crate::cpu::kernels::{dq_conv, Activation, KernelCx};
+use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Graph, NodeId, Op, Result, Tensor, ValueId};
 use std::collections::HashMap;
 
@@ -110,6 +111,69 @@ pub fn run_with<'a>(
     let Some(w) = weight_of(g, dq, axis, block_size) else {
         return Ok(None);
     };
+    let Some(reader) = reader_of(g, id, value, act)? else {
+        return Ok(None);
+    };
+    match reader {
+        Reader::Conv { attrs, x, bias } => {
+            dq_conv::dq_conv(attrs, x, &w, bias, act, cx).map_err(at)
+        }
+        Reader::MatMul { x } => dq_gemm::dq_matmul(x, &w, cx).map_err(at),
+        Reader::Gemm {
+            a,
+            c,
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => dq_gemm::dq_gemm(a, &w, c, alpha, beta, trans_a, trans_b, cx).map_err(at),
+    }
+}
+
+/// A MatMul, Gemm or Conv node reading a fused constant weight as its input 1, with its
+/// other inputs looked up and the Gemm attributes at their defaults.
+pub(crate) enum Reader<'a> {
+    /// `Conv(x, W, bias?)`.
+    Conv {
+        /// The Conv attributes.
+        attrs: &'a ConvAttrs,
+        /// Input 0.
+        x: &'a Tensor,
+        /// Input 2, when present.
+        bias: Option<&'a Tensor>,
+    },
+    /// `MatMul(x, W)`.
+    MatMul {
+        /// Input 0.
+        x: &'a Tensor,
+    },
+    /// `Gemm(a, W, c?)`.
+    Gemm {
+        /// Input 0.
+        a: &'a Tensor,
+        /// Input 2, when present.
+        c: Option<&'a Tensor>,
+        /// `alpha` (default 1).
+        alpha: f32,
+        /// `beta` (default 1).
+        beta: f32,
+        /// `transA != 0`.
+        trans_a: bool,
+        /// `transB != 0`.
+        trans_b: bool,
+    },
+}
+
+/// The reader node `id` of a fused weight, its inputs looked up with `value`: `Ok(None)`
+/// when its input 0 is absent, when it is no MatMul, Gemm or Conv, or when activation
+/// `act` is set and it is no Conv (only the Conv kernels apply one); an error naming
+/// the node and input when a present input has no value.
+pub(crate) fn reader_of<'a>(
+    g: &'a Graph,
+    id: NodeId,
+    value: impl Fn(ValueId) -> Option<&'a Tensor>,
+    act: Option<Activation>,
+) -> Result<Option<Reader<'a>>> {
     let node = g.node(id);
     let get = |slot: usize| -> Result<Option<&'a Tensor>> {
         match node.input(slot) {
@@ -126,28 +190,29 @@ pub fn run_with<'a>(
     let Some(x) = get(0)? else {
         return Ok(None);
     };
-    match &node.op {
-        Op::Conv(a) => dq_conv::dq_conv(a, x, &w, get(2)?, act, cx).map_err(at),
-        _ if act.is_some() => Ok(None),
-        Op::MatMul => dq_gemm::dq_matmul(x, &w, cx).map_err(at),
+    Ok(match &node.op {
+        Op::Conv(attrs) => Some(Reader::Conv {
+            attrs,
+            x,
+            bias: get(2)?,
+        }),
+        _ if act.is_some() => None,
+        Op::MatMul => Some(Reader::MatMul { x }),
         Op::Gemm {
             alpha,
             beta,
             trans_a,
             trans_b,
-        } => dq_gemm::dq_gemm(
-            x,
-            &w,
-            get(2)?,
-            alpha.unwrap_or(1.0),
-            beta.unwrap_or(1.0),
-            trans_a.unwrap_or(0) != 0,
-            trans_b.unwrap_or(0) != 0,
-            cx,
-        )
-        .map_err(at),
-        _ => Ok(None),
-    }
+        } => Some(Reader::Gemm {
+            a: x,
+            c: get(2)?,
+            alpha: alpha.unwrap_or(1.0),
+            beta: beta.unwrap_or(1.0),
+            trans_a: trans_a.unwrap_or(0) != 0,
+            trans_b: trans_b.unwrap_or(0) != 0,
+        }),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ use crate::prune::layers::{cols_per_input, layer_of, rows, weight_matrix, Layer,
 use cc_ir::compressed::ScaleLayout;
 use cc_ir::{Error, Executor, Graph, Op, QuantizedWeight, Result, Tensor, Use, ValueId};
 use std::collections::{BTreeMap, HashSet};
+use std::iter::Sum;
+use std::ops::{AddAssign, Mul};
 
 /// Calibration samples run through the executor at once.
 const BATCH: usize = 32;
@@ -333,20 +335,32 @@ impl Gram {
 
 /// Dot product of two equal-length f32 slices, in eight lanes.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
+    let (acc, tail) = lane_products::<f32, 8>(a, b);
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The lanes of a dot product of two equal-length slices taken `L` elements at a time
+/// (lane `l` sums the products at positions `l mod L`, in order), and the sum of the
+/// products of the last `len mod L` elements (the tail): the callers add them up.
+#[inline]
+fn lane_products<T, const L: usize>(a: &[T], b: &[T]) -> ([T; L], T)
+where
+    T: Copy + Default + AddAssign + Mul<Output = T> + Sum,
+{
+    let mut acc = [T::default(); L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: T = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, &y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
+        for l in 0..L {
             acc[l] += x[l] * y[l];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    (acc, tail)
 }
 
 /// Runs `g` over the calibration data (in batches) and returns the Hessian of each
@@ -648,19 +662,7 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
 
 /// Dot product of two equal-length f64 slices, in four lanes.
 fn dot64(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..4 {
-            acc[l] += x[l] * y[l];
-        }
-    }
+    let (acc, tail) = lane_products::<f64, 4>(a, b);
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
@@ -1358,6 +1360,25 @@ mod tests {
         }
         assert!(errs[1] < 0.8 * errs[0], "{errs:?}");
         assert!(errs[3] < 0.8 * errs[2], "{errs:?}");
+    }
+
+    #[test]
+    fn lane_products_split_a_dot_product_into_lanes_and_a_tail() {
+        let a: Vec<f64> = (0..11).map(f64::from).collect();
+        let b: Vec<f64> = (0..11).map(|i| f64::from(i % 3) - 1.0).collect();
+        let (acc, tail) = lane_products::<f64, 4>(&a, &b);
+        for (l, &got) in acc.iter().enumerate() {
+            let want: f64 = (l..8).step_by(4).map(|i| a[i] * b[i]).sum();
+            assert_eq!(got, want, "lane {l}");
+        }
+        assert_eq!(tail, (8..11).map(|i| a[i] * b[i]).sum::<f64>());
+        let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert_eq!(dot64(&a, &b), plain);
+        let (af, bf): (Vec<f32>, Vec<f32>) = (
+            a.iter().map(|&x| x as f32).collect(),
+            b.iter().map(|&x| x as f32).collect(),
+        );
+        assert_eq!(dot(&af, &bf), plain as f32);
     }
 
     #[test]

@@ -534,6 +534,45 @@ mod tests {
         Tensor::from_f32(t.shape().to_vec(), v).unwrap()
     }
 
+    /// The weight `q` with `scale`, `zero_point`, `axis` and `block`.
+    fn weight<'a>(
+        q: &'a Tensor,
+        scale: &'a Tensor,
+        zero_point: Option<&'a Tensor>,
+        axis: i64,
+        block: i64,
+    ) -> DqWeight<'a> {
+        DqWeight {
+            q,
+            scale,
+            zero_point,
+            axis,
+            block,
+        }
+    }
+
+    /// Checks dq_gemm against dequantize-then-Gemm with `(alpha, beta, trans_a, trans_b)`
+    /// (the bias `c` given when present).
+    fn check_gemm(
+        a: &Tensor,
+        w: &DqWeight<'_>,
+        c: Option<&Tensor>,
+        (alpha, beta, trans_a, trans_b): (f32, f32, bool, bool),
+        cx: &KernelCx<'_>,
+    ) {
+        let b = dequantized(w);
+        let got = dq_gemm(a, w, c, alpha, beta, trans_a, trans_b, cx)
+            .unwrap()
+            .unwrap();
+        let mut inputs = vec![Some(a), Some(&b)];
+        inputs.extend(c.map(Some));
+        let want = matmul::gemm_op(&inputs, alpha, beta, trans_a, trans_b, cx).unwrap();
+        let abs_inputs: Vec<Tensor> = inputs.iter().flatten().map(|x| abs(x)).collect();
+        let abs_refs: Vec<Option<&Tensor>> = abs_inputs.iter().map(Some).collect();
+        let mag = matmul::gemm_op(&abs_refs, alpha, beta, trans_a, trans_b, cx).unwrap();
+        close(&got, &want, &mag);
+    }
+
     /// Checks dq_matmul against dequantize-then-matmul.
     fn check_matmul(x: &Tensor, w: &DqWeight<'_>, threads: usize) {
         let pool = cx_pool(threads);
@@ -550,13 +589,7 @@ mod tests {
     fn per_tensor_int8_over_several_panels() {
         let q = codes(DType::I8, &[300, 40], (-128, 127), 1);
         let s = Tensor::scalar_f32(0.02);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: None,
-            axis: 1,
-            block: 0,
-        };
+        let w = weight(&q, &s, None, 1, 0);
         check_matmul(&t(&[2, 3, 300], 2), &w, 3);
         check_matmul(&t(&[300], 3), &w, 1);
     }
@@ -566,24 +599,12 @@ mod tests {
         let q = codes(DType::U8, &[70, 100], (0, 255), 4);
         let s = scales(&[100], 5);
         let z = codes(DType::U8, &[100], (100, 150), 6);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: Some(&z),
-            axis: 1,
-            block: 0,
-        };
+        let w = weight(&q, &s, Some(&z), 1, 0);
         check_matmul(&t(&[5, 70], 7), &w, 2);
         // Per row (axis 0) as well.
         let s0 = scales(&[70], 8);
         let z0 = codes(DType::U8, &[70], (0, 255), 9);
-        let w0 = DqWeight {
-            q: &q,
-            scale: &s0,
-            zero_point: Some(&z0),
-            axis: 0,
-            block: 0,
-        };
+        let w0 = weight(&q, &s0, Some(&z0), 0, 0);
         check_matmul(&t(&[5, 70], 10), &w0, 2);
     }
 
@@ -594,26 +615,14 @@ mod tests {
         let q = codes(DType::I4, &[77, 21], (-8, 7), 11);
         let s = scales(&[3, 21], 12);
         let z = codes(DType::I4, &[3, 21], (-2, 2), 13);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: Some(&z),
-            axis: 0,
-            block: 32,
-        };
+        let w = weight(&q, &s, Some(&z), 0, 32);
         check_matmul(&t(&[4, 77], 14), &w, 2);
         // uint4 blocked along N (axis 1): blocks of 8 over 21 columns -> 3 blocks; K
         // larger than a panel.
         let q = codes(DType::U4, &[257, 21], (0, 15), 15);
         let s = scales(&[257, 3], 16);
         let z = codes(DType::U4, &[257, 3], (7, 9), 17);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: Some(&z),
-            axis: 1,
-            block: 8,
-        };
+        let w = weight(&q, &s, Some(&z), 1, 8);
         check_matmul(&t(&[3, 257], 18), &w, 2);
     }
 
@@ -627,14 +636,7 @@ mod tests {
         let q = codes(DType::U4, &[50, 301], (0, 15), 21);
         let s = scales(&[50, 10], 22);
         let z = codes(DType::U4, &[50, 10], (6, 9), 23);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: Some(&z),
-            axis: 1,
-            block: 32,
-        };
-        let b = dequantized(&w);
+        let w = weight(&q, &s, Some(&z), 1, 32);
         let c = t(&[50], 24);
         for trans_a in [false, true] {
             let a = if trans_a {
@@ -642,55 +644,13 @@ mod tests {
             } else {
                 t(&[6, 301], 25)
             };
-            let got = dq_gemm(&a, &w, Some(&c), 0.5, 2.0, trans_a, true, &cx)
-                .unwrap()
-                .unwrap();
-            let want = matmul::gemm_op(
-                &[Some(&a), Some(&b), Some(&c)],
-                0.5,
-                2.0,
-                trans_a,
-                true,
-                &cx,
-            )
-            .unwrap();
-            let mag = matmul::gemm_op(
-                &[Some(&abs(&a)), Some(&abs(&b)), Some(&abs(&c))],
-                0.5,
-                2.0,
-                trans_a,
-                true,
-                &cx,
-            )
-            .unwrap();
-            close(&got, &want, &mag);
+            check_gemm(&a, &w, Some(&c), (0.5, 2.0, trans_a, true), &cx);
         }
         // Per-axis int8 without transB or bias.
         let q = codes(DType::I8, &[301, 50], (-128, 127), 26);
         let s = scales(&[50], 27);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: None,
-            axis: -1,
-            block: 0,
-        };
-        let b = dequantized(&w);
-        let a = t(&[6, 301], 28);
-        let got = dq_gemm(&a, &w, None, 1.0, 1.0, false, false, &cx)
-            .unwrap()
-            .unwrap();
-        let want = matmul::gemm_op(&[Some(&a), Some(&b)], 1.0, 1.0, false, false, &cx).unwrap();
-        let mag = matmul::gemm_op(
-            &[Some(&abs(&a)), Some(&abs(&b))],
-            1.0,
-            1.0,
-            false,
-            false,
-            &cx,
-        )
-        .unwrap();
-        close(&got, &want, &mag);
+        let w = weight(&q, &s, None, -1, 0);
+        check_gemm(&t(&[6, 301], 28), &w, None, (1.0, 1.0, false, false), &cx);
     }
 
     #[test]
@@ -700,13 +660,7 @@ mod tests {
         let cx = KernelCx::new(1);
         let q = codes(DType::I8, &[4, 6], (-128, 127), 31);
         let s = scales(&[5], 32);
-        let w = DqWeight {
-            q: &q,
-            scale: &s,
-            zero_point: None,
-            axis: 1,
-            block: 0,
-        };
+        let w = weight(&q, &s, None, 1, 0);
         let err = dq_matmul(&t(&[2, 4], 33), &w, &cx).unwrap_err().to_string();
         assert!(err.contains("does not fit weight [4, 6]"), "{err}");
         let s = scales(&[6], 34);
