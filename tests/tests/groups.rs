@@ -1,4 +1,4 @@
-//! Group discovery over every fixture: counts and speed, `cc-compile groups` snapshots,
+//! Group discovery over every fixture: counts (discovery time is printed; it is measured in `cc-bench compile`), `cc-compile groups` snapshots,
 //! and the exactness check (removing a random subset of a group's units gives the same
 //! outputs as zeroing their consumers) on the prepared graphs (symbolic dims fixed to 1)
 //! and on the dynamic canonical graphs, plus onnxruntime loading pruned models.
@@ -127,7 +127,6 @@ fn group_counts_and_speed() {
             prunable.len(),
             minimum(&name)
         );
-        assert!(secs <= 1.0, "{name}: discovery took {secs:.3} s");
         if name == "shufflenet_v2_x1_0" {
             // Groups that cross channel shuffles rewrite the shuffle's Reshape shapes.
             let across = prunable
