@@ -1,0 +1,238 @@
+//! MatMul, Gemm and Conv: calls of the runtime's packed GEMM (`cc_gemm`) and conv
+//! (`cc_conv2d`: im2col + GEMM, direct depthwise). A compressed weight is passed as its
+//! descriptor and dequantized while the GEMM packs it; low-rank layers are two of these.
+
+use super::{
+    broadcast_strides, c_f32, gemm_scratch, input, output, strides, unsupported, Cx,
+};
+use crate::cpu::kernels::conv::resolve_axes;
+use cc_ir::{NodeId, Op, Result};
+use std::fmt::Write;
+
+/// The statements of one MatMul, Gemm or Conv node.
+pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
+    match &cx.g.node(node).op {
+        Op::MatMul => matmul(cx, node),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => gemm(
+            cx,
+            node,
+            alpha.unwrap_or(1.0),
+            beta.unwrap_or(1.0),
+            trans_a.unwrap_or(0) != 0,
+            trans_b.unwrap_or(0) != 0,
+        ),
+        Op::Conv(_) => conv(cx, node),
+        op => Err(unsupported(cx.g, node, &format!("op {}", op.onnx_type().1))),
+    }
+}
+
+fn matmul(cx: &mut Cx, node: NodeId) -> Result<String> {
+    let g = cx.g;
+    let (a, b, y) = (input(g, node, 0)?, input(g, node, 1)?, output(g, node, 0)?);
+    let (sa, sb) = (cx.shape(a)?, cx.shape(b)?);
+    if sa.is_empty() || sb.is_empty() {
+        return Err(unsupported(g, node, "MatMul of a scalar"));
+    }
+    // Treat 1-D operands as [1, K] and [K, 1].
+    let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.clone() };
+    let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.clone() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(unsupported(g, node, &format!("MatMul of {sa:?} by {sb:?}")));
+    }
+    let (ba, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+    let rank = ba.len().max(bb.len());
+    let mut batch = vec![1usize; rank];
+    for (i, d) in batch.iter_mut().enumerate() {
+        let pa = (i + ba.len()).checked_sub(rank).map_or(1, |j| ba[j]);
+        let pb = (i + bb.len()).checked_sub(rank).map_or(1, |j| bb[j]);
+        *d = pa.max(pb);
+    }
+    // Element strides of an operand's batch dims over the output batch (0: broadcast).
+    let mat = |s: &[usize]| -> Vec<usize> {
+        let full = strides(s);
+        let lead = rank - (s.len() - 2);
+        (0..rank)
+            .map(|i| {
+                if i < lead || s[i - lead] == 1 {
+                    0
+                } else {
+                    full[i - lead]
+                }
+            })
+            .collect()
+    };
+    let sta = mat(&a2);
+    let stb = mat(&b2);
+    let (wa_decl, wa) = cx.weight(a, "wa")?;
+    let (wb_decl, wb) = cx.weight(b, "wb")?;
+    cx.need_scratch(gemm_scratch(m, k));
+    let mut s = String::new();
+    s.push_str(&wa_decl);
+    s.push_str(&wb_decl);
+    let _ = writeln!(s, "float *y = {};", cx.ptr(y)?);
+    let total: usize = batch.iter().product::<usize>() * m * n;
+    let _ = writeln!(s, "for (long t = 0; t < {total}; t++) y[t] = 0.0f;");
+    let mut ob = String::from("0");
+    let mut oa = String::from("0");
+    let mut oy = String::from("0");
+    let ys = m * n;
+    let bstr = strides(&batch);
+    for (i, &d) in batch.iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let _ = writeln!(s, "for (long b{i} = 0; b{i} < {d}; b{i}++)");
+        if sta[i] != 0 {
+            let _ = write!(oa, " + b{i} * {}", sta[i]);
+        }
+        if stb[i] != 0 {
+            let _ = write!(ob, " + b{i} * {}", stb[i]);
+        }
+        let _ = write!(oy, " + b{i} * {}", bstr[i] * ys);
+    }
+    let _ = writeln!(s, "{{");
+    let _ = writeln!(s, "  cc_mat A = {{{wa}, {oa}, {k}, 1}};");
+    let _ = writeln!(s, "  cc_mat B = {{{wb}, {ob}, {n}, 1}};");
+    let _ = writeln!(s, "  cc_gemm({m}, {n}, {k}, &A, &B, y + {oy}, {n}, cc_scratch);");
+    let _ = writeln!(s, "}}");
+    Ok(s)
+}
+
+fn gemm(
+    cx: &mut Cx,
+    node: NodeId,
+    alpha: f32,
+    beta: f32,
+    ta: bool,
+    tb: bool,
+) -> Result<String> {
+    let g = cx.g;
+    let (a, b, y) = (input(g, node, 0)?, input(g, node, 1)?, output(g, node, 0)?);
+    let c = g.node(node).input(2);
+    let (sa, sb) = (cx.shape(a)?, cx.shape(b)?);
+    if sa.len() != 2 || sb.len() != 2 {
+        return Err(unsupported(g, node, "Gemm of operands that are not 2-D"));
+    }
+    let (m, k) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let n = if tb { sb[0] } else { sb[1] };
+    // (row stride, column stride) of the logical A [m,k] and B [k,n].
+    let (ars, acs) = if ta { (1, m) } else { (k, 1) };
+    let (brs, bcs) = if tb { (1, k) } else { (n, 1) };
+    let (wa_decl, wa) = cx.weight(a, "wa")?;
+    let (wb_decl, wb) = cx.weight(b, "wb")?;
+    cx.need_scratch(gemm_scratch(m, k));
+    let mut s = String::new();
+    s.push_str(&wa_decl);
+    s.push_str(&wb_decl);
+    let _ = writeln!(s, "float *y = {};", cx.ptr(y)?);
+    let bias = match c {
+        Some(c) if beta != 0.0 => {
+            let bs = broadcast_strides(&cx.shape(c)?, &[m, n])
+                .map_err(|e| unsupported(g, node, &e.to_string()))?;
+            let _ = writeln!(s, "const float *c = {};", cx.ptr(c)?);
+            Some(format!("c[i * {} + j * {}]", bs[0], bs[1]))
+        }
+        _ => None,
+    };
+    let scaled = |e: &str| {
+        if beta == 1.0 {
+            e.to_string()
+        } else {
+            format!("{} * {e}", c_f32(beta))
+        }
+    };
+    let fill = match (&bias, alpha == 1.0) {
+        (Some(b), true) => scaled(b),
+        _ => "0.0f".into(),
+    };
+    let _ = writeln!(
+        s,
+        "for (long i = 0; i < {m}; i++) for (long j = 0; j < {n}; j++) y[i * {n} + j] = {fill};"
+    );
+    let _ = writeln!(s, "{{");
+    let _ = writeln!(s, "  cc_mat A = {{{wa}, 0, {ars}, {acs}}};");
+    let _ = writeln!(s, "  cc_mat B = {{{wb}, 0, {brs}, {bcs}}};");
+    let _ = writeln!(s, "  cc_gemm({m}, {n}, {k}, &A, &B, y, {n}, cc_scratch);");
+    let _ = writeln!(s, "}}");
+    if alpha != 1.0 {
+        let add = bias.map(|b| format!(" + {}", scaled(&b))).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "for (long i = 0; i < {m}; i++) for (long j = 0; j < {n}; j++) y[i * {n} + j] = {} * y[i * {n} + j]{add};",
+            c_f32(alpha)
+        );
+    }
+    Ok(s)
+}
+
+fn conv(cx: &mut Cx, node: NodeId) -> Result<String> {
+    let g = cx.g;
+    let Op::Conv(attrs) = &g.node(node).op else {
+        return Err(unsupported(g, node, "op"));
+    };
+    let (x, w, y) = (input(g, node, 0)?, input(g, node, 1)?, output(g, node, 0)?);
+    let bias = g.node(node).input(2);
+    let (sx, sw) = (cx.shape(x)?, cx.shape(w)?);
+    if !(3..=4).contains(&sx.len()) || sw.len() != sx.len() {
+        return Err(unsupported(g, node, &format!("Conv of rank {}", sx.len())));
+    }
+    let spatial: Vec<usize> = sx[2..].to_vec();
+    let kernel: Vec<usize> = sw[2..].to_vec();
+    let axes = resolve_axes(
+        &spatial,
+        &kernel,
+        &attrs.strides,
+        &attrs.dilations,
+        &attrs.pads,
+        attrs.auto_pad.as_deref(),
+        false,
+    )
+    .map_err(|e| unsupported(g, node, &e.to_string()))?;
+    let groups = usize::try_from(attrs.group()).unwrap_or(0);
+    let (n, c, m) = (sx[0], sx[1], sw[0]);
+    if groups == 0 || c % groups != 0 || m % groups != 0 || sw[1] * groups != c {
+        return Err(unsupported(g, node, &format!("Conv with group {}", attrs.group())));
+    }
+    // 1-D as 2-D with a unit height.
+    let (hy, wx) = if axes.len() == 1 {
+        (None, &axes[0])
+    } else {
+        (Some(&axes[0]), &axes[1])
+    };
+    let (h, kh, oh, sh, ph, dh) = hy.map_or((1, 1, 1, 1, 0, 1), |a| {
+        (a.input, a.kernel, a.output, a.stride, a.pad, a.dilation)
+    });
+    let (cg, mg) = (c / groups, m / groups);
+    let kg = cg * kh * wx.kernel;
+    let hw = oh * wx.output;
+    let depthwise = groups == c && m == c && kh * wx.kernel <= 64;
+    if !depthwise {
+        cx.need_scratch(kg * hw + gemm_scratch(mg, kg));
+    }
+    let (w_decl, wexpr) = cx.weight(w, "ww")?;
+    let mut s = String::new();
+    s.push_str(&w_decl);
+    let _ = writeln!(
+        s,
+        "cc_conv p = {{{n}, {c}, {h}, {}, {m}, {kh}, {}, {oh}, {}, {sh}, {}, {ph}, {}, {dh}, {}, {groups}}};",
+        wx.input, wx.kernel, wx.output, wx.stride, wx.pad, wx.dilation
+    );
+    let b = match bias {
+        Some(b) => cx.ptr(b)?,
+        None => "(const float *)0".into(),
+    };
+    let _ = writeln!(
+        s,
+        "cc_conv2d(&p, {}, {wexpr}, {b}, {}, cc_scratch);",
+        cx.ptr(x)?,
+        cx.ptr(y)?
+    );
+    Ok(s)
+}

@@ -1,0 +1,381 @@
+/* ---- cc-compile C runtime: weight access, packed GEMM, conv, pools, norms ---- */
+
+/* Weight kinds: plain f32, integer codes (dequantized as (code - zero point) * scale,
+   per axis or per block), codebook indices (centroid tables, one or per channel). */
+enum { CC_F32 = 0, CC_I8 = 1, CC_U8 = 2, CC_I4 = 3, CC_U4 = 4, CC_CB8 = 5, CC_CB4 = 6 };
+
+/* A weight (or an activation viewed as one): for codes, `dim` is the extent of the
+   scale axis, `inner` the elements after it and `block` the block length (0: one
+   scale per axis index); for codebooks `block` is the table length. */
+typedef struct {
+    int kind;
+    const float *f;
+    const uint8_t *codes;
+    const float *scale;
+    const uint8_t *zp;
+    long dim, inner, block;
+} cc_w;
+
+/* A 2-D view of a weight: element (i, j) is flat index off + i*rs + j*cs. */
+typedef struct {
+    const cc_w *w;
+    long off, rs, cs;
+} cc_mat;
+
+/* An f32 array viewed as a weight. */
+static inline cc_w cc_f32w(const float *f)
+{
+    cc_w w;
+    w.kind = CC_F32;
+    w.f = f;
+    w.codes = 0;
+    w.scale = 0;
+    w.zp = 0;
+    w.dim = w.inner = 1;
+    w.block = 0;
+    return w;
+}
+
+static inline int cc_code(int kind, const uint8_t *p, long i)
+{
+    int v;
+    switch (kind) {
+    case CC_I8:
+        return (int)(int8_t)p[i];
+    case CC_U8:
+    case CC_CB8:
+        return (int)p[i];
+    case CC_I4:
+        v = (p[i >> 1] >> ((i & 1) * 4)) & 15;
+        return v >= 8 ? v - 16 : v;
+    default:
+        return (p[i >> 1] >> ((i & 1) * 4)) & 15;
+    }
+}
+
+static inline float cc_w_get(const cc_w *w, long i)
+{
+    long a, si;
+    int z;
+    if (w->kind == CC_F32)
+        return w->f[i];
+    a = (i / w->inner) % w->dim;
+    if (w->kind >= CC_CB8)
+        return w->scale[a * w->block + cc_code(w->kind, w->codes, i)];
+    si = a;
+    if (w->block) {
+        long outer = i / (w->dim * w->inner), rest = i % w->inner;
+        si = (outer * ((w->dim + w->block - 1) / w->block) + a / w->block) * w->inner + rest;
+    }
+    z = w->zp ? cc_code(w->kind, w->zp, si) : 0;
+    return (float)(cc_code(w->kind, w->codes, i) - z) * w->scale[si];
+}
+
+#define CC_MR 6
+#define CC_NR 16
+#define CC_KC 256
+#define CC_NC 1024
+
+/* Packs rows [0, m) x columns [k0, k0 + kc) of A as MR-row panels: dst[p][k][MR]. */
+static inline void cc_pack_a(const cc_mat *A, long m, long k0, long kc, float *dst)
+{
+    long i0, i, k;
+    for (i0 = 0; i0 < m; i0 += CC_MR) {
+        float *d = dst + (i0 / CC_MR) * kc * CC_MR;
+        for (i = 0; i < CC_MR; i++) {
+            long row = i0 + i;
+            if (row >= m) {
+                for (k = 0; k < kc; k++)
+                    d[k * CC_MR + i] = 0.0f;
+            } else if (A->w->kind == CC_F32) {
+                const float *s = A->w->f + A->off + row * A->rs + k0 * A->cs;
+                for (k = 0; k < kc; k++)
+                    d[k * CC_MR + i] = s[k * A->cs];
+            } else {
+                long base = A->off + row * A->rs + k0 * A->cs;
+                for (k = 0; k < kc; k++)
+                    d[k * CC_MR + i] = cc_w_get(A->w, base + k * A->cs);
+            }
+        }
+    }
+}
+
+/* Packs rows [k0, k0 + kc) x columns [j0, j0 + nc) of B as NR-column panels:
+   dst[p][k][NR]. */
+static inline void cc_pack_b(const cc_mat *B, long k0, long kc, long j0, long nc, float *dst)
+{
+    long jp, k, j;
+    for (jp = 0; jp < nc; jp += CC_NR) {
+        float *d = dst + (jp / CC_NR) * kc * CC_NR;
+        long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
+        for (k = 0; k < kc; k++) {
+            long base = B->off + (k0 + k) * B->rs + (j0 + jp) * B->cs;
+            float *dk = d + k * CC_NR;
+            if (B->w->kind == CC_F32 && B->cs == 1) {
+                const float *s = B->w->f + base;
+                for (j = 0; j < nr; j++)
+                    dk[j] = s[j];
+            } else if (B->w->kind == CC_F32) {
+                const float *s = B->w->f + base;
+                for (j = 0; j < nr; j++)
+                    dk[j] = s[j * B->cs];
+            } else {
+                for (j = 0; j < nr; j++)
+                    dk[j] = cc_w_get(B->w, base + j * B->cs);
+            }
+            for (j = nr; j < CC_NR; j++)
+                dk[j] = 0.0f;
+        }
+    }
+}
+
+/* c[MR x NR] (leading dimension ldc, only mr x nr stored) += a-panel * b-panel. */
+static inline void cc_kernel(long kc, const float *restrict a, const float *restrict b,
+                             float *restrict c, long ldc, long mr, long nr)
+{
+    float acc[CC_MR][CC_NR];
+    long k, i, j;
+    for (i = 0; i < CC_MR; i++)
+        for (j = 0; j < CC_NR; j++)
+            acc[i][j] = 0.0f;
+    for (k = 0; k < kc; k++) {
+        const float *ak = a + k * CC_MR, *bk = b + k * CC_NR;
+        for (i = 0; i < CC_MR; i++) {
+            float av = ak[i];
+            for (j = 0; j < CC_NR; j++)
+                acc[i][j] += av * bk[j];
+        }
+    }
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < nr; j++)
+            c[i * ldc + j] += acc[i][j];
+}
+
+/* Floats of scratch cc_gemm needs for an m x k A. */
+#define CC_GEMM_SCRATCH(m, k) ((((m) + CC_MR - 1) / CC_MR) * CC_MR * CC_KC + (long)CC_KC * CC_NC)
+
+/* C[m x n] (leading dimension ldc) += A[m x k] * B[k x n]. */
+static inline void cc_gemm(long m, long n, long k, const cc_mat *A, const cc_mat *B, float *C,
+                           long ldc, float *scratch)
+{
+    long mp = (m + CC_MR - 1) / CC_MR;
+    float *ap = scratch, *bp = scratch + mp * CC_MR * CC_KC;
+    long j0, k0;
+    for (k0 = 0; k0 < k; k0 += CC_KC) {
+        long kc = k - k0 < CC_KC ? k - k0 : CC_KC;
+        cc_pack_a(A, m, k0, kc, ap);
+        for (j0 = 0; j0 < n; j0 += CC_NC) {
+            long nc = n - j0 < CC_NC ? n - j0 : CC_NC;
+            long np = (nc + CC_NR - 1) / CC_NR, t;
+            cc_pack_b(B, k0, kc, j0, nc, bp);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (mp * np > 8)
+#endif
+            for (t = 0; t < mp * np; t++) {
+                long ip = t / np, jp = t % np;
+                long i0 = ip * CC_MR, jj = jp * CC_NR;
+                long mr = m - i0 < CC_MR ? m - i0 : CC_MR;
+                long nr = nc - jj < CC_NR ? nc - jj : CC_NR;
+                cc_kernel(kc, ap + ip * kc * CC_MR, bp + jp * kc * CC_NR,
+                          C + i0 * ldc + j0 + jj, ldc, mr, nr);
+            }
+        }
+    }
+}
+
+/* 2-D convolution geometry (1-D convs use h = kh = oh = 1). */
+typedef struct {
+    long n, c, h, w, m, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups;
+} cc_conv;
+
+/* im2col of one group of one image: col[(ci*kh + y)*kw + x][oh*ow]. */
+static inline void cc_im2col(const cc_conv *p, const float *x, long cg, float *col)
+{
+    long ci, ky, kx, oy, ox;
+    for (ci = 0; ci < cg; ci++)
+        for (ky = 0; ky < p->kh; ky++)
+            for (kx = 0; kx < p->kw; kx++) {
+                float *d = col + ((ci * p->kh + ky) * p->kw + kx) * p->oh * p->ow;
+                const float *s = x + ci * p->h * p->w;
+                for (oy = 0; oy < p->oh; oy++) {
+                    long iy = oy * p->sh - p->ph + ky * p->dh;
+                    float *dr = d + oy * p->ow;
+                    if (iy < 0 || iy >= p->h) {
+                        for (ox = 0; ox < p->ow; ox++)
+                            dr[ox] = 0.0f;
+                        continue;
+                    }
+                    for (ox = 0; ox < p->ow; ox++) {
+                        long ix = ox * p->sw - p->pw + kx * p->dw;
+                        dr[ox] = (ix >= 0 && ix < p->w) ? s[iy * p->w + ix] : 0.0f;
+                    }
+                }
+            }
+}
+
+/* Floats of scratch cc_conv2d needs. */
+#define CC_CONV_SCRATCH(cg, kh, kw, oh, ow, mg) \
+    ((long)(cg) * (kh) * (kw) * (oh) * (ow) + CC_GEMM_SCRATCH(mg, (long)(cg) * (kh) * (kw)))
+
+/* Depthwise conv (groups == c == m): direct loops per channel. */
+static inline void cc_conv_depthwise(const cc_conv *p, const float *x, const cc_w *w,
+                                     const float *bias, float *y)
+{
+    long n, c;
+    for (n = 0; n < p->n; n++) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+        for (c = 0; c < p->c; c++) {
+            float k[64];
+            long t, oy, ox, ky, kx, nk = p->kh * p->kw;
+            const float *s = x + (n * p->c + c) * p->h * p->w;
+            float *d = y + (n * p->c + c) * p->oh * p->ow;
+            float b = bias ? bias[c] : 0.0f;
+            for (t = 0; t < nk; t++)
+                k[t] = cc_w_get(w, c * nk + t);
+            for (oy = 0; oy < p->oh; oy++)
+                for (ox = 0; ox < p->ow; ox++) {
+                    float acc = b;
+                    for (ky = 0; ky < p->kh; ky++) {
+                        long iy = oy * p->sh - p->ph + ky * p->dh;
+                        if (iy < 0 || iy >= p->h)
+                            continue;
+                        for (kx = 0; kx < p->kw; kx++) {
+                            long ix = ox * p->sw - p->pw + kx * p->dw;
+                            if (ix >= 0 && ix < p->w)
+                                acc += s[iy * p->w + ix] * k[ky * p->kw + kx];
+                        }
+                    }
+                    d[oy * p->ow + ox] = acc;
+                }
+        }
+    }
+}
+
+/* Conv as im2col + GEMM per image and group; bias may be NULL. */
+static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, const float *bias,
+                             float *y, float *scratch)
+{
+    long cg = p->c / p->groups, mg = p->m / p->groups, kg = cg * p->kh * p->kw;
+    long hw = p->oh * p->ow, n, g, i, j;
+    int direct = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 &&
+                 p->pw == 0 && p->oh == p->h && p->ow == p->w;
+    if (p->groups == p->c && p->m == p->c && p->kh * p->kw <= 64) {
+        cc_conv_depthwise(p, x, w, bias, y);
+        return;
+    }
+    for (n = 0; n < p->n; n++)
+        for (g = 0; g < p->groups; g++) {
+            const float *xg = x + (n * p->c + g * cg) * p->h * p->w;
+            float *yg = y + (n * p->m + g * mg) * hw;
+            float *col = direct ? (float *)0 : scratch;
+            cc_w bw = cc_f32w(direct ? xg : col);
+            cc_mat A, B;
+            if (!direct)
+                cc_im2col(p, xg, cg, col);
+            A.w = w;
+            A.off = g * mg * kg;
+            A.rs = kg;
+            A.cs = 1;
+            B.w = &bw;
+            B.off = 0;
+            B.rs = hw;
+            B.cs = 1;
+            for (i = 0; i < mg; i++) {
+                float b = bias ? bias[g * mg + i] : 0.0f;
+                for (j = 0; j < hw; j++)
+                    yg[i * hw + j] = b;
+            }
+            cc_gemm(mg, hw, kg, &A, &B, yg, hw, direct ? scratch : scratch + kg * hw);
+        }
+}
+
+/* MaxPool over N*C planes of h x w. */
+static inline void cc_maxpool(const cc_conv *p, const float *x, float *y)
+{
+    long pl, oy, ox, ky, kx;
+    for (pl = 0; pl < p->n * p->c; pl++) {
+        const float *s = x + pl * p->h * p->w;
+        float *d = y + pl * p->oh * p->ow;
+        for (oy = 0; oy < p->oh; oy++)
+            for (ox = 0; ox < p->ow; ox++) {
+                float m = -INFINITY;
+                for (ky = 0; ky < p->kh; ky++) {
+                    long iy = oy * p->sh - p->ph + ky * p->dh;
+                    if (iy < 0 || iy >= p->h)
+                        continue;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        long ix = ox * p->sw - p->pw + kx * p->dw;
+                        if (ix >= 0 && ix < p->w && (s[iy * p->w + ix] > m || s[iy * p->w + ix] != s[iy * p->w + ix]))
+                            m = s[iy * p->w + ix];
+                    }
+                }
+                d[oy * p->ow + ox] = m;
+            }
+    }
+}
+
+/* Reduction of x[outer][n][inner] over n: 0 sum, 1 mean, 2 max, 3 min. */
+static inline void cc_reduce(const float *x, float *y, long outer, long n, long inner, int op)
+{
+    long o, i, k;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const float *s = x + o * n * inner + i;
+            float acc = op == 2 ? -INFINITY : op == 3 ? INFINITY : 0.0f;
+            for (k = 0; k < n; k++) {
+                float v = s[k * inner];
+                if (op == 2)
+                    acc = v > acc ? v : acc;
+                else if (op == 3)
+                    acc = v < acc ? v : acc;
+                else
+                    acc += v;
+            }
+            y[o * inner + i] = op == 1 ? acc / (float)n : acc;
+        }
+}
+
+/* Softmax of x[outer][n][inner] over n. */
+static inline void cc_softmax(const float *x, float *y, long outer, long n, long inner)
+{
+    long o, i, k;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const float *s = x + o * n * inner + i;
+            float *d = y + o * n * inner + i;
+            float m = -INFINITY, sum = 0.0f;
+            for (k = 0; k < n; k++)
+                m = s[k * inner] > m ? s[k * inner] : m;
+            for (k = 0; k < n; k++) {
+                d[k * inner] = expf(s[k * inner] - m);
+                sum += d[k * inner];
+            }
+            for (k = 0; k < n; k++)
+                d[k * inner] /= sum;
+        }
+}
+
+/* LayerNormalization of rows x[outer][n]; bias may be NULL. */
+static inline void cc_layernorm(const float *x, const float *scale, const float *bias, float *y,
+                                long outer, long n, float eps)
+{
+    long o, k;
+    for (o = 0; o < outer; o++) {
+        const float *s = x + o * n;
+        float *d = y + o * n;
+        double mean = 0.0, var = 0.0;
+        float inv;
+        for (k = 0; k < n; k++)
+            mean += s[k];
+        mean /= (double)n;
+        for (k = 0; k < n; k++)
+            var += ((double)s[k] - mean) * ((double)s[k] - mean);
+        var /= (double)n;
+        inv = (float)(1.0 / sqrt(var + (double)eps));
+        for (k = 0; k < n; k++)
+            d[k] = ((s[k] - (float)mean) * inv) * scale[k] + (bias ? bias[k] : 0.0f);
+    }
+}
+/* ---- end of runtime ---- */
