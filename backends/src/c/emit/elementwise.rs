@@ -214,12 +214,16 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
         base: 0,
         strides: super::strides(&out_shape),
     };
+    let body = strided_loop(&out_shape, &out, &loads, |a| expr(a));
     let mut s = String::new();
     for (i, &v) in operands.iter().enumerate() {
-        s.push_str(&format!("const {} *x{i} = {};\n", cx.ctype(v)?, cx.ptr(v)?));
+        // An operand the expression folded away (Pow by a constant) is not declared.
+        if body.contains(&format!("x{i}[")) {
+            s.push_str(&format!("const {} *x{i} = {};\n", cx.ctype(v)?, cx.ptr(v)?));
+        }
     }
     s.push_str(&format!("{ct_out} *y = {};\n", cx.ptr(y)?));
-    s.push_str(&strided_loop(&out_shape, &out, &loads, |a| expr(a)));
+    s.push_str(&body);
     Ok(s)
 }
 

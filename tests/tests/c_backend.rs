@@ -1,0 +1,136 @@
+//! The C backend end to end: for every fixture the generated C compiles with the
+//! system compiler at `-O2 -Wall -Wextra -Werror`, runs on `test_data_set_0` and
+//! matches the reference output (fp32, 1e-4 relative) or, for compressed variants, our
+//! CPU executor on the same graph (1e-3 relative).
+
+use cc_backends::c::toolchain;
+use cc_backends::{Backend, BackendOptions, CBackend};
+use cc_ir::{Executor, Tensor};
+use cc_tests::*;
+use std::path::Path;
+
+const FLAGS: &[&str] = &["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror"];
+
+/// The fixture's test inputs.
+fn inputs(dir: &Path) -> Vec<Tensor> {
+    test_inputs(dir)
+        .iter()
+        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+        .collect()
+}
+
+/// Lowers `g` specialised to `ins`, builds it in a temp folder and runs it on `ins`.
+fn run_c(g: &cc_ir::Graph, ins: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    let opts = BackendOptions {
+        input_shapes: ins.iter().map(|t| t.shape().to_vec()).collect(),
+        ..Default::default()
+    };
+    let art = CBackend.lower(g, &opts).map_err(|e| e.to_string())?;
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    art.write_to(tmp.path()).map_err(|e| e.to_string())?;
+    let exe = toolchain::build(tmp.path(), "model", FLAGS).map_err(|e| e.to_string())?;
+    let outs: Vec<(cc_ir::DType, Vec<usize>)> = g
+        .outputs()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let t = g.value(v).ty.as_ref().and_then(|t| t.elem());
+            let shape = ins_shape(g, &opts, i);
+            (t.unwrap_or(cc_ir::DType::F32), shape)
+        })
+        .collect();
+    toolchain::run(&exe, tmp.path(), "model", ins, &outs, 1)
+        .map(|(o, _)| o)
+        .map_err(|e| e.to_string())
+}
+
+/// The static shape of output `i` once `g` is specialised to the option's inputs.
+fn ins_shape(g: &cc_ir::Graph, opts: &BackendOptions, i: usize) -> Vec<usize> {
+    let p = cc_backends::c::prepare::prepare(g, opts).unwrap();
+    cc_backends::c::prepare::static_shape(&p, p.outputs()[i]).unwrap()
+}
+
+/// Skips when no C compiler runs (a failure under CI).
+fn have_cc() -> bool {
+    match CBackend.check() {
+        Ok(()) => true,
+        Err(e) => skip::<()>(&format!("C backend: {e}")).is_some(),
+    }
+}
+
+#[test]
+fn every_fixture_matches_the_reference_in_fp32() {
+    let Some(shared) = shared_dir() else { return };
+    if !have_cc() {
+        return;
+    }
+    let dirs: Vec<_> = fixture_models(&shared).into_iter().map(|(_, d)| d).collect();
+    check_all(
+        &dirs,
+        "C backend fp32 vs reference",
+        |d| {
+            let (g, _, _) = compile_fixture(d, "", false)?;
+            let outs = run_c(&g, &inputs(d))?;
+            let want = reference_output(d).map_err(|e| e.to_string())?;
+            let err = max_rel_error(&outs[0], &want)?;
+            println!("  {}: max rel error {err:.2e}", d.display());
+            if err > 1e-4 {
+                return Err(format!("max rel error {err:.3e} > 1e-4"));
+            }
+            Ok(err)
+        },
+        |errs| format!(", worst {:.2e}", errs.iter().fold(0f64, |m, &e| m.max(e))),
+    );
+}
+
+/// Every fixture compressed with `spec`: the C output matches our executor's.
+fn compressed_matches_executor(spec: &str) {
+    let Some(shared) = shared_dir() else { return };
+    if !have_cc() {
+        return;
+    }
+    let dirs: Vec<_> = fixture_models(&shared).into_iter().map(|(_, d)| d).collect();
+    let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
+    check_all(
+        &dirs,
+        &format!("C backend {spec} vs executor"),
+        |d| {
+            let (g, _, _) = compile_fixture(d, spec, false)?;
+            let ins = inputs(d);
+            let outs = run_c(&g, &ins)?;
+            let want = ex.run(&g, &ins).map_err(|e| e.to_string())?;
+            let err = max_rel_error(&outs[0], &want[0])?;
+            println!("  {}: max rel error {err:.2e}", d.display());
+            if err > 1e-3 {
+                return Err(format!("max rel error {err:.3e} > 1e-3"));
+            }
+            Ok(err)
+        },
+        |errs| format!(", worst {:.2e}", errs.iter().fold(0f64, |m, &e| m.max(e))),
+    );
+}
+
+#[test]
+fn int8_fixtures_match_the_executor() {
+    compressed_matches_executor("quant{bits=8}");
+}
+
+#[test]
+fn int4_block_fixtures_match_the_executor() {
+    compressed_matches_executor("quant{bits=4,block=32}");
+}
+
+#[test]
+fn codebook_fixtures_match_the_executor() {
+    compressed_matches_executor("codebook");
+}
+
+#[test]
+fn lowrank_fixtures_match_the_executor() {
+    compressed_matches_executor("lowrank");
+}
+
+#[test]
+fn share_fixtures_match_the_executor() {
+    compressed_matches_executor("share");
+}
