@@ -134,3 +134,44 @@ fn lowrank_fixtures_match_the_executor() {
 fn share_fixtures_match_the_executor() {
     compressed_matches_executor("share");
 }
+
+/// The generated source with the (shared) runtime replaced by its length and hash, and
+/// the header: what the snapshots hold.
+fn snapshot_text(art: &cc_backends::Artifact) -> String {
+    let text = |p: &str| String::from_utf8(art.file(p).unwrap().bytes.clone()).unwrap();
+    let src = text("model.c");
+    let rt = cc_backends::c::source::RUNTIME;
+    let hash = cc_backends::c::weights::fnv1a(rt.as_bytes());
+    let src = src.replacen(rt, &format!("/* runtime: {} bytes, fnv1a {hash:016x} */\n", rt.len()), 1);
+    format!("{}\n==== model.c ====\n{src}", text("model.h"))
+}
+
+/// Lowers the digits_cnn fixture compressed with `spec` (batch of the test input).
+fn digits_artifact(spec: &str) -> Option<cc_backends::Artifact> {
+    let shared = shared_dir()?;
+    let dir = shared.join("models/digits_cnn");
+    let (g, _, _) = compile_fixture(&dir, spec, false).unwrap();
+    let opts = BackendOptions {
+        input_shapes: inputs(&dir).iter().map(|t| t.shape().to_vec()).collect(),
+        ..Default::default()
+    };
+    let a = CBackend.lower(&g, &opts).unwrap();
+    // Same graph, same bytes.
+    assert_eq!(a, CBackend.lower(&g, &opts).unwrap());
+    Some(a)
+}
+
+#[test]
+fn digits_cnn_fp32_source_snapshot() {
+    let Some(a) = digits_artifact("") else { return };
+    insta::assert_snapshot!("c_digits_cnn_fp32", snapshot_text(&a));
+}
+
+#[test]
+fn digits_cnn_int8_source_snapshot() {
+    let Some(a) = digits_artifact("quant{bits=8}") else { return };
+    let text = snapshot_text(&a);
+    // The weights stay int8 codes read through descriptors.
+    assert_eq!(text.matches("= CC_I8;").count(), 5);
+    insta::assert_snapshot!("c_digits_cnn_int8", text);
+}

@@ -255,19 +255,22 @@ pub fn strided_loop(
         return s;
     }
     let idx = |k: usize, base: usize| -> String {
-        let mut e = format!("{base}");
+        let mut terms: Vec<String> = Vec::new();
+        if base != 0 {
+            terms.push(base.to_string());
+        }
         for (j, &sj) in st[k].iter().enumerate() {
             match sj {
                 0 => {}
-                1 => {
-                    let _ = write!(e, " + i{j}");
-                }
-                _ => {
-                    let _ = write!(e, " + i{j} * {sj}");
-                }
+                1 => terms.push(format!("i{j}")),
+                _ => terms.push(format!("i{j} * {sj}")),
             }
         }
-        e
+        if terms.is_empty() {
+            "0".into()
+        } else {
+            terms.join(" + ")
+        }
     };
     for (j, &n) in d.iter().enumerate() {
         let _ = writeln!(s, "{}for (long i{j} = 0; i{j} < {n}; i{j}++)", "  ".repeat(j));
@@ -345,7 +348,7 @@ mod tests {
         assert!(code.contains("i0 < 2") && code.contains("i1 < 3") && code.contains("i2 < 4"), "{code}");
         // same shapes: one flat loop
         let flat = strided_loop(&out, &op("y", &strides(&out)), &[op("a", &strides(&out))], |a| a[0].clone());
-        assert_eq!(flat, "for (long i0 = 0; i0 < 24; i0++)\n  y[0 + i0] = a[0 + i0];\n");
+        assert_eq!(flat, "for (long i0 = 0; i0 < 24; i0++)\n  y[i0] = a[i0];\n");
     }
 
     #[test]
