@@ -103,4 +103,30 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("not a C identifier"));
     }
+
+    #[test]
+    fn an_op_without_an_emitter_is_an_error_naming_node_and_op() {
+        use cc_ir::types::known_shape;
+        use cc_ir::{DType, Op, OtherOp, ValueType};
+        let mut g = Graph::new("g");
+        let x = g
+            .add_value("x", Some(ValueType::tensor(DType::F32, known_shape(&[2]))))
+            .unwrap();
+        let y = g
+            .add_value("y", Some(ValueType::tensor(DType::F32, known_shape(&[2]))))
+            .unwrap();
+        let other = Op::Other(OtherOp {
+            domain: String::new(),
+            op_type: "Hardmax".into(),
+            attributes: vec![],
+        });
+        g.add_node("hm", other, vec![Some(x)], vec![Some(y)]).unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![y]);
+        let e = CBackend
+            .lower(&g, &BackendOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hm") && e.contains("Hardmax"), "{e}");
+    }
 }
