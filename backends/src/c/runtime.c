@@ -129,7 +129,48 @@ static inline void cc_pack_b(const cc_mat *B, long k0, long kc, long j0, long nc
     }
 }
 
-/* c[MR x NR] (leading dimension ldc, only mr x nr stored) += a-panel * b-panel. */
+/* c[MR x NR] (leading dimension ldc, only mr x nr stored) += a-panel * b-panel. With
+   GCC or Clang the accumulators are vector registers (vector extension, portable to any
+   target); otherwise plain loops. */
+#if defined(__GNUC__) && !defined(CC_PLAIN_KERNEL)
+typedef float cc_vec __attribute__((vector_size(64)));
+static inline void cc_kernel(long kc, const float *restrict a, const float *restrict b,
+                             float *restrict c, long ldc, long mr, long nr)
+{
+    cc_vec c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, bv;
+    float out[CC_MR][CC_NR];
+    long k, i, j;
+    for (k = 0; k < kc; k++) {
+        const float *ak = a + k * CC_MR;
+        memcpy(&bv, b + k * CC_NR, sizeof bv);
+        c0 += ak[0] * bv;
+        c1 += ak[1] * bv;
+        c2 += ak[2] * bv;
+        c3 += ak[3] * bv;
+        c4 += ak[4] * bv;
+        c5 += ak[5] * bv;
+    }
+    if (mr == CC_MR && nr == CC_NR) {
+        cc_vec t;
+        memcpy(&t, c, sizeof t); t += c0; memcpy(c, &t, sizeof t);
+        memcpy(&t, c + ldc, sizeof t); t += c1; memcpy(c + ldc, &t, sizeof t);
+        memcpy(&t, c + 2 * ldc, sizeof t); t += c2; memcpy(c + 2 * ldc, &t, sizeof t);
+        memcpy(&t, c + 3 * ldc, sizeof t); t += c3; memcpy(c + 3 * ldc, &t, sizeof t);
+        memcpy(&t, c + 4 * ldc, sizeof t); t += c4; memcpy(c + 4 * ldc, &t, sizeof t);
+        memcpy(&t, c + 5 * ldc, sizeof t); t += c5; memcpy(c + 5 * ldc, &t, sizeof t);
+        return;
+    }
+    memcpy(out[0], &c0, sizeof c0);
+    memcpy(out[1], &c1, sizeof c1);
+    memcpy(out[2], &c2, sizeof c2);
+    memcpy(out[3], &c3, sizeof c3);
+    memcpy(out[4], &c4, sizeof c4);
+    memcpy(out[5], &c5, sizeof c5);
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < nr; j++)
+            c[i * ldc + j] += out[i][j];
+}
+#else
 static inline void cc_kernel(long kc, const float *restrict a, const float *restrict b,
                              float *restrict c, long ldc, long mr, long nr)
 {
@@ -150,6 +191,7 @@ static inline void cc_kernel(long kc, const float *restrict a, const float *rest
         for (j = 0; j < nr; j++)
             c[i * ldc + j] += acc[i][j];
 }
+#endif
 
 /* Floats of scratch cc_gemm needs for an m x k A. */
 #define CC_GEMM_SCRATCH(m, k) ((((m) + CC_MR - 1) / CC_MR) * CC_MR * CC_KC + (long)CC_KC * CC_NC)
