@@ -64,7 +64,10 @@ fn every_fixture_matches_the_reference_in_fp32() {
     if !have_cc() {
         return;
     }
-    let dirs: Vec<_> = fixture_models(&shared).into_iter().map(|(_, d)| d).collect();
+    let dirs: Vec<_> = fixture_models(&shared)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     check_all(
         &dirs,
         "C backend fp32 vs reference",
@@ -89,7 +92,10 @@ fn compressed_matches_executor(spec: &str) {
     if !have_cc() {
         return;
     }
-    let dirs: Vec<_> = fixture_models(&shared).into_iter().map(|(_, d)| d).collect();
+    let dirs: Vec<_> = fixture_models(&shared)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
     check_all(
         &dirs,
@@ -142,7 +148,11 @@ fn snapshot_text(art: &cc_backends::Artifact) -> String {
     let src = text("model.c");
     let rt = cc_backends::c::source::RUNTIME;
     let hash = cc_backends::c::weights::fnv1a(rt.as_bytes());
-    let src = src.replacen(rt, &format!("/* runtime: {} bytes, fnv1a {hash:016x} */\n", rt.len()), 1);
+    let src = src.replacen(
+        rt,
+        &format!("/* runtime: {} bytes, fnv1a {hash:016x} */\n", rt.len()),
+        1,
+    );
     format!("{}\n==== model.c ====\n{src}", text("model.h"))
 }
 
@@ -169,7 +179,9 @@ fn digits_cnn_fp32_source_snapshot() {
 
 #[test]
 fn digits_cnn_int8_source_snapshot() {
-    let Some(a) = digits_artifact("quant{bits=8}") else { return };
+    let Some(a) = digits_artifact("quant{bits=8}") else {
+        return;
+    };
     let text = snapshot_text(&a);
     // The weights stay int8 codes read through descriptors.
     assert_eq!(text.matches("= CC_I8;").count(), 5);

@@ -120,7 +120,8 @@ mod tests {
             op_type: "Hardmax".into(),
             attributes: vec![],
         });
-        g.add_node("hm", other, vec![Some(x)], vec![Some(y)]).unwrap();
+        g.add_node("hm", other, vec![Some(x)], vec![Some(y)])
+            .unwrap();
         g.set_inputs(vec![x]);
         g.set_outputs(vec![y]);
         let e = CBackend

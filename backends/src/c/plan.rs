@@ -44,14 +44,12 @@ pub fn is_alias(op: &Op) -> bool {
 pub fn value_bytes(g: &Graph, v: ValueId) -> Result<usize> {
     let n: usize = static_shape(g, v)?.iter().product();
     let d = elem_type(g, v)?;
-    let size = super::emit::ctype(d)
-        .map(|(_, s)| s)
-        .ok_or_else(|| {
-            Error::unsupported(format!(
-                "value {}: element type {d:?} is not supported by the C backend",
-                g.value(v).name()
-            ))
-        })?;
+    let size = super::emit::ctype(d).map(|(_, s)| s).ok_or_else(|| {
+        Error::unsupported(format!(
+            "value {}: element type {d:?} is not supported by the C backend",
+            g.value(v).name()
+        ))
+    })?;
     Ok(n * size)
 }
 

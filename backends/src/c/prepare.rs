@@ -58,9 +58,11 @@ pub fn prepare(g: &Graph, opts: &BackendOptions) -> Result<Graph> {
 /// The static shape of `v`, or an error naming it.
 pub fn static_shape(g: &Graph, v: ValueId) -> Result<Vec<usize>> {
     let val = g.value(v);
-    let dims = val.ty.as_ref().and_then(ValueType::shape).ok_or_else(|| {
-        Error::invalid(format!("value {}: unknown shape", val.name()))
-    })?;
+    let dims = val
+        .ty
+        .as_ref()
+        .and_then(ValueType::shape)
+        .ok_or_else(|| Error::invalid(format!("value {}: unknown shape", val.name())))?;
     dims.iter()
         .map(|d| {
             d.known()
@@ -97,7 +99,9 @@ fn fold_static(g: &mut Graph) -> Result<usize> {
         let result = match &node.op {
             Op::Shape { .. } | Op::Size => {
                 let Some(x) = node.input(0) else { continue };
-                let Ok(shape) = static_shape(g, x) else { continue };
+                let Ok(shape) = static_shape(g, x) else {
+                    continue;
+                };
                 let Ok(dtype) = elem_type(g, x) else { continue };
                 if dtype == DType::String {
                     continue;
@@ -158,10 +162,23 @@ mod tests {
             .unwrap();
         let s = g.add_value("s", None).unwrap();
         let y = g.add_value("y", None).unwrap();
-        g.add_node("shape", Op::Shape { start: None, end: None }, vec![Some(x)], vec![Some(s)])
-            .unwrap();
-        g.add_node("reshape", Op::Reshape { allowzero: None }, vec![Some(x), Some(s)], vec![Some(y)])
-            .unwrap();
+        g.add_node(
+            "shape",
+            Op::Shape {
+                start: None,
+                end: None,
+            },
+            vec![Some(x)],
+            vec![Some(s)],
+        )
+        .unwrap();
+        g.add_node(
+            "reshape",
+            Op::Reshape { allowzero: None },
+            vec![Some(x), Some(s)],
+            vec![Some(y)],
+        )
+        .unwrap();
         g.set_inputs(vec![x]);
         g.set_outputs(vec![y]);
         g

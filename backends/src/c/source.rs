@@ -84,7 +84,15 @@ fn weight_init(i: usize, name: &str, c: &Compressed, blob: &mut Blob) -> Result<
                 Some(z) => Some(blob.add(z.raw()?)),
                 None => None,
             };
-            (kind, codes, scale, zp, dim, inner, q.block_size.unwrap_or(0))
+            (
+                kind,
+                codes,
+                scale,
+                zp,
+                dim,
+                inner,
+                q.block_size.unwrap_or(0),
+            )
         }
         Compressed::Codebook(cb) => {
             cb.check(name)?;
@@ -115,7 +123,10 @@ fn weight_init(i: usize, name: &str, c: &Compressed, blob: &mut Blob) -> Result<
     let _ = writeln!(s, "    cc_wt[{i}].kind = {kind};");
     let _ = writeln!(s, "    cc_wt[{i}].f = 0;");
     let _ = writeln!(s, "    cc_wt[{i}].codes = cc_blob + {codes};");
-    let _ = writeln!(s, "    cc_wt[{i}].scale = (const float *)(cc_blob + {scale});");
+    let _ = writeln!(
+        s,
+        "    cc_wt[{i}].scale = (const float *)(cc_blob + {scale});"
+    );
     match zp {
         Some(z) => {
             let _ = writeln!(s, "    cc_wt[{i}].zp = cc_blob + {z};");
@@ -135,7 +146,11 @@ pub fn generate(g: &Graph, prefix: &str) -> Result<Generated> {
     let order = g.topo_order()?;
     let rt = runtime_inputs(g);
     let inputs: Vec<Port> = rt.iter().map(|&v| port(g, v)).collect::<Result<_>>()?;
-    let outputs: Vec<Port> = g.outputs().iter().map(|&v| port(g, v)).collect::<Result<_>>()?;
+    let outputs: Vec<Port> = g
+        .outputs()
+        .iter()
+        .map(|&v| port(g, v))
+        .collect::<Result<_>>()?;
     let mut fixed: BTreeMap<ValueId, Place> = BTreeMap::new();
     for (i, &v) in rt.iter().enumerate() {
         fixed.insert(v, Place::Input(i));
@@ -145,7 +160,14 @@ pub fn generate(g: &Graph, prefix: &str) -> Result<Generated> {
     let mut nweights = 0usize;
     let reads: Vec<ValueId> = order
         .iter()
-        .flat_map(|&id| g.node(id).inputs().iter().flatten().copied().collect::<Vec<_>>())
+        .flat_map(|&id| {
+            g.node(id)
+                .inputs()
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
+        })
         .chain(g.outputs().iter().copied())
         .collect();
     for v in reads {

@@ -105,15 +105,26 @@ mod tests {
     fn tiny() -> Graph {
         let mut g = Graph::new("tiny");
         let x = g
-            .add_value("x", Some(ValueType::tensor(DType::F32, known_shape(&[2, 3]))))
+            .add_value(
+                "x",
+                Some(ValueType::tensor(DType::F32, known_shape(&[2, 3]))),
+            )
             .unwrap();
         let b = g
-            .add_const("b", Tensor::from_f32_vec(vec![3], vec![1.0, 2.0, 3.0]).unwrap())
+            .add_const(
+                "b",
+                Tensor::from_f32_vec(vec![3], vec![1.0, 2.0, 3.0]).unwrap(),
+            )
             .unwrap();
         let r = g.add_value("r", None).unwrap();
         let y = g.add_value("y", None).unwrap();
-        g.add_node("relu", Op::Unary(UnaryOp::Relu), vec![Some(x)], vec![Some(r)])
-            .unwrap();
+        g.add_node(
+            "relu",
+            Op::Unary(UnaryOp::Relu),
+            vec![Some(x)],
+            vec![Some(r)],
+        )
+        .unwrap();
         g.add_node(
             "add",
             Op::Binary(cc_ir::op::BinaryOp::Add),
@@ -137,11 +148,19 @@ mod tests {
         let art = be.lower(&tiny(), &BackendOptions::default()).unwrap();
         let dir = std::env::temp_dir().join(format!("cc-c-tiny-{}", std::process::id()));
         art.write_to(&dir).unwrap();
-        let exe = build(&dir, "model", &["-O1", "-std=c99", "-Wall", "-Wextra", "-Werror"]).unwrap();
+        let exe = build(
+            &dir,
+            "model",
+            &["-O1", "-std=c99", "-Wall", "-Wextra", "-Werror"],
+        )
+        .unwrap();
         let x = Tensor::from_f32_vec(vec![2, 3], vec![-1.0, 0.5, 2.0, 3.0, -4.0, 0.0]).unwrap();
         let (outs, ms) = run(&exe, &dir, "model", &[x], &[(DType::F32, vec![2, 3])], 3).unwrap();
         assert!(ms >= 0.0);
-        assert_eq!(outs[0].to_f32().unwrap(), vec![1.0, 2.5, 5.0, 4.0, 2.0, 3.0]);
+        assert_eq!(
+            outs[0].to_f32().unwrap(),
+            vec![1.0, 2.5, 5.0, 4.0, 2.0, 3.0]
+        );
         // A blob from another model is refused.
         std::fs::write(dir.join("model.weights.bin"), b"CCWEIGHT").unwrap();
         let x = Tensor::from_f32_vec(vec![2, 3], vec![0.0; 6]).unwrap();

@@ -5,6 +5,9 @@ use super::{broadcast_strides, c_f32, input, output, strided_loop, unsupported, 
 use cc_ir::op::{BinaryOp, UnaryOp, VariadicOp};
 use cc_ir::{DType, NodeId, Op, Result};
 
+/// Builds a C expression from the access expressions of the operands.
+type Expr = Box<dyn Fn(&[String]) -> String>;
+
 /// C expression of a unary op on `x` of element type `d`.
 fn unary(op: UnaryOp, x: &str, d: DType) -> Option<String> {
     let float = d == DType::F32;
@@ -38,7 +41,10 @@ fn unary(op: UnaryOp, x: &str, d: DType) -> Option<String> {
 /// constant (Pow by 2 becomes a product).
 fn binary(op: BinaryOp, a: &str, b: &str, d: DType, b_const: Option<f64>) -> Option<String> {
     let float = d == DType::F32;
-    let int = matches!(d, DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8);
+    let int = matches!(
+        d,
+        DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8
+    );
     Some(match op {
         BinaryOp::Add if float || int => format!("{a} + {b}"),
         BinaryOp::Sub if float || int => format!("{a} - {b}"),
@@ -83,13 +89,16 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
             .and_then(|v| v.first().copied())
     };
     // The operands and an expression over their access strings.
-    let (operands, expr): (Vec<cc_ir::ValueId>, Box<dyn Fn(&[String]) -> String>) = match &n.op {
+    let (operands, expr): (Vec<cc_ir::ValueId>, Expr) = match &n.op {
         Op::Unary(u) => {
             let u = *u;
             if unary(u, "x", in_t).is_none() {
                 return Err(bad(&format!("{} on {in_t:?}", n.op.onnx_type().1)));
             }
-            (vec![first], Box::new(move |a| unary(u, &a[0], in_t).unwrap_or_default()))
+            (
+                vec![first],
+                Box::new(move |a| unary(u, &a[0], in_t).unwrap_or_default()),
+            )
         }
         Op::Binary(b) => {
             let b = *b;
@@ -131,7 +140,10 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
         Op::Where => {
             let x = input(g, node, 1)?;
             let z = input(g, node, 2)?;
-            (vec![first, x, z], Box::new(|a| format!("{} ? {} : {}", a[0], a[1], a[2])))
+            (
+                vec![first, x, z],
+                Box::new(|a| format!("{} ? {} : {}", a[0], a[1], a[2])),
+            )
         }
         Op::Clip => {
             if in_t != DType::F32 {
@@ -164,7 +176,10 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
         }
         Op::LeakyRelu { alpha } => {
             let al = c_f32(alpha.unwrap_or(0.01));
-            (vec![first], Box::new(move |a| format!("({0} >= 0.0f ? {0} : {al} * {0})", a[0])))
+            (
+                vec![first],
+                Box::new(move |a| format!("({0} >= 0.0f ? {0} : {al} * {0})", a[0])),
+            )
         }
         Op::Gelu { approximate } => {
             let tanh = approximate.as_deref() == Some("tanh");
@@ -233,10 +248,19 @@ mod tests {
 
     #[test]
     fn expressions_by_type() {
-        assert_eq!(unary(UnaryOp::Relu, "x", DType::F32).unwrap(), "(x > 0.0f ? x : 0.0f)");
+        assert_eq!(
+            unary(UnaryOp::Relu, "x", DType::F32).unwrap(),
+            "(x > 0.0f ? x : 0.0f)"
+        );
         assert!(unary(UnaryOp::Sqrt, "x", DType::I64).is_none());
-        assert_eq!(binary(BinaryOp::Pow, "a", "b", DType::F32, Some(2.0)).unwrap(), "a * a");
-        assert_eq!(binary(BinaryOp::Pow, "a", "b", DType::F32, Some(3.0)).unwrap(), "powf(a, b)");
+        assert_eq!(
+            binary(BinaryOp::Pow, "a", "b", DType::F32, Some(2.0)).unwrap(),
+            "a * a"
+        );
+        assert_eq!(
+            binary(BinaryOp::Pow, "a", "b", DType::F32, Some(3.0)).unwrap(),
+            "powf(a, b)"
+        );
         assert!(binary(BinaryOp::Div, "a", "b", DType::I64, None).is_none());
         assert!(binary(BinaryOp::And, "a", "b", DType::F32, None).is_none());
     }

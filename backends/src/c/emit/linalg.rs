@@ -2,9 +2,7 @@
 //! (`cc_conv2d`: im2col + GEMM, direct depthwise). A compressed weight is passed as its
 //! descriptor and dequantized while the GEMM packs it; low-rank layers are two of these.
 
-use super::{
-    broadcast_strides, c_f32, gemm_scratch, input, output, strides, unsupported, Cx,
-};
+use super::{broadcast_strides, c_f32, gemm_scratch, input, output, strides, unsupported, Cx};
 use crate::cpu::kernels::conv::resolve_axes;
 use cc_ir::{NodeId, Op, Result};
 use std::fmt::Write;
@@ -39,8 +37,16 @@ fn matmul(cx: &mut Cx, node: NodeId) -> Result<String> {
         return Err(unsupported(g, node, "MatMul of a scalar"));
     }
     // Treat 1-D operands as [1, K] and [K, 1].
-    let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.clone() };
-    let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.clone() };
+    let a2: Vec<usize> = if sa.len() == 1 {
+        vec![1, sa[0]]
+    } else {
+        sa.clone()
+    };
+    let b2: Vec<usize> = if sb.len() == 1 {
+        vec![sb[0], 1]
+    } else {
+        sb.clone()
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -100,19 +106,15 @@ fn matmul(cx: &mut Cx, node: NodeId) -> Result<String> {
     let _ = writeln!(s, "{{");
     let _ = writeln!(s, "  cc_mat A = {{{wa}, {oa}, {k}, 1}};");
     let _ = writeln!(s, "  cc_mat B = {{{wb}, {ob}, {n}, 1}};");
-    let _ = writeln!(s, "  cc_gemm({m}, {n}, {k}, &A, &B, y + {oy}, {n}, cc_scratch);");
+    let _ = writeln!(
+        s,
+        "  cc_gemm({m}, {n}, {k}, &A, &B, y + {oy}, {n}, cc_scratch);"
+    );
     let _ = writeln!(s, "}}");
     Ok(s)
 }
 
-fn gemm(
-    cx: &mut Cx,
-    node: NodeId,
-    alpha: f32,
-    beta: f32,
-    ta: bool,
-    tb: bool,
-) -> Result<String> {
+fn gemm(cx: &mut Cx, node: NodeId, alpha: f32, beta: f32, ta: bool, tb: bool) -> Result<String> {
     let g = cx.g;
     let (a, b, y) = (input(g, node, 0)?, input(g, node, 1)?, output(g, node, 0)?);
     let c = g.node(node).input(2);
@@ -162,7 +164,9 @@ fn gemm(
     let _ = writeln!(s, "  cc_gemm({m}, {n}, {k}, &A, &B, y, {n}, cc_scratch);");
     let _ = writeln!(s, "}}");
     if alpha != 1.0 {
-        let add = bias.map(|b| format!(" + {}", scaled(&b))).unwrap_or_default();
+        let add = bias
+            .map(|b| format!(" + {}", scaled(&b)))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "for (long i = 0; i < {m}; i++) for (long j = 0; j < {n}; j++) y[i * {n} + j] = {} * y[i * {n} + j]{add};",
@@ -198,7 +202,11 @@ fn conv(cx: &mut Cx, node: NodeId) -> Result<String> {
     let groups = usize::try_from(attrs.group()).unwrap_or(0);
     let (n, c, m) = (sx[0], sx[1], sw[0]);
     if groups == 0 || c % groups != 0 || m % groups != 0 || sw[1] * groups != c {
-        return Err(unsupported(g, node, &format!("Conv with group {}", attrs.group())));
+        return Err(unsupported(
+            g,
+            node,
+            &format!("Conv with group {}", attrs.group()),
+        ));
     }
     // 1-D as 2-D with a unit height.
     let (hy, wx) = if axes.len() == 1 {

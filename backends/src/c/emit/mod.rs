@@ -60,7 +60,13 @@ pub fn c_f32(x: f32) -> String {
 /// Text safe inside a C block comment.
 pub fn comment_text(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect::<String>()
         .replace("*/", "*_")
         .replace("/*", "_*")
@@ -114,8 +120,8 @@ impl<'a> Cx<'a> {
             Some(Place::Arena(off)) => format!("(({t} *)(cc_arena + {off}))"),
             Some(Place::Weight(_)) => {
                 return Err(Error::unsupported(format!(
-                    "value {name}: a compressed weight read by an op other than MatMul, Gemm or Conv"
-                )))
+                "value {name}: a compressed weight read by an op other than MatMul, Gemm or Conv"
+            )))
             }
             None => return Err(Error::invalid(format!("value {name}: no storage planned"))),
         })
@@ -148,14 +154,20 @@ impl<'a> Cx<'a> {
 /// Input `slot` of `node` (present), or an error naming the node.
 pub fn input(g: &Graph, node: NodeId, slot: usize) -> Result<ValueId> {
     g.node(node).input(slot).ok_or_else(|| {
-        Error::invalid(format!("node {}: input {slot} is missing", g.node_label(node)))
+        Error::invalid(format!(
+            "node {}: input {slot} is missing",
+            g.node_label(node)
+        ))
     })
 }
 
 /// Output `slot` of `node` (present), or an error naming the node.
 pub fn output(g: &Graph, node: NodeId, slot: usize) -> Result<ValueId> {
     g.node(node).output(slot).ok_or_else(|| {
-        Error::invalid(format!("node {}: output {slot} is missing", g.node_label(node)))
+        Error::invalid(format!(
+            "node {}: output {slot} is missing",
+            g.node_label(node)
+        ))
     })
 }
 
@@ -179,7 +191,9 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 /// Strides of an input of shape `shape` broadcast to `out` (0 on broadcast axes).
 pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Result<Vec<usize>> {
     if shape.len() > out.len() {
-        return Err(Error::invalid(format!("cannot broadcast {shape:?} to {out:?}")));
+        return Err(Error::invalid(format!(
+            "cannot broadcast {shape:?} to {out:?}"
+        )));
     }
     let own = strides(shape);
     let lead = out.len() - shape.len();
@@ -194,7 +208,9 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Result<Vec<usize>> {
             } else if d == 1 {
                 Ok(0)
             } else {
-                Err(Error::invalid(format!("cannot broadcast {shape:?} to {out:?}")))
+                Err(Error::invalid(format!(
+                    "cannot broadcast {shape:?} to {out:?}"
+                )))
             }
         })
         .collect()
@@ -273,7 +289,11 @@ pub fn strided_loop(
         }
     };
     for (j, &n) in d.iter().enumerate() {
-        let _ = writeln!(s, "{}for (long i{j} = 0; i{j} < {n}; i{j}++)", "  ".repeat(j));
+        let _ = writeln!(
+            s,
+            "{}for (long i{j} = 0; i{j} < {n}; i{j}++)",
+            "  ".repeat(j)
+        );
     }
     let args: Vec<String> = ins
         .iter()
@@ -342,12 +362,23 @@ mod tests {
         let out = [2, 3, 4];
         let b = broadcast_strides(&[3, 1], &out).unwrap();
         assert_eq!(b, vec![0, 1, 0]);
-        let code = strided_loop(&out, &op("y", &strides(&out)), &[op("a", &strides(&out)), op("b", &b)], |a| {
-            format!("{} + {}", a[0], a[1])
-        });
-        assert!(code.contains("i0 < 2") && code.contains("i1 < 3") && code.contains("i2 < 4"), "{code}");
+        let code = strided_loop(
+            &out,
+            &op("y", &strides(&out)),
+            &[op("a", &strides(&out)), op("b", &b)],
+            |a| format!("{} + {}", a[0], a[1]),
+        );
+        assert!(
+            code.contains("i0 < 2") && code.contains("i1 < 3") && code.contains("i2 < 4"),
+            "{code}"
+        );
         // same shapes: one flat loop
-        let flat = strided_loop(&out, &op("y", &strides(&out)), &[op("a", &strides(&out))], |a| a[0].clone());
+        let flat = strided_loop(
+            &out,
+            &op("y", &strides(&out)),
+            &[op("a", &strides(&out))],
+            |a| a[0].clone(),
+        );
         assert_eq!(flat, "for (long i0 = 0; i0 < 24; i0++)\n  y[i0] = a[i0];\n");
     }
 

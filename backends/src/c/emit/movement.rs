@@ -35,25 +35,41 @@ fn const_ints(cx: &Cx, node: NodeId, v: ValueId, what: &str) -> Result<Vec<i64>>
         .ok_or_else(|| unsupported(cx.g, node, &format!("a {what} that is not constant")))
 }
 
-/// `y = x` copied with per-dimension input strides `xs` and base `xb` over `dims`.
-fn copy(cx: &Cx, x: ValueId, y: ValueId, dims: &[usize], xs: Vec<usize>, xb: usize, yb: usize, ys: Vec<usize>) -> Result<String> {
-    let t = cx.ctype(y)?;
-    let mut s = format!("const {t} *x = {};\n{t} *y = {};\n", cx.ptr(x)?, cx.ptr(y)?);
+/// A value read or written with a base offset and per-dimension strides.
+struct View {
+    v: ValueId,
+    base: usize,
+    strides: Vec<usize>,
+}
+
+/// `y = x` element by element over `dims`, both through their views.
+fn copy(cx: &Cx, x: View, y: View, dims: &[usize]) -> Result<String> {
+    let t = cx.ctype(y.v)?;
+    let mut s = format!(
+        "const {t} *x = {};\n{t} *y = {};\n",
+        cx.ptr(x.v)?,
+        cx.ptr(y.v)?
+    );
     s.push_str(&strided_loop(
         dims,
         &Operand {
             ptr: "y".into(),
-            base: yb,
-            strides: ys,
+            base: y.base,
+            strides: y.strides,
         },
         &[Operand {
             ptr: "x".into(),
-            base: xb,
-            strides: xs,
+            base: x.base,
+            strides: x.strides,
         }],
         |a| a[0].clone(),
     ));
     Ok(s)
+}
+
+/// A view of `v` from `base` with `strides`.
+fn view(v: ValueId, base: usize, strides: Vec<usize>) -> View {
+    View { v, base, strides }
 }
 
 fn transpose(cx: &mut Cx, node: NodeId, perm: Option<&[i64]>) -> Result<String> {
@@ -70,7 +86,8 @@ fn transpose(cx: &mut Cx, node: NodeId, perm: Option<&[i64]>) -> Result<String> 
     let xs = strides(&sx);
     let dims: Vec<usize> = perm.iter().map(|&p| sx[p]).collect();
     let ins: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
-    copy(cx, x, y, &dims, ins, 0, 0, strides(&dims))
+    let out = strides(&dims);
+    copy(cx, view(x, 0, ins), view(y, 0, out), &dims)
 }
 
 fn slice(cx: &mut Cx, node: NodeId) -> Result<String> {
@@ -89,7 +106,11 @@ fn slice(cx: &mut Cx, node: NodeId) -> Result<String> {
         None => vec![1; starts.len()],
     };
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err(unsupported(g, node, "Slice with inputs of different lengths"));
+        return Err(unsupported(
+            g,
+            node,
+            "Slice with inputs of different lengths",
+        ));
     }
     let xs = strides(&sx);
     let mut dims = sx.clone();
@@ -106,7 +127,10 @@ fn slice(cx: &mut Cx, node: NodeId) -> Result<String> {
         let (s, e) = if k > 0 {
             (fix(starts[i]).clamp(0, d), fix(ends[i]).clamp(0, d))
         } else {
-            (fix(starts[i]).clamp(0, d - 1), fix(ends[i]).clamp(-1, d - 1))
+            (
+                fix(starts[i]).clamp(0, d - 1),
+                fix(ends[i]).clamp(-1, d - 1),
+            )
         };
         let len = if k > 0 {
             ((e - s).max(0) + k - 1) / k
@@ -118,14 +142,18 @@ fn slice(cx: &mut Cx, node: NodeId) -> Result<String> {
         ins[a] = k * xs[a] as i64;
     }
     if dims != cx.shape(y)? {
-        return Err(unsupported(g, node, "Slice whose output shape disagrees with inference"));
+        return Err(unsupported(
+            g,
+            node,
+            "Slice whose output shape disagrees with inference",
+        ));
     }
     if ins.iter().any(|&s| s < 0) {
         return Err(unsupported(g, node, "Slice with a negative step"));
     }
     let ins: Vec<usize> = ins.into_iter().map(|s| s as usize).collect();
     let out = strides(&dims);
-    copy(cx, x, y, &dims, ins, base as usize, 0, out)
+    copy(cx, view(x, base as usize, ins), view(y, 0, out), &dims)
 }
 
 fn concat(cx: &mut Cx, node: NodeId, axis: i64) -> Result<String> {
@@ -139,7 +167,8 @@ fn concat(cx: &mut Cx, node: NodeId, axis: i64) -> Result<String> {
     for &x in g.node(node).inputs().iter().flatten() {
         let sx = cx.shape(x)?;
         s.push_str("{\n");
-        s.push_str(&copy(cx, x, y, &sx, strides(&sx), 0, at * ys[a], ys.clone())?);
+        let (vx, vy) = (view(x, 0, strides(&sx)), view(y, at * ys[a], ys.clone()));
+        s.push_str(&copy(cx, vx, vy, &sx)?);
         s.push_str("}\n");
         at += sx.get(a).copied().unwrap_or(0);
     }
@@ -157,7 +186,8 @@ fn split(cx: &mut Cx, node: NodeId, axis: i64) -> Result<String> {
     for &y in g.node(node).outputs().iter().flatten() {
         let sy = cx.shape(y)?;
         s.push_str("{\n");
-        s.push_str(&copy(cx, x, y, &sy, xs.clone(), at * xs[a], 0, strides(&sy))?);
+        let (vx, vy) = (view(x, at * xs[a], xs.clone()), view(y, 0, strides(&sy)));
+        s.push_str(&copy(cx, vx, vy, &sy)?);
         s.push_str("}\n");
         at += sy.get(a).copied().unwrap_or(0);
     }
@@ -171,7 +201,11 @@ fn gather(cx: &mut Cx, node: NodeId, axis: i64) -> Result<String> {
     let a = norm_axis(cx, node, axis, sx.len())?;
     let it = cx.ctype(ind)?;
     if !matches!(it, "int64_t" | "int32_t") {
-        return Err(unsupported(g, node, "Gather indices that are not int32/int64"));
+        return Err(unsupported(
+            g,
+            node,
+            "Gather indices that are not int32/int64",
+        ));
     }
     let outer: usize = sx[..a].iter().product();
     let inner: usize = sx[a + 1..].iter().product();
@@ -212,7 +246,11 @@ fn gather_nd(cx: &mut Cx, node: NodeId, batch_dims: i64) -> Result<String> {
         .last()
         .ok_or_else(|| Error::invalid(format!("node {}: scalar indices", g.node_label(node))))?;
     if q > sx.len() {
-        return Err(unsupported(g, node, "GatherND index tuples longer than the data rank"));
+        return Err(unsupported(
+            g,
+            node,
+            "GatherND index tuples longer than the data rank",
+        ));
     }
     let tuples: usize = si[..si.len() - 1].iter().product();
     let inner: usize = sx[q..].iter().product();

@@ -33,7 +33,12 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
             sx[hi..].iter().product(),
         )
     };
-    let extra_outputs = n.outputs().iter().skip(1).flatten().any(|&v| !g.value(v).uses().is_empty() || g.is_output(v));
+    let extra_outputs = n
+        .outputs()
+        .iter()
+        .skip(1)
+        .flatten()
+        .any(|&v| !g.value(v).uses().is_empty() || g.is_output(v));
     if extra_outputs {
         return Err(unsupported(g, node, "a second output that is read"));
     }
@@ -97,7 +102,11 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
             ax.dedup();
             let (lo, hi) = (ax[0], ax[ax.len() - 1] + 1);
             if hi - lo != ax.len() {
-                return Err(unsupported(g, node, "a reduction over axes that are not contiguous"));
+                return Err(unsupported(
+                    g,
+                    node,
+                    "a reduction over axes that are not contiguous",
+                ));
             }
             let (o, m, i) = split3(lo, hi);
             let _ = writeln!(s, "cc_reduce({px}, {py}, {o}, {m}, {i}, {code});");
@@ -138,7 +147,8 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
             )
             .map_err(|e| unsupported(g, node, &e.to_string()))?;
             let (h, w) = (&ax[0], &ax[1]);
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 s,
                 "cc_conv p = {{{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 1}};",
                 sx[0], sx[1], h.input, w.input, sx[1], h.kernel, w.kernel, h.output, w.output,

@@ -67,8 +67,15 @@ fn build(dir: &Path, threads: usize) -> Result<Built, String> {
             toolchain::build(&par, "model", &flags).map_err(|e| at(&e))?,
         ));
     }
-    let (got, _) = toolchain::run(&exes[0].1, tmp.path(), "model", &inputs, &[out.clone()], 1)
-        .map_err(|e| at(&e))?;
+    let (got, _) = toolchain::run(
+        &exes[0].1,
+        tmp.path(),
+        "model",
+        &inputs,
+        std::slice::from_ref(&out),
+        1,
+    )
+    .map_err(|e| at(&e))?;
     let (_, want) = cc_ir::onnx::read_tensor_file(&dir.join("test_data_set_0/output_0.pb"))
         .map_err(|e| at(&e))?;
     let err = max_rel(&got[0], &want).map_err(|e| at(&e))?;
@@ -90,7 +97,10 @@ fn max_rel(a: &cc_ir::Tensor, b: &cc_ir::Tensor) -> Result<f64, String> {
         return Err("output sizes differ".into());
     }
     let scale = y.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-    Ok(x.iter().zip(&y).fold(0f64, |m, (p, q)| m.max((p - q).abs())) / scale)
+    Ok(x.iter()
+        .zip(&y)
+        .fold(0f64, |m, (p, q)| m.max((p - q).abs()))
+        / scale)
 }
 
 /// `cc-bench c`.
@@ -131,8 +141,15 @@ pub fn c_mode(mut args: Vec<String>) -> Result<(), String> {
             let mut ms = Vec::new();
             for _ in 0..3 {
                 std::env::set_var("OMP_NUM_THREADS", t.to_string());
-                let (_, m) = toolchain::run(exe, work, "model", &b.inputs, &[b.out.clone()], runs)
-                    .map_err(|e| e.to_string())?;
+                let (_, m) = toolchain::run(
+                    exe,
+                    work,
+                    "model",
+                    &b.inputs,
+                    std::slice::from_ref(&b.out),
+                    runs,
+                )
+                .map_err(|e| e.to_string())?;
                 ms.push(m);
             }
             let c = median(&mut ms);
@@ -151,8 +168,10 @@ pub fn c_mode(mut args: Vec<String>) -> Result<(), String> {
                 t,
                 b.err,
                 c,
-                ort.map(|o| format!("{o:.2}")).unwrap_or_else(|| "n/a".into()),
-                ort.map(|o| format!("{:.2}", c / o)).unwrap_or_else(|| "n/a".into()),
+                ort.map(|o| format!("{o:.2}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                ort.map(|o| format!("{:.2}", c / o))
+                    .unwrap_or_else(|| "n/a".into()),
             );
         }
     }
