@@ -106,8 +106,14 @@ impl Arena {
 }
 
 /// Plans storage for `order` (the prepared graph's nodes in topological order);
-/// `fixed` holds the places of runtime inputs, constants and compressed weights.
-pub fn plan(g: &Graph, order: &[NodeId], fixed: BTreeMap<ValueId, Place>) -> Result<Plan> {
+/// `fixed` holds the places of runtime inputs, constants and compressed weights;
+/// `absorbed` nodes (activations fused into their producer) alias their input.
+pub fn plan(
+    g: &Graph,
+    order: &[NodeId],
+    fixed: BTreeMap<ValueId, Place>,
+    absorbed: &[NodeId],
+) -> Result<Plan> {
     let mut p = Plan {
         place: fixed,
         arena_bytes: 0,
@@ -121,7 +127,7 @@ pub fn plan(g: &Graph, order: &[NodeId], fixed: BTreeMap<ValueId, Place>) -> Res
             let r = root.get(v).copied().unwrap_or(*v);
             last.insert(r, step);
         }
-        let alias_of = if is_alias(&node.op) {
+        let alias_of = if is_alias(&node.op) || absorbed.contains(&id) {
             node.input(0).map(|x| root.get(&x).copied().unwrap_or(x))
         } else {
             None

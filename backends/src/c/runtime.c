@@ -82,6 +82,22 @@ static inline void cc_pack_a(const cc_mat *A, long m, long k0, long kc, float *d
     long i0, i, k;
     for (i0 = 0; i0 < m; i0 += CC_MR) {
         float *d = dst + (i0 / CC_MR) * kc * CC_MR;
+        long mr = m - i0 < CC_MR ? m - i0 : CC_MR;
+        if (A->w->kind == CC_F32 && A->cs == 1 && mr == CC_MR) {
+            const float *s0 = A->w->f + A->off + i0 * A->rs + k0;
+            const float *s1 = s0 + A->rs, *s2 = s1 + A->rs, *s3 = s2 + A->rs;
+            const float *s4 = s3 + A->rs, *s5 = s4 + A->rs;
+            for (k = 0; k < kc; k++) {
+                float *dk = d + k * CC_MR;
+                dk[0] = s0[k];
+                dk[1] = s1[k];
+                dk[2] = s2[k];
+                dk[3] = s3[k];
+                dk[4] = s4[k];
+                dk[5] = s5[k];
+            }
+            continue;
+        }
         for (i = 0; i < CC_MR; i++) {
             long row = i0 + i;
             if (row >= m) {
@@ -259,9 +275,25 @@ static inline void cc_im2col(const cc_conv *p, const float *x, long cg, float *c
 #define CC_CONV_SCRATCH(cg, kh, kw, oh, ow, mg) \
     ((long)(cg) * (kh) * (kw) * (oh) * (ow) + CC_GEMM_SCRATCH(mg, (long)(cg) * (kh) * (kw)))
 
-/* Depthwise conv (groups == c == m): direct loops per channel. */
+/* Clamps n floats to [lo, hi] in place (a fused Relu or Clip); nothing when both
+   bounds are infinite. */
+static inline void cc_clamp(float *y, long n, float lo, float hi)
+{
+    long i;
+    if (lo == -INFINITY && hi == INFINITY)
+        return;
+    for (i = 0; i < n; i++) {
+        float v = y[i];
+        v = v < lo ? lo : v;
+        y[i] = v > hi ? hi : v;
+    }
+}
+
+/* Depthwise conv (groups == c == m): per channel and output row, one pass per kernel
+   tap over the output positions whose input lies inside the image (no bounds checks
+   in the inner loop). */
 static inline void cc_conv_depthwise(const cc_conv *p, const float *x, const cc_w *w,
-                                     const float *bias, float *y)
+                                     const float *bias, float *y, float lo, float hi)
 {
     long n, c;
     for (n = 0; n < p->n; n++) {
@@ -276,35 +308,48 @@ static inline void cc_conv_depthwise(const cc_conv *p, const float *x, const cc_
             float b = bias ? bias[c] : 0.0f;
             for (t = 0; t < nk; t++)
                 k[t] = cc_w_get(w, c * nk + t);
-            for (oy = 0; oy < p->oh; oy++)
-                for (ox = 0; ox < p->ow; ox++) {
-                    float acc = b;
-                    for (ky = 0; ky < p->kh; ky++) {
-                        long iy = oy * p->sh - p->ph + ky * p->dh;
-                        if (iy < 0 || iy >= p->h)
-                            continue;
-                        for (kx = 0; kx < p->kw; kx++) {
-                            long ix = ox * p->sw - p->pw + kx * p->dw;
-                            if (ix >= 0 && ix < p->w)
-                                acc += s[iy * p->w + ix] * k[ky * p->kw + kx];
-                        }
+            for (oy = 0; oy < p->oh; oy++) {
+                float *restrict dr = d + oy * p->ow;
+                for (ox = 0; ox < p->ow; ox++)
+                    dr[ox] = b;
+                for (ky = 0; ky < p->kh; ky++) {
+                    long iy = oy * p->sh - p->ph + ky * p->dh;
+                    if (iy < 0 || iy >= p->h)
+                        continue;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        long off = kx * p->dw - p->pw, lo_x, hi_x;
+                        const float *restrict sr = s + iy * p->w + off;
+                        float wk = k[ky * p->kw + kx];
+                        /* ox*sw + off in [0, w) */
+                        lo_x = off >= 0 ? 0 : (-off + p->sw - 1) / p->sw;
+                        hi_x = p->w - 1 - off < 0 ? 0 : (p->w - 1 - off) / p->sw + 1;
+                        if (hi_x > p->ow)
+                            hi_x = p->ow;
+                        if (p->sw == 1)
+                            for (ox = lo_x; ox < hi_x; ox++)
+                                dr[ox] += wk * sr[ox];
+                        else
+                            for (ox = lo_x; ox < hi_x; ox++)
+                                dr[ox] += wk * sr[ox * p->sw];
                     }
-                    d[oy * p->ow + ox] = acc;
                 }
+            }
+            cc_clamp(d, p->oh * p->ow, lo, hi);
         }
     }
 }
 
-/* Conv as im2col + GEMM per image and group; bias may be NULL. */
+/* Conv as im2col + GEMM per image and group, then the fused clamp [lo, hi]; bias may
+   be NULL. */
 static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, const float *bias,
-                             float *y, float *scratch)
+                             float *y, float *scratch, float lo, float hi)
 {
     long cg = p->c / p->groups, mg = p->m / p->groups, kg = cg * p->kh * p->kw;
     long hw = p->oh * p->ow, n, g, i, j;
     int direct = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 &&
                  p->pw == 0 && p->oh == p->h && p->ow == p->w;
     if (p->groups == p->c && p->m == p->c && p->kh * p->kw <= 64) {
-        cc_conv_depthwise(p, x, w, bias, y);
+        cc_conv_depthwise(p, x, w, bias, y, lo, hi);
         return;
     }
     for (n = 0; n < p->n; n++)
@@ -330,6 +375,7 @@ static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, co
                     yg[i * hw + j] = b;
             }
             cc_gemm(mg, hw, kg, &A, &B, yg, hw, direct ? scratch : scratch + kg * hw);
+            cc_clamp(yg, mg * hw, lo, hi);
         }
 }
 

@@ -184,11 +184,14 @@ pub fn generate(g: &Graph, prefix: &str) -> Result<Generated> {
             nweights += 1;
         }
     }
-    let plan = plan::plan(g, &order, fixed)?;
+    let fused = emit::fusion::plan(g, &order);
+    let absorbed: Vec<_> = fused.values().map(|&(a, _, _)| a).collect();
+    let plan = plan::plan(g, &order, fixed, &absorbed)?;
     let mut cx = Cx {
         g,
         plan: &plan,
         scratch: 0,
+        fused,
     };
     let mut body = String::new();
     for (step, &id) in order.iter().enumerate() {

@@ -163,12 +163,13 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
             (
                 ops,
                 Box::new(move |a| {
+                    // Ternaries, not fmaxf/fminf (library calls at -O2 in C99 mode).
                     let mut e = a[0].clone();
                     if let Some(i) = lo_i {
-                        e = format!("fmaxf({e}, {})", a[i]);
+                        e = format!("({e} < {0} ? {0} : {e})", a[i]);
                     }
                     if let Some(i) = hi_i {
-                        e = format!("fminf({e}, {})", a[i]);
+                        e = format!("({e} > {0} ? {0} : {e})", a[i]);
                     }
                     e
                 }),

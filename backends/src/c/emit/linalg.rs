@@ -173,6 +173,9 @@ fn gemm(cx: &mut Cx, node: NodeId, alpha: f32, beta: f32, ta: bool, tb: bool) ->
             c_f32(alpha)
         );
     }
+    if let Some(&(_, lo, hi)) = cx.fused.get(&node) {
+        let _ = writeln!(s, "cc_clamp(y, {}, {}, {});", m * n, c_f32(lo), c_f32(hi));
+    }
     Ok(s)
 }
 
@@ -236,11 +239,17 @@ fn conv(cx: &mut Cx, node: NodeId) -> Result<String> {
         Some(b) => cx.ptr(b)?,
         None => "(const float *)0".into(),
     };
+    let (lo, hi) = cx
+        .fused
+        .get(&node)
+        .map_or((f32::NEG_INFINITY, f32::INFINITY), |&(_, lo, hi)| (lo, hi));
     let _ = writeln!(
         s,
-        "cc_conv2d(&p, {}, {wexpr}, {b}, {}, cc_scratch);",
+        "cc_conv2d(&p, {}, {wexpr}, {b}, {}, cc_scratch, {}, {});",
         cx.ptr(x)?,
-        cx.ptr(y)?
+        cx.ptr(y)?,
+        c_f32(lo),
+        c_f32(hi)
     );
     Ok(s)
 }

@@ -3,6 +3,7 @@
 //! data-movement emitters share. One module per op family.
 
 pub mod elementwise;
+pub mod fusion;
 pub mod linalg;
 pub mod movement;
 pub mod reduce;
@@ -81,6 +82,8 @@ pub struct Cx<'a> {
     pub plan: &'a Plan,
     /// Largest scratch (floats) any emitted statement uses.
     pub scratch: usize,
+    /// Activations fused into their producer.
+    pub fused: fusion::Fused,
 }
 
 impl<'a> Cx<'a> {
@@ -315,7 +318,8 @@ pub fn strided_loop(
 pub fn emit_node(cx: &mut Cx, node: NodeId) -> Result<String> {
     let g = cx.g;
     let op = &g.node(node).op;
-    if super::plan::is_alias(op) {
+    let absorbed = cx.fused.values().any(|&(a, _, _)| a == node);
+    if super::plan::is_alias(op) || absorbed {
         return Ok(String::new());
     }
     match op {
