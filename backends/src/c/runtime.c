@@ -16,10 +16,19 @@ typedef struct {
     long dim, inner, block;
 } cc_w;
 
-/* A 2-D view of a weight: element (i, j) is flat index off + i*rs + j*cs. */
+/* 2-D convolution geometry (1-D convs use h = kh = oh = 1). */
+typedef struct {
+    long n, c, h, w, m, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups;
+} cc_conv;
+
+/* A 2-D view of a weight: element (i, j) is flat index off + i*rs + j*cs; or, when
+   `conv` is set, the implicit im2col matrix of the image `img` (one group): row
+   (ci*kh + ky)*kw + kx, column oy*ow + ox. */
 typedef struct {
     const cc_w *w;
     long off, rs, cs;
+    const cc_conv *conv;
+    const float *img;
 } cc_mat;
 
 /* An f32 array viewed as a weight. */
@@ -121,6 +130,70 @@ static inline void cc_pack_a(const cc_mat *A, long m, long k0, long kc, float *d
 static inline void cc_pack_b(const cc_mat *B, long k0, long kc, long j0, long nc, float *dst)
 {
     long jp, k, j;
+    if (B->conv) {
+        /* Implicit im2col: row r of the block is kernel tap (ci, ky, kx) over the output
+           positions j0 .. j0+nc, gathered a run of one output row at a time into `row`
+           (zeros where the tap falls in the padding), then cut into panels. */
+        const cc_conv *p = B->conv;
+        float row[CC_NC];
+        for (k = 0; k < kc; k++) {
+            long r = k0 + k, kx = r % p->kw, ky = (r / p->kw) % p->kh, ci = r / (p->kw * p->kh);
+            const float *s = B->img + ci * p->h * p->w;
+            long pos = j0, end = j0 + nc;
+            while (pos < end) {
+                long oy = pos / p->ow, ox0 = pos % p->ow;
+                long ox1 = p->ow < ox0 + (end - pos) ? p->ow : ox0 + (end - pos);
+                long iy = oy * p->sh - p->ph + ky * p->dh, ox;
+                float *d = row + (pos - j0);
+                if (iy < 0 || iy >= p->h) {
+                    for (ox = ox0; ox < ox1; ox++)
+                        d[ox - ox0] = 0.0f;
+                } else {
+                    long off = kx * p->dw - p->pw, lo_x, hi_x;
+                    const float *sr = s + iy * p->w + off;
+                    lo_x = off >= 0 ? 0 : (-off + p->sw - 1) / p->sw;
+                    hi_x = p->w - 1 - off < 0 ? 0 : (p->w - 1 - off) / p->sw + 1;
+                    lo_x = lo_x < ox0 ? ox0 : lo_x > ox1 ? ox1 : lo_x;
+                    hi_x = hi_x > ox1 ? ox1 : hi_x < lo_x ? lo_x : hi_x;
+                    for (ox = ox0; ox < lo_x; ox++)
+                        d[ox - ox0] = 0.0f;
+                    if (p->sw == 1)
+                        for (ox = lo_x; ox < hi_x; ox++)
+                            d[ox - ox0] = sr[ox];
+                    else
+                        for (ox = lo_x; ox < hi_x; ox++)
+                            d[ox - ox0] = sr[ox * p->sw];
+                    for (ox = hi_x; ox < ox1; ox++)
+                        d[ox - ox0] = 0.0f;
+                }
+                pos += ox1 - ox0;
+            }
+            for (jp = 0; jp < nc; jp += CC_NR) {
+                float *dk = dst + (jp / CC_NR) * kc * CC_NR + k * CC_NR;
+                long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
+                for (j = 0; j < nr; j++)
+                    dk[j] = row[jp + j];
+                for (j = nr; j < CC_NR; j++)
+                    dk[j] = 0.0f;
+            }
+        }
+        return;
+    }
+    if (B->w->kind == CC_F32 && B->cs == 1) {
+        /* Row by row: contiguous reads, one 64-byte line written per panel. */
+        for (k = 0; k < kc; k++) {
+            const float *s = B->w->f + B->off + (k0 + k) * B->rs + j0;
+            for (jp = 0; jp < nc; jp += CC_NR) {
+                float *dk = dst + (jp / CC_NR) * kc * CC_NR + k * CC_NR;
+                long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
+                for (j = 0; j < nr; j++)
+                    dk[j] = s[jp + j];
+                for (j = nr; j < CC_NR; j++)
+                    dk[j] = 0.0f;
+            }
+        }
+        return;
+    }
     for (jp = 0; jp < nc; jp += CC_NR) {
         float *d = dst + (jp / CC_NR) * kc * CC_NR;
         long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
@@ -241,40 +314,6 @@ static inline void cc_gemm(long m, long n, long k, const cc_mat *A, const cc_mat
     }
 }
 
-/* 2-D convolution geometry (1-D convs use h = kh = oh = 1). */
-typedef struct {
-    long n, c, h, w, m, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups;
-} cc_conv;
-
-/* im2col of one group of one image: col[(ci*kh + y)*kw + x][oh*ow]. */
-static inline void cc_im2col(const cc_conv *p, const float *x, long cg, float *col)
-{
-    long ci, ky, kx, oy, ox;
-    for (ci = 0; ci < cg; ci++)
-        for (ky = 0; ky < p->kh; ky++)
-            for (kx = 0; kx < p->kw; kx++) {
-                float *d = col + ((ci * p->kh + ky) * p->kw + kx) * p->oh * p->ow;
-                const float *s = x + ci * p->h * p->w;
-                for (oy = 0; oy < p->oh; oy++) {
-                    long iy = oy * p->sh - p->ph + ky * p->dh;
-                    float *dr = d + oy * p->ow;
-                    if (iy < 0 || iy >= p->h) {
-                        for (ox = 0; ox < p->ow; ox++)
-                            dr[ox] = 0.0f;
-                        continue;
-                    }
-                    for (ox = 0; ox < p->ow; ox++) {
-                        long ix = ox * p->sw - p->pw + kx * p->dw;
-                        dr[ox] = (ix >= 0 && ix < p->w) ? s[iy * p->w + ix] : 0.0f;
-                    }
-                }
-            }
-}
-
-/* Floats of scratch cc_conv2d needs. */
-#define CC_CONV_SCRATCH(cg, kh, kw, oh, ow, mg) \
-    ((long)(cg) * (kh) * (kw) * (oh) * (ow) + CC_GEMM_SCRATCH(mg, (long)(cg) * (kh) * (kw)))
-
 /* Clamps n floats to [lo, hi] in place (a fused Relu or Clip); nothing when both
    bounds are infinite. */
 static inline void cc_clamp(float *y, long n, float lo, float hi)
@@ -339,8 +378,8 @@ static inline void cc_conv_depthwise(const cc_conv *p, const float *x, const cc_
     }
 }
 
-/* Conv as im2col + GEMM per image and group, then the fused clamp [lo, hi]; bias may
-   be NULL. */
+/* Conv as GEMM per image and group (the image packed straight into GEMM panels,
+   implicit im2col), then the fused clamp [lo, hi]; bias may be NULL. */
 static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, const float *bias,
                              float *y, float *scratch, float lo, float hi)
 {
@@ -356,25 +395,26 @@ static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, co
         for (g = 0; g < p->groups; g++) {
             const float *xg = x + (n * p->c + g * cg) * p->h * p->w;
             float *yg = y + (n * p->m + g * mg) * hw;
-            float *col = direct ? (float *)0 : scratch;
-            cc_w bw = cc_f32w(direct ? xg : col);
+            cc_w bw = cc_f32w(xg);
             cc_mat A, B;
-            if (!direct)
-                cc_im2col(p, xg, cg, col);
             A.w = w;
             A.off = g * mg * kg;
             A.rs = kg;
             A.cs = 1;
+            A.conv = 0;
+            A.img = 0;
             B.w = &bw;
             B.off = 0;
             B.rs = hw;
             B.cs = 1;
+            B.conv = direct ? (const cc_conv *)0 : p;
+            B.img = xg;
             for (i = 0; i < mg; i++) {
                 float b = bias ? bias[g * mg + i] : 0.0f;
                 for (j = 0; j < hw; j++)
                     yg[i * hw + j] = b;
             }
-            cc_gemm(mg, hw, kg, &A, &B, yg, hw, direct ? scratch : scratch + kg * hw);
+            cc_gemm(mg, hw, kg, &A, &B, yg, hw, scratch);
             cc_clamp(yg, mg * hw, lo, hi);
         }
 }

@@ -104,8 +104,8 @@ fn matmul(cx: &mut Cx, node: NodeId) -> Result<String> {
         let _ = write!(oy, " + b{i} * {}", bstr[i] * ys);
     }
     let _ = writeln!(s, "{{");
-    let _ = writeln!(s, "  cc_mat A = {{{wa}, {oa}, {k}, 1}};");
-    let _ = writeln!(s, "  cc_mat B = {{{wb}, {ob}, {n}, 1}};");
+    let _ = writeln!(s, "  cc_mat A = {{{wa}, {oa}, {k}, 1, 0, 0}};");
+    let _ = writeln!(s, "  cc_mat B = {{{wb}, {ob}, {n}, 1, 0, 0}};");
     let _ = writeln!(
         s,
         "  cc_gemm({m}, {n}, {k}, &A, &B, y + {oy}, {n}, cc_scratch);"
@@ -159,8 +159,8 @@ fn gemm(cx: &mut Cx, node: NodeId, alpha: f32, beta: f32, ta: bool, tb: bool) ->
         "for (long i = 0; i < {m}; i++) for (long j = 0; j < {n}; j++) y[i * {n} + j] = {fill};"
     );
     let _ = writeln!(s, "{{");
-    let _ = writeln!(s, "  cc_mat A = {{{wa}, 0, {ars}, {acs}}};");
-    let _ = writeln!(s, "  cc_mat B = {{{wb}, 0, {brs}, {bcs}}};");
+    let _ = writeln!(s, "  cc_mat A = {{{wa}, 0, {ars}, {acs}, 0, 0}};");
+    let _ = writeln!(s, "  cc_mat B = {{{wb}, 0, {brs}, {bcs}, 0, 0}};");
     let _ = writeln!(s, "  cc_gemm({m}, {n}, {k}, &A, &B, y, {n}, cc_scratch);");
     let _ = writeln!(s, "}}");
     if alpha != 1.0 {
@@ -222,10 +222,9 @@ fn conv(cx: &mut Cx, node: NodeId) -> Result<String> {
     });
     let (cg, mg) = (c / groups, m / groups);
     let kg = cg * kh * wx.kernel;
-    let hw = oh * wx.output;
     let depthwise = groups == c && m == c && kh * wx.kernel <= 64;
     if !depthwise {
-        cx.need_scratch(kg * hw + gemm_scratch(mg, kg));
+        cx.need_scratch(gemm_scratch(mg, kg));
     }
     let (w_decl, wexpr) = cx.weight(w, "ww")?;
     let mut s = String::new();
