@@ -1,5 +1,7 @@
-//! `cc-bench c [--runs N] [--threads T] [MODEL_DIR|NAME ...]`: the C backend against
-//! onnxruntime on fixtures (default resnet18 and mobilenet_v2), fp32.
+//! `cc-bench c [--runs N] [--threads T] [--passes SPEC] [MODEL_DIR|NAME ...]`: the C
+//! backend against onnxruntime on fixtures (default resnet18 and mobilenet_v2), fp32
+//! unless `--passes` compresses the model first (onnxruntime still runs the original
+//! model; the error column is then against the reference output too).
 //!
 //! Each model is imported, canonicalized and lowered to C specialised to its
 //! `test_data_set_0` input; the generated driver is built with `cc -O3 -march=native
@@ -27,12 +29,12 @@ struct Built {
     _tmp: tempfile::TempDir,
 }
 
-fn build(dir: &Path, threads: usize) -> Result<Built, String> {
+fn build(dir: &Path, threads: usize, passes: &str) -> Result<Built, String> {
     let model = dir.join("model.onnx");
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.display());
     let mut g = cc_ir::onnx::load_model(&model).map_err(|e| at(&e))?;
     cc_ir::infer::infer_shapes(&mut g).map_err(|e| at(&e))?;
-    let pipeline = cc_passes::Pipeline::parse("").map_err(|e| at(&e))?;
+    let pipeline = cc_passes::Pipeline::parse(passes).map_err(|e| at(&e))?;
     cc_passes::PassManager::new(&pipeline, Default::default())
         .map_err(|e| at(&e))?
         .run(&mut g)
@@ -107,15 +109,29 @@ fn max_rel(a: &cc_ir::Tensor, b: &cc_ir::Tensor) -> Result<f64, String> {
 pub fn c_mode(mut args: Vec<String>) -> Result<(), String> {
     let runs = take_flag(&mut args, "--runs")?.unwrap_or(10).max(1);
     let threads = take_flag(&mut args, "--threads")?.unwrap_or(2).max(1);
+    let passes = match args.iter().position(|a| a == "--passes") {
+        Some(i) if i + 1 < args.len() => {
+            let spec = args[i + 1].clone();
+            args.drain(i..i + 2);
+            spec
+        }
+        Some(_) => return Err("--passes needs a pipeline".into()),
+        None => String::new(),
+    };
     if args.is_empty() {
         args = ["resnet18", "mobilenet_v2"].map(String::from).to_vec();
     }
     let shared = repo_root().join("../shared/models");
     let ort_script = repo_root().join("tests/oracle/time_ort_run.py");
     println!(
-        "C built with {} {} (+ -fopenmp for threads > 1); medians of {runs} runs",
+        "C built with {} {} (+ -fopenmp for threads > 1); medians of {runs} runs; passes: {}",
         toolchain::compiler(),
-        FLAGS.join(" ")
+        FLAGS.join(" "),
+        if passes.is_empty() {
+            "none (fp32)"
+        } else {
+            &passes
+        }
     );
     println!(
         "{:<16} {:>8} {:>12} {:>14} {:>14} {:>8}",
@@ -127,7 +143,7 @@ pub fn c_mode(mut args: Vec<String>) -> Result<(), String> {
         } else {
             shared.join(arg)
         };
-        let b = build(&dir, threads)?;
+        let b = build(&dir, threads, &passes)?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
