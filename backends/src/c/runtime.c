@@ -80,6 +80,36 @@ static inline float cc_w_get(const cc_w *w, long i)
     return (float)(cc_code(w->kind, w->codes, i) - z) * w->scale[si];
 }
 
+/* Decodes the n consecutive elements of w from flat index i0 into out (the scale
+   index is tracked incrementally: no division per element). */
+static inline void cc_w_decode(const cc_w *w, long i0, long n, float *out)
+{
+    long t, inner = w->inner, dim = w->dim;
+    long rest = i0 % inner, a = (i0 / inner) % dim, outer = i0 / (dim * inner);
+    long nb = w->block ? (dim + w->block - 1) / w->block : 0;
+    if (w->kind == CC_F32) {
+        for (t = 0; t < n; t++)
+            out[t] = w->f[i0 + t];
+        return;
+    }
+    for (t = 0; t < n; t++) {
+        if (w->kind >= CC_CB8) {
+            out[t] = w->scale[a * w->block + cc_code(w->kind, w->codes, i0 + t)];
+        } else {
+            long si = w->block ? (outer * nb + a / w->block) * inner + rest : a;
+            int z = w->zp ? cc_code(w->kind, w->zp, si) : 0;
+            out[t] = (float)(cc_code(w->kind, w->codes, i0 + t) - z) * w->scale[si];
+        }
+        if (++rest == inner) {
+            rest = 0;
+            if (++a == dim) {
+                a = 0;
+                outer++;
+            }
+        }
+    }
+}
+
 #define CC_MR 6
 #define CC_NR 16
 #define CC_KC 256
@@ -116,6 +146,11 @@ static inline void cc_pack_a(const cc_mat *A, long m, long k0, long kc, float *d
                 const float *s = A->w->f + A->off + row * A->rs + k0 * A->cs;
                 for (k = 0; k < kc; k++)
                     d[k * CC_MR + i] = s[k * A->cs];
+            } else if (A->cs == 1) {
+                float tmp[CC_KC];
+                cc_w_decode(A->w, A->off + row * A->rs + k0, kc, tmp);
+                for (k = 0; k < kc; k++)
+                    d[k * CC_MR + i] = tmp[k];
             } else {
                 long base = A->off + row * A->rs + k0 * A->cs;
                 for (k = 0; k < kc; k++)
@@ -179,10 +214,29 @@ static inline void cc_pack_b(const cc_mat *B, long k0, long kc, long j0, long nc
         }
         return;
     }
-    if (B->w->kind == CC_F32 && B->cs == 1) {
-        /* Row by row: contiguous reads, one 64-byte line written per panel. */
+    if (B->rs == 1 && B->cs != 1) {
+        /* Columns are contiguous (a transposed weight): decode one column at a time. */
+        float tmp[CC_KC];
+        for (j = 0; j < nc; j++) {
+            cc_w_decode(B->w, B->off + k0 + (j0 + j) * B->cs, kc, tmp);
+            for (k = 0; k < kc; k++)
+                dst[(j / CC_NR) * kc * CC_NR + k * CC_NR + j % CC_NR] = tmp[k];
+        }
+        for (j = nc; j % CC_NR; j++)
+            for (k = 0; k < kc; k++)
+                dst[(j / CC_NR) * kc * CC_NR + k * CC_NR + j % CC_NR] = 0.0f;
+        return;
+    }
+    if (B->cs == 1) {
+        /* Row by row: contiguous reads (decoded first for compressed weights), one
+           64-byte line written per panel. */
+        float row[CC_NC];
         for (k = 0; k < kc; k++) {
-            const float *s = B->w->f + B->off + (k0 + k) * B->rs + j0;
+            const float *s = row;
+            if (B->w->kind == CC_F32)
+                s = B->w->f + B->off + (k0 + k) * B->rs + j0;
+            else
+                cc_w_decode(B->w, B->off + (k0 + k) * B->rs + j0, nc, row);
             for (jp = 0; jp < nc; jp += CC_NR) {
                 float *dk = dst + (jp / CC_NR) * kc * CC_NR + k * CC_NR;
                 long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
