@@ -23,12 +23,14 @@ typedef struct {
 
 /* A 2-D view of a weight: element (i, j) is flat index off + i*rs + j*cs; or, when
    `conv` is set, the implicit im2col matrix of the image `img` (one group): row
-   (ci*kh + ky)*kw + kx, column oy*ow + ox. */
+   (ci*kh + ky)*kw + kx, column oy*ow + ox; or, when `packed` is set, a left operand
+   stored pre-packed (k block after k block, each as cc_pack_a writes it). */
 typedef struct {
     const cc_w *w;
     long off, rs, cs;
     const cc_conv *conv;
     const float *img;
+    const float *packed; /* A only: already in cc_pack_a's layout, all k blocks */
 } cc_mat;
 
 /* An f32 array viewed as a weight. */
@@ -344,11 +346,15 @@ static inline void cc_gemm(long m, long n, long k, const cc_mat *A, const cc_mat
                            long ldc, float *scratch)
 {
     long mp = (m + CC_MR - 1) / CC_MR;
-    float *ap = scratch, *bp = scratch + mp * CC_MR * CC_KC;
+    float *bp = scratch + mp * CC_MR * CC_KC;
     long j0, k0;
     for (k0 = 0; k0 < k; k0 += CC_KC) {
         long kc = k - k0 < CC_KC ? k - k0 : CC_KC;
-        cc_pack_a(A, m, k0, kc, ap);
+        const float *ap = scratch;
+        if (A->packed)
+            ap = A->packed + mp * CC_MR * k0;
+        else
+            cc_pack_a(A, m, k0, kc, scratch);
         for (j0 = 0; j0 < n; j0 += CC_NC) {
             long nc = n - j0 < CC_NC ? n - j0 : CC_NC;
             long np = (nc + CC_NR - 1) / CC_NR, t;
@@ -433,9 +439,10 @@ static inline void cc_conv_depthwise(const cc_conv *p, const float *x, const cc_
 }
 
 /* Conv as GEMM per image and group (the image packed straight into GEMM panels,
-   implicit im2col), then the fused clamp [lo, hi]; bias may be NULL. */
+   implicit im2col), then the fused clamp [lo, hi]; bias may be NULL; `wpacked`, when
+   not NULL, is the f32 weight pre-packed per group as cc_gemm's left operand. */
 static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, const float *bias,
-                             float *y, float *scratch, float lo, float hi)
+                             float *y, float *scratch, float lo, float hi, const float *wpacked)
 {
     long cg = p->c / p->groups, mg = p->m / p->groups, kg = cg * p->kh * p->kw;
     long hw = p->oh * p->ow, n, g, i, j;
@@ -457,12 +464,14 @@ static inline void cc_conv2d(const cc_conv *p, const float *x, const cc_w *w, co
             A.cs = 1;
             A.conv = 0;
             A.img = 0;
+            A.packed = wpacked ? wpacked + g * ((mg + CC_MR - 1) / CC_MR) * CC_MR * kg : 0;
             B.w = &bw;
             B.off = 0;
             B.rs = hw;
             B.cs = 1;
             B.conv = direct ? (const cc_conv *)0 : p;
             B.img = xg;
+            B.packed = 0;
             for (i = 0; i < mg; i++) {
                 float b = bias ? bias[g * mg + i] : 0.0f;
                 for (j = 0; j < hw; j++)

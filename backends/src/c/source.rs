@@ -158,6 +158,17 @@ pub fn generate(g: &Graph, prefix: &str) -> Result<Generated> {
     let mut blob = Blob::default();
     let mut inits = String::new();
     let mut nweights = 0usize;
+    // Conv weights stored in the GEMM's packed layout (no packing at run time).
+    let mut packed = std::collections::BTreeSet::new();
+    for &id in &order {
+        if let Some((w, groups, mg, kg)) = emit::linalg::prepack_layout(g, id) {
+            let Some(t) = g.const_data(w) else { continue };
+            let data = emit::linalg::prepack(&t.f32_view()?, groups, mg, kg);
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            fixed.insert(w, Place::Const(blob.add(&bytes)));
+            packed.insert(w);
+        }
+    }
     let reads: Vec<ValueId> = order
         .iter()
         .flat_map(|&id| {
@@ -192,6 +203,7 @@ pub fn generate(g: &Graph, prefix: &str) -> Result<Generated> {
         plan: &plan,
         scratch: 0,
         fused,
+        packed,
     };
     let mut body = String::new();
     for (step, &id) in order.iter().enumerate() {

@@ -1,10 +1,13 @@
 //! MatMul, Gemm and Conv: calls of the runtime's packed GEMM (`cc_gemm`) and conv
-//! (`cc_conv2d`: im2col + GEMM, direct depthwise). A compressed weight is passed as its
-//! descriptor and dequantized while the GEMM packs it; low-rank layers are two of these.
+//! (`cc_conv2d`: implicit-im2col GEMM, f32 weights stored pre-packed; direct
+//! depthwise). A compressed weight is passed as its descriptor and dequantized while
+//! the GEMM packs it; low-rank layers are two of these.
 
-use super::{broadcast_strides, c_f32, gemm_scratch, input, output, strides, unsupported, Cx};
+use super::{
+    broadcast_strides, c_f32, gemm_scratch, input, output, strides, unsupported, Cx, KC, MR,
+};
 use crate::cpu::kernels::conv::resolve_axes;
-use cc_ir::{NodeId, Op, Result};
+use cc_ir::{Graph, NodeId, Op, Result, ValueId};
 use std::fmt::Write;
 
 /// The statements of one MatMul, Gemm or Conv node.
@@ -104,8 +107,8 @@ fn matmul(cx: &mut Cx, node: NodeId) -> Result<String> {
         let _ = write!(oy, " + b{i} * {}", bstr[i] * ys);
     }
     let _ = writeln!(s, "{{");
-    let _ = writeln!(s, "  cc_mat A = {{{wa}, {oa}, {k}, 1, 0, 0}};");
-    let _ = writeln!(s, "  cc_mat B = {{{wb}, {ob}, {n}, 1, 0, 0}};");
+    let _ = writeln!(s, "  cc_mat A = {{{wa}, {oa}, {k}, 1, 0, 0, 0}};");
+    let _ = writeln!(s, "  cc_mat B = {{{wb}, {ob}, {n}, 1, 0, 0, 0}};");
     let _ = writeln!(
         s,
         "  cc_gemm({m}, {n}, {k}, &A, &B, y + {oy}, {n}, cc_scratch);"
@@ -159,8 +162,8 @@ fn gemm(cx: &mut Cx, node: NodeId, alpha: f32, beta: f32, ta: bool, tb: bool) ->
         "for (long i = 0; i < {m}; i++) for (long j = 0; j < {n}; j++) y[i * {n} + j] = {fill};"
     );
     let _ = writeln!(s, "{{");
-    let _ = writeln!(s, "  cc_mat A = {{{wa}, 0, {ars}, {acs}, 0, 0}};");
-    let _ = writeln!(s, "  cc_mat B = {{{wb}, 0, {brs}, {bcs}, 0, 0}};");
+    let _ = writeln!(s, "  cc_mat A = {{{wa}, 0, {ars}, {acs}, 0, 0, 0}};");
+    let _ = writeln!(s, "  cc_mat B = {{{wb}, 0, {brs}, {bcs}, 0, 0, 0}};");
     let _ = writeln!(s, "  cc_gemm({m}, {n}, {k}, &A, &B, y, {n}, cc_scratch);");
     let _ = writeln!(s, "}}");
     if alpha != 1.0 {
@@ -242,13 +245,83 @@ fn conv(cx: &mut Cx, node: NodeId) -> Result<String> {
         .fused
         .get(&node)
         .map_or((f32::NEG_INFINITY, f32::INFINITY), |&(_, lo, hi)| (lo, hi));
+    let packed = if cx.packed.contains(&w) {
+        cx.ptr(w)?
+    } else {
+        "(const float *)0".into()
+    };
     let _ = writeln!(
         s,
-        "cc_conv2d(&p, {}, {wexpr}, {b}, {}, cc_scratch, {}, {});",
+        "cc_conv2d(&p, {}, {wexpr}, {b}, {}, cc_scratch, {}, {}, {packed});",
         cx.ptr(x)?,
         cx.ptr(y)?,
         c_f32(lo),
         c_f32(hi)
     );
     Ok(s)
+}
+
+/// For a Conv whose f32 weight can be stored pre-packed (a constant read only by this
+/// node, not depthwise): the weight and (groups, rows per group, columns per group).
+pub fn prepack_layout(g: &Graph, node: NodeId) -> Option<(ValueId, usize, usize, usize)> {
+    let n = g.node(node);
+    let Op::Conv(attrs) = &n.op else { return None };
+    let (x, w) = (n.input(0)?, n.input(1)?);
+    let t = g.const_data(w)?;
+    if t.dtype() != cc_ir::DType::F32 || g.value(w).uses().len() != 1 || n.input(0) == Some(w) {
+        return None;
+    }
+    let sw = t.shape();
+    let c = *crate::c::prepare::static_shape(g, x).ok()?.get(1)?;
+    let groups = usize::try_from(attrs.group()).ok()?;
+    let m = *sw.first()?;
+    let taps: usize = sw.iter().skip(2).product();
+    if groups == 0 || m % groups != 0 || sw.len() < 3 || (groups == c && m == c && taps <= 64) {
+        return None;
+    }
+    Some((w, groups, m / groups, sw.iter().skip(1).product()))
+}
+
+/// `w` ([groups·mg, kg] row-major) in the runtime's packed left-operand layout: per
+/// group, per depth block of `KC`, `MR`-row panels stored `[k][MR]` (rows past `mg`
+/// zero).
+pub fn prepack(w: &[f32], groups: usize, mg: usize, kg: usize) -> Vec<f32> {
+    let mp = mg.div_ceil(MR);
+    let mut out = Vec::with_capacity(groups * mp * MR * kg);
+    for gi in 0..groups {
+        for k0 in (0..kg).step_by(KC) {
+            let kc = KC.min(kg - k0);
+            for ip in 0..mp {
+                for k in 0..kc {
+                    for i in 0..MR {
+                        let row = ip * MR + i;
+                        out.push(if row < mg {
+                            w.get((gi * mg + row) * kg + k0 + k).copied().unwrap_or(0.0)
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepack_matches_the_panel_layout() {
+        // 1 group, 7 rows (two panels, the second padded), 3 columns.
+        let w: Vec<f32> = (0..21).map(|v| v as f32).collect();
+        let p = prepack(&w, 1, 7, 3);
+        assert_eq!(p.len(), 2 * MR * 3);
+        // panel 0, k = 1: rows 0..6, column 1
+        assert_eq!(&p[MR..2 * MR], &[1.0, 4.0, 7.0, 10.0, 13.0, 16.0]);
+        // panel 1, k = 0: row 6 then zeros
+        assert_eq!(p[3 * MR], 18.0);
+        assert!(p[3 * MR + 1..4 * MR].iter().all(|&v| v == 0.0));
+    }
 }

@@ -84,6 +84,8 @@ pub struct Cx<'a> {
     pub scratch: usize,
     /// Activations fused into their producer.
     pub fused: fusion::Fused,
+    /// Conv weights stored pre-packed in the blob ([`linalg::prepack`]).
+    pub packed: std::collections::BTreeSet<ValueId>,
 }
 
 impl<'a> Cx<'a> {
