@@ -187,3 +187,37 @@ fn digits_cnn_int8_source_snapshot() {
     assert_eq!(text.matches("= CC_I8;").count(), 5);
     insta::assert_snapshot!("c_digits_cnn_int8", text);
 }
+
+/// vit_tiny's reference output is all zeros (its head is zero-initialised), so the
+/// fixture check above proves little for it: compare the head's input instead, C
+/// against our executor.
+#[test]
+fn vit_tiny_head_input_matches_the_executor() {
+    let Some(shared) = shared_dir() else { return };
+    if !have_cc() {
+        return;
+    }
+    let dir = shared.join("models/vit_tiny");
+    let (mut g, _, _) = compile_fixture(&dir, "", false).unwrap();
+    let order = g.topo_order().unwrap();
+    let head = order
+        .iter()
+        .rev()
+        .find(|&&id| matches!(g.node(id).op, cc_ir::Op::Gemm { .. }))
+        .copied()
+        .unwrap();
+    let x = g.node(head).input(0).unwrap();
+    g.set_outputs(vec![x]);
+    let ins = inputs(&dir);
+    let ex = cc_backends::cpu::CpuExecutor::new(2).unwrap();
+    let want = ex.run(&g, &ins).unwrap();
+    assert!(want[0]
+        .to_f64_numbers()
+        .unwrap()
+        .iter()
+        .any(|&v| v.abs() > 1e-3));
+    let got = run_c(&g, &ins).unwrap();
+    let err = max_rel_error(&got[0], &want[0]).unwrap();
+    println!("vit_tiny head input: max rel error {err:.2e}");
+    assert!(err <= 1e-4, "max rel error {err:.3e}");
+}
