@@ -100,7 +100,10 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
             };
             ax.sort_unstable();
             ax.dedup();
-            let (lo, hi) = (ax[0], ax[ax.len() - 1] + 1);
+            let (Some(&lo), Some(&last)) = (ax.first(), ax.last()) else {
+                return Err(unsupported(g, node, "a reduction of a scalar"));
+            };
+            let hi = last + 1;
             if hi - lo != ax.len() {
                 return Err(unsupported(
                     g,
