@@ -170,3 +170,103 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Test helpers: small graphs built op by op, run through the generated C and compared
+/// with the CPU executor.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+    use crate::backend::{Backend, BackendOptions};
+    use cc_ir::types::known_shape;
+    use cc_ir::{Executor, Graph, Op, ValueId, ValueType};
+
+    /// A graph under construction with one f32 input.
+    pub struct Builder {
+        /// The graph.
+        pub g: Graph,
+        n: usize,
+    }
+
+    impl Builder {
+        /// A graph whose input `x` is f32 of `shape`.
+        pub fn new(shape: &[usize]) -> (Builder, ValueId) {
+            let mut g = Graph::new("t");
+            let x = g
+                .add_value("x", Some(ValueType::tensor(DType::F32, known_shape(shape))))
+                .unwrap();
+            g.set_inputs(vec![x]);
+            (Builder { g, n: 0 }, x)
+        }
+
+        /// An int64 constant.
+        pub fn ints(&mut self, v: &[i64]) -> ValueId {
+            self.n += 1;
+            let t = Tensor::from_i64(vec![v.len()], v.to_vec()).unwrap();
+            self.g.add_const(&format!("c{}", self.n), t).unwrap()
+        }
+
+        /// Adds `op` over `inputs`; returns its output.
+        pub fn op(&mut self, op: Op, inputs: &[Option<ValueId>]) -> ValueId {
+            self.n += 1;
+            let y = self.g.add_value(&format!("v{}", self.n), None).unwrap();
+            self.g
+                .add_node(&format!("n{}", self.n), op, inputs.to_vec(), vec![Some(y)])
+                .unwrap();
+            y
+        }
+
+        /// Sets the outputs, infers shapes, runs the C (when a compiler is there) and the
+        /// executor on `x`, and asserts they agree within `tol` relative.
+        pub fn check(mut self, outputs: &[ValueId], x: Tensor, tol: f64) {
+            self.g.set_outputs(outputs.to_vec());
+            cc_ir::infer::infer_shapes(&mut self.g).unwrap();
+            let be = crate::c::CBackend;
+            if let Err(e) = be.check() {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{e}");
+                eprintln!("SKIPPED: {e}");
+                return;
+            }
+            let want = crate::cpu::CpuExecutor::new(1)
+                .unwrap()
+                .run(&self.g, std::slice::from_ref(&x))
+                .unwrap();
+            let art = be.lower(&self.g, &BackendOptions::default()).unwrap();
+            let dir = std::env::temp_dir().join(format!(
+                "cc-c-kit-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            art.write_to(&dir).unwrap();
+            let exe = build(
+                &dir,
+                "model",
+                &["-O1", "-std=c99", "-Wall", "-Wextra", "-Werror"],
+            )
+            .unwrap();
+            let shapes: Vec<(DType, Vec<usize>)> = want
+                .iter()
+                .map(|t| (t.dtype(), t.shape().to_vec()))
+                .collect();
+            let (got, _) = run(&exe, &dir, "model", &[x], &shapes, 1).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                let (a, b) = (a.to_f64_numbers().unwrap(), b.to_f64_numbers().unwrap());
+                let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f64, |m, (p, q)| m.max((p - q).abs()))
+                    / scale;
+                assert!(err <= tol, "max rel error {err:.3e}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    /// `0.1, 0.2, ...` minus an offset, in `shape`.
+    pub fn ramp(shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| (i as f32) * 0.1 - 1.0).collect();
+        Tensor::from_f32_vec(shape.to_vec(), v).unwrap()
+    }
+}

@@ -274,3 +274,35 @@ fn gather_nd(cx: &mut Cx, node: NodeId, batch_dims: i64) -> Result<String> {
     let _ = writeln!(s, "}}");
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::c::toolchain::testkit::{ramp, Builder};
+    use cc_ir::Op;
+
+    #[test]
+    fn transpose_slice_gather_concat_split_match_the_executor() {
+        let (mut b, x) = Builder::new(&[2, 3, 4]);
+        let t = b.op(
+            Op::Transpose {
+                perm: Some(vec![2, 0, 1]),
+            },
+            &[Some(x)],
+        );
+        // [4,2,3] -> rows 3 and 1 (negative step is refused; use step 2 from 1)
+        let (st, en, ax, sp) = (
+            b.ints(&[1, -3]),
+            b.ints(&[4, 3]),
+            b.ints(&[0, 2]),
+            b.ints(&[2, 1]),
+        );
+        let s = b.op(
+            Op::Slice,
+            &[Some(t), Some(st), Some(en), Some(ax), Some(sp)],
+        );
+        let idx = b.ints(&[1, -2, 0]);
+        let gth = b.op(Op::Gather { axis: Some(1) }, &[Some(s), Some(idx)]);
+        let cat = b.op(Op::Concat { axis: 0 }, &[Some(gth), Some(gth)]);
+        b.check(&[cat, t], ramp(&[2, 3, 4]), 0.0);
+    }
+}

@@ -163,3 +163,38 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::c::toolchain::testkit::{ramp, Builder};
+    use cc_ir::op::{GlobalPoolOp, PoolAttrs, ReduceOp};
+    use cc_ir::Op;
+
+    #[test]
+    fn softmax_reduce_pools_match_the_executor() {
+        let (mut b, x) = Builder::new(&[1, 2, 5, 5]);
+        let sm = b.op(Op::Softmax { axis: Some(1) }, &[Some(x)]);
+        let axes = b.ints(&[2, 3]);
+        let rm = b.op(
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes: None,
+                keepdims: Some(1),
+                noop_with_empty_axes: None,
+            },
+            &[Some(x), Some(axes)],
+        );
+        let mp = b.op(
+            Op::MaxPool(PoolAttrs {
+                kernel_shape: Some(vec![3, 3]),
+                strides: Some(vec![2, 2]),
+                pads: Some(vec![1, 1, 1, 1]),
+                ceil_mode: Some(1),
+                ..Default::default()
+            }),
+            &[Some(x)],
+        );
+        let gp = b.op(Op::GlobalPool(GlobalPoolOp::Max), &[Some(x)]);
+        b.check(&[sm, rm, mp, gp], ramp(&[1, 2, 5, 5]), 1e-6);
+    }
+}
