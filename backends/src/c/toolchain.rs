@@ -205,6 +205,19 @@ pub(crate) mod testkit {
             self.g.add_const(&format!("c{}", self.n), t).unwrap()
         }
 
+        /// An f32 constant of `shape` (values from [`ramp`], scaled by `k`).
+        pub fn floats(&mut self, shape: &[usize], k: f32) -> ValueId {
+            self.n += 1;
+            let v: Vec<f32> = ramp(shape)
+                .to_f32()
+                .unwrap()
+                .iter()
+                .map(|x| x * k)
+                .collect();
+            let t = Tensor::from_f32_vec(shape.to_vec(), v).unwrap();
+            self.g.add_const(&format!("c{}", self.n), t).unwrap()
+        }
+
         /// Adds `op` over `inputs`; returns its output.
         pub fn op(&mut self, op: Op, inputs: &[Option<ValueId>]) -> ValueId {
             self.n += 1;

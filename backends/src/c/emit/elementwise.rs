@@ -246,6 +246,39 @@ pub fn emit(cx: &mut Cx, node: NodeId) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::c::toolchain::testkit::{ramp, Builder};
+
+    #[test]
+    fn elementwise_ops_match_the_executor() {
+        let (mut b, x) = Builder::new(&[2, 3, 4]);
+        let row = b.floats(&[4], 0.7);
+        let col = b.floats(&[3, 1], 1.3);
+        let two = b.floats(&[1], -2.0);
+        let add = b.op(Op::Binary(BinaryOp::Add), &[Some(x), Some(row)]);
+        let div = b.op(Op::Binary(BinaryOp::Div), &[Some(add), Some(col)]);
+        let pw = b.op(Op::Binary(BinaryOp::Pow), &[Some(div), Some(two)]);
+        let erf = b.op(Op::Unary(UnaryOp::Erf), &[Some(div)]);
+        let sig = b.op(Op::Unary(UnaryOp::Sigmoid), &[Some(erf)]);
+        let lt = b.op(Op::Binary(BinaryOp::Less), &[Some(x), Some(col)]);
+        let wh = b.op(Op::Where, &[Some(lt), Some(sig), Some(pw)]);
+        let lo = b.floats(&[1], -0.0);
+        let cl = b.op(Op::Clip, &[Some(div), Some(lo), None]);
+        let gelu = b.op(Op::Gelu { approximate: None }, &[Some(div)]);
+        let mx = b.op(
+            Op::Variadic(VariadicOp::Max),
+            &[Some(cl), Some(gelu), Some(row)],
+        );
+        let cast = b.op(
+            Op::Cast {
+                to: DType::I64,
+                saturate: None,
+            },
+            &[Some(add)],
+        );
+        let shape = b.ints(&[3, 2, 3, 4]);
+        let ex = b.op(Op::Expand, &[Some(col), Some(shape)]);
+        b.check(&[wh, mx, cast, ex], ramp(&[2, 3, 4]), 1e-6);
+    }
 
     #[test]
     fn expressions_by_type() {

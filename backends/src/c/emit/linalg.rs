@@ -311,6 +311,49 @@ pub fn prepack(w: &[f32], groups: usize, mg: usize, kg: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::c::toolchain::testkit::{ramp, Builder};
+    use cc_ir::op::ConvAttrs;
+
+    #[test]
+    fn matmul_gemm_conv_match_the_executor() {
+        let (mut b, x) = Builder::new(&[1, 4, 6, 6]);
+        // grouped, strided, dilated, asymmetric padding
+        let w = b.floats(&[6, 2, 3, 3], 0.05);
+        let bias = b.floats(&[6], 1.0);
+        let conv = Op::Conv(ConvAttrs {
+            group: Some(2),
+            strides: Some(vec![2, 1]),
+            dilations: Some(vec![1, 2]),
+            pads: Some(vec![1, 2, 0, 1]),
+            ..Default::default()
+        });
+        let c = b.op(conv, &[Some(x), Some(w), Some(bias)]);
+        // depthwise with Relu fused
+        let wd = b.floats(&[4, 1, 3, 3], 0.1);
+        let dw = Op::Conv(ConvAttrs {
+            group: Some(4),
+            pads: Some(vec![1, 1, 1, 1]),
+            ..Default::default()
+        });
+        let d = b.op(dw, &[Some(x), Some(wd)]);
+        let r = b.op(Op::Unary(cc_ir::op::UnaryOp::Relu), &[Some(d)]);
+        // batched MatMul with a broadcast right operand: [1,4,6,6] x [6,5]
+        let m = b.floats(&[6, 5], 0.3);
+        let mm = b.op(Op::MatMul, &[Some(x), Some(m)]);
+        // Gemm with transA, alpha, beta and a row bias: A = x viewed [24,6]^T
+        let shape = b.ints(&[24, 6]);
+        let a = b.op(Op::Reshape { allowzero: None }, &[Some(x), Some(shape)]);
+        let bb = b.floats(&[24, 3], 0.2);
+        let cc = b.floats(&[3], 1.0);
+        let gemm = Op::Gemm {
+            alpha: Some(0.5),
+            beta: Some(2.0),
+            trans_a: Some(1),
+            trans_b: None,
+        };
+        let gm = b.op(gemm, &[Some(a), Some(bb), Some(cc)]);
+        b.check(&[c, r, mm, gm], ramp(&[1, 4, 6, 6]), 1e-5);
+    }
 
     #[test]
     fn prepack_matches_the_panel_layout() {
