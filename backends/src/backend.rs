@@ -12,12 +12,17 @@ pub struct BackendOptions {
     /// Prefix of the generated C API symbols and the base name of the files
     /// (`model` gives `model.c`, `model.h`, `model_run(...)`).
     pub symbol_prefix: String,
+    /// Shapes of the graph's runtime inputs, in order, that replace symbolic or unknown
+    /// dimensions (a backend generating fixed-size code specialises to them); empty:
+    /// the graph's own shapes, which must then be static.
+    pub input_shapes: Vec<Vec<usize>>,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions {
             symbol_prefix: "model".into(),
+            input_shapes: Vec::new(),
         }
     }
 }

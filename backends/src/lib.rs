@@ -1,9 +1,11 @@
 //! cc-backends: executors and code generators for the cc-compile IR.
 //!
 //! [`cpu::CpuExecutor`] runs graphs (implementing [`cc_ir::Executor`]); the constant
-//! evaluator [`cpu::eval`] also serves constant folding.
+//! evaluator [`cpu::eval`] also serves constant folding. [`c::CBackend`] generates C.
 
 pub mod backend;
+pub mod c;
 pub mod cpu;
 
 pub use backend::{Artifact, ArtifactFile, Backend, BackendOptions};
+pub use c::CBackend;

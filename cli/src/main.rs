@@ -69,6 +69,14 @@ struct Cli {
     /// Seed for passes that draw random numbers.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Backend: `onnx` writes a model (or `--emit ir`), `c` writes C sources, a header
+    /// and a weights blob into the folder `-o DIR` (default MODEL.cc.c/ beside the input).
+    #[arg(long, value_enum, default_value_t = BackendKind::Onnx)]
+    backend: BackendKind,
+    /// Shape of a runtime input for `--backend c` (`1x3x224x224`), one per input in
+    /// order; needed when the model's inputs have symbolic dimensions.
+    #[arg(long = "input-shape", value_name = "AxBx..")]
+    input_shapes: Vec<String>,
     /// Calibration data for data-aware passes (`prune{criterion=activation}`,
     /// `reconstruct=true`): a TensorProto file for a one-input model, or a folder of
     /// input_<i>.pb files; axis 0 is the batch.
@@ -83,6 +91,15 @@ enum Emit {
     Onnx,
     /// The IR wire format.
     Ir,
+}
+
+/// What a compile writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendKind {
+    /// An ONNX model (or the IR wire format with `--emit ir`).
+    Onnx,
+    /// C99 sources, header, weights blob, driver, Makefile and README in a folder.
+    C,
 }
 
 /// Subcommands besides compiling.
@@ -186,6 +203,17 @@ fn run(cli: Cli) -> Result<()> {
         bail!("no input model given (usage: cc-compile [--passes P] MODEL.onnx -o OUT.onnx)");
     };
     let pipeline = Pipeline::parse(&cli.passes)?;
+    if cli.backend == BackendKind::C && cli.emit == Emit::Ir {
+        bail!("--emit ir writes a model; it cannot be combined with --backend c");
+    }
+    if cli.backend != BackendKind::C && !cli.input_shapes.is_empty() {
+        bail!("--input-shape is for --backend c");
+    }
+    let input_shapes = cli
+        .input_shapes
+        .iter()
+        .map(|s| parse_shape(s))
+        .collect::<Result<Vec<_>>>()?;
     let print_ir_after = cli.print_ir_after.as_deref().map(|p| {
         if p == "all" {
             PrintAfter::All
@@ -195,9 +223,10 @@ fn run(cli: Cli) -> Result<()> {
     });
     let output = cli.output.clone().unwrap_or_else(|| {
         let onnx = default_output(model);
-        match cli.emit {
-            Emit::Onnx => onnx,
-            Emit::Ir => onnx.with_extension("ccir"),
+        match (cli.backend, cli.emit) {
+            (BackendKind::C, _) => onnx.with_extension("c"),
+            (BackendKind::Onnx, Emit::Onnx) => onnx,
+            (BackendKind::Onnx, Emit::Ir) => onnx.with_extension("ccir"),
         }
     });
 
@@ -232,9 +261,13 @@ fn run(cli: Cli) -> Result<()> {
     if cli.print_ir {
         print!("{}", cc_ir::printer::print_graph(&graph));
     }
-    match cli.emit {
-        Emit::Onnx => cc_ir::onnx::save_model(&graph, &output)?,
-        Emit::Ir => cc_ir::onnx::write_file_atomic(&output, &cc_ir::ir_wire::encode(&graph))?,
+    match (cli.backend, cli.emit) {
+        (BackendKind::C, _) => write_c(&graph, input_shapes, &output)
+            .with_context(|| format!("{}", model.display()))?,
+        (BackendKind::Onnx, Emit::Onnx) => cc_ir::onnx::save_model(&graph, &output)?,
+        (BackendKind::Onnx, Emit::Ir) => {
+            cc_ir::onnx::write_file_atomic(&output, &cc_ir::ir_wire::encode(&graph))?
+        }
     }
     report.peak_memory_bytes = memory::peak_rss_bytes();
     if cli.report {
@@ -308,6 +341,41 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `1x3x224x224` -> `[1, 3, 224, 224]`.
+fn parse_shape(s: &str) -> Result<Vec<usize>> {
+    s.split(['x', 'X', ','])
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--input-shape {s:?}: {d:?} is not a dimension"))
+        })
+        .collect()
+}
+
+/// Lowers `g` with the C backend and writes the files into the folder `out`.
+fn write_c(g: &cc_ir::Graph, input_shapes: Vec<Vec<usize>>, out: &Path) -> Result<()> {
+    use cc_backends::Backend;
+    if input_shapes.is_empty() {
+        for v in cc_backends::c::prepare::runtime_inputs(g) {
+            let val = g.value(v);
+            let shape = val.ty.as_ref().and_then(|t| t.shape());
+            if shape.is_none_or(|s| s.iter().any(|d| d.known().is_none())) {
+                bail!(
+                    "input {} has no static shape; give it with --input-shape (e.g. 1x3x224x224)",
+                    val.name()
+                );
+            }
+        }
+    }
+    let opts = cc_backends::BackendOptions {
+        input_shapes,
+        ..Default::default()
+    };
+    let art = cc_backends::CBackend.lower(g, &opts)?;
+    art.write_to(out)?;
+    Ok(())
+}
+
 /// `dir/model.onnx` -> `dir/model.cc.onnx`.
 fn default_output(model: &Path) -> PathBuf {
     let stem = model
@@ -320,6 +388,13 @@ fn default_output(model: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_shapes_parse() {
+        assert_eq!(parse_shape("1x3x224x224").unwrap(), vec![1, 3, 224, 224]);
+        assert_eq!(parse_shape("4").unwrap(), vec![4]);
+        assert!(parse_shape("1xNx2").is_err());
+    }
 
     #[test]
     fn default_output_sits_beside_the_input() {

@@ -20,6 +20,10 @@
 //! onnxruntime for every file, and by our executor) and compile time (see
 //! `cc-bench/quant.rs`).
 //!
+//! `cc-bench c [--runs N] [--threads T] [MODEL_DIR ...]`: the generated C (`--backend
+//! c`, built with `cc -O3 -march=native`) against onnxruntime on resnet18 and
+//! mobilenet_v2 (see `cc-bench/c.rs`).
+//!
 //! The `groups s` column is the median wall time of `cc-compile groups MODEL` (import ->
 //! fix symbolic dims -> canonicalize -> group discovery -> report) per model. After the
 //! models, one more row times `prune{ratio=0.5}` end to end on resnet18 (import ->
@@ -30,6 +34,8 @@
 
 use cc_ir::Executor;
 
+#[path = "cc-bench/c.rs"]
+mod c;
 #[path = "cc-bench/quant.rs"]
 mod quant;
 
@@ -58,6 +64,10 @@ fn run() -> Result<(), String> {
         Some("quant") => {
             args.remove(0);
             quant::quant_mode(args)
+        }
+        Some("c") => {
+            args.remove(0);
+            c::c_mode(args)
         }
         _ => compile_mode(args),
     }
