@@ -360,8 +360,15 @@ fn write_c(g: &cc_ir::Graph, input_shapes: Vec<Vec<usize>>, out: &Path) -> Resul
             let val = g.value(v);
             let shape = val.ty.as_ref().and_then(|t| t.shape());
             if shape.is_none_or(|s| s.iter().any(|d| d.known().is_none())) {
+                // Suggest the known dimensions with every symbolic one (the batch) at 1.
+                let example = shape.map_or("1x3x224x224".to_string(), |s| {
+                    s.iter()
+                        .map(|d| d.known().unwrap_or(1).to_string())
+                        .collect::<Vec<_>>()
+                        .join("x")
+                });
                 bail!(
-                    "input {} has no static shape; give it with --input-shape (e.g. 1x3x224x224)",
+                    "input {:?} has no static shape; give it with --input-shape (e.g. {example})",
                     val.name()
                 );
             }
