@@ -1,0 +1,344 @@
+//! The CUDA backend end to end.
+//!
+//! - Snapshots of the generated `.cu` for digits_cnn in float32 and int8 (per-channel
+//!   quantized weights dequantized inside the GEMM/convolution kernels).
+//! - On a machine where `check()` passes: digits_cnn (fp32, int8) and resnet18 (fp32)
+//!   run on the GPU and match within 1e-3 relative (fp32 against the fixture's
+//!   reference output, int8 against our CPU executor on the same quantized graph).
+//!   Elsewhere — also under CI, which has no GPU — the test prints check()'s reason.
+//! - Without a GPU the generated kernels still run: the same `.cu` is compiled as C++20
+//!   with the host compiler against a small shim (threads of a block are OS threads,
+//!   `__syncthreads` a barrier, `__shared__` a function-local static since blocks run
+//!   one after another) and its outputs are checked like the GPU's.
+
+use cc_backends::cuda::{bind_input_shapes, check, plan, source, CudaRunner, Plan};
+use cc_backends::{Backend, BackendOptions};
+use cc_ir::{Executor, Graph, Tensor};
+use cc_tests::{load_inferred, max_rel_error, reference_output, run_pipeline, shared_dir, test_inputs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The fixture `name` after canonicalization and `spec`, with the test inputs' shapes
+/// bound; plus those inputs.
+fn compiled(shared: &Path, name: &str, spec: &str) -> (Graph, Vec<Tensor>, PathBuf) {
+    let dir = shared.join("models").join(name);
+    let mut g = load_inferred(&dir);
+    run_pipeline(&mut g, spec).unwrap();
+    let inputs: Vec<Tensor> = test_inputs(&dir)
+        .iter()
+        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+        .collect();
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    (bind_input_shapes(&g, &shapes).unwrap(), inputs, dir)
+}
+
+fn cpu(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
+    cc_backends::cpu::CpuExecutor::new(2)
+        .unwrap()
+        .run(g, inputs)
+        .unwrap()
+}
+
+#[test]
+fn cuda_source_snapshots_of_digits_cnn() {
+    let Some(shared) = shared_dir() else { return };
+    for (label, spec) in [("fp32", ""), ("int8", "quant{bits=8}")] {
+        let (g, _, _) = compiled(&shared, "digits_cnn", spec);
+        let art = cc_backends::cuda::CudaBackend
+            .lower(&g, &BackendOptions::default())
+            .unwrap();
+        let names: Vec<&str> = art.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["model.cu", "model.weights.bin", "README.md"]);
+        let cu = String::from_utf8(art.files[0].bytes.clone()).unwrap();
+        let p = plan(&g).unwrap();
+        // One kernel per Conv/Gemm (each with its Relu fused) and one for MaxPool;
+        // Flatten is an alias.
+        let bases: Vec<String> = p.kernels.iter().map(|k| k.name[4..].to_string()).collect();
+        let dq = if label == "int8" { "_dq" } else { "" };
+        assert_eq!(
+            bases,
+            [
+                format!("conv{dq}_relu"),
+                format!("conv{dq}_relu"),
+                "maxpool".to_string(),
+                format!("conv{dq}_relu"),
+                format!("gemm{dq}_relu"),
+                format!("gemm{dq}"),
+            ],
+            "{label}"
+        );
+        // The weights live in the blob, not in the source.
+        assert!(cu.len() < 40_000, "{label}: {} bytes of source", cu.len());
+        assert_eq!(art.files[1].bytes, p.weights);
+        if label == "int8" {
+            assert!(cu.contains("int c = (int)(signed char)q[i];"));
+            let fp32 = plan(&compiled(&shared, "digits_cnn", "").0).unwrap();
+            assert!(
+                p.weights.len() * 3 < fp32.weights.len(),
+                "int8 blob {} vs fp32 {}",
+                p.weights.len(),
+                fp32.weights.len()
+            );
+        }
+        insta::assert_snapshot!(format!("cuda_digits_cnn_{label}"), cu);
+    }
+}
+
+#[test]
+fn symbolic_shapes_and_unsupported_ops_are_named() {
+    let Some(shared) = shared_dir() else { return };
+    let g = load_inferred(&shared.join("models/digits_cnn"));
+    let e = plan(&g).unwrap_err().to_string();
+    assert!(e.contains("symbolic dimension N"), "{e}");
+    let g = load_inferred(&shared.join("models/tiny_lm"));
+    let shapes = cc_backends::cuda::input_shapes_with(&g, 1).unwrap();
+    let e = bind_input_shapes(&g, &shapes)
+        .and_then(|g| plan(&g))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cuda backend: node") || e.contains("float32"), "{e}");
+}
+
+/// Runs the fixture on the GPU; fp32 against the reference output, quantized against
+/// our CPU executor.
+fn gpu_case(shared: &Path, name: &str, spec: &str) {
+    let (g, inputs, dir) = compiled(shared, name, spec);
+    let mut r = CudaRunner::new(&g).unwrap();
+    let got = r.run(&inputs).unwrap();
+    let again = r.run(&inputs).unwrap();
+    assert_eq!(got, again, "{name} {spec}: a second run differs");
+    let want = if spec.is_empty() {
+        reference_output(&dir).unwrap()
+    } else {
+        cpu(&g, &inputs).remove(0)
+    };
+    let err = max_rel_error(&got[0], &want).unwrap();
+    println!("gpu {name} {spec:?}: max relative error {err:.2e}");
+    assert!(err <= 1e-3, "{name} {spec}: {err}");
+}
+
+#[test]
+fn fixtures_run_on_the_gpu() {
+    if let Err(e) = check() {
+        // Not a failure, even under CI: CI machines have no GPU.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: cuda: {e}");
+        return;
+    }
+    let Some(shared) = shared_dir() else { return };
+    gpu_case(&shared, "digits_cnn", "");
+    gpu_case(&shared, "digits_cnn", "quant{bits=8}");
+    gpu_case(&shared, "digits_cnn", "quant{bits=4,granularity=block,block=32}");
+    gpu_case(&shared, "resnet18", "");
+    gpu_case(&shared, "resnet18", "quant{bits=8}");
+}
+
+// ---- the generated kernels compiled as C++ and run on the CPU -------------------------
+
+const SHIM: &str = r#"
+#include <math.h>
+#include <barrier>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+struct cc_dim3 { unsigned x, y, z; };
+static thread_local cc_dim3 threadIdx, blockIdx;
+static std::barrier<>* cc_bar;
+static void __syncthreads() { cc_bar->arrive_and_wait(); }
+static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __CUDACC_RTC__ 1
+"#;
+
+const DRIVER_HEAD: &str = r#"
+static void cc_launch(unsigned gx, unsigned gy, unsigned gz, unsigned block, const std::function<void()>& f) {
+    std::barrier<> bar(block);
+    cc_bar = &bar;
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < block; ++t)
+        ts.emplace_back([&, t] {
+            threadIdx = {t, 0, 0};
+            for (unsigned z = 0; z < gz; ++z)
+                for (unsigned y = 0; y < gy; ++y)
+                    for (unsigned x = 0; x < gx; ++x) {
+                        blockIdx = {x, y, z};
+                        f();
+                        bar.arrive_and_wait();
+                    }
+        });
+    for (auto& t : ts) t.join();
+}
+static std::vector<float> cc_read(const char* path, size_t bytes) {
+    std::vector<float> v(bytes / 4 + 1, 0.0f);
+    FILE* f = fopen(path, "rb");
+    if (!f || fread(v.data(), 1, bytes, f) != bytes) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
+    fclose(f);
+    return v;
+}
+"#;
+
+/// A C++ `main` running `plan`'s kernels: argv = weights file, one raw f32 file per
+/// input, then one output path per output.
+fn driver(plan: &Plan) -> String {
+    let mut s = String::from(DRIVER_HEAD);
+    s.push_str("int main(int argc, char** argv) {\n");
+    s.push_str(&format!(
+        "    if (argc != {}) return 3;\n    std::vector<float> wv = cc_read(argv[1], {});\n    const unsigned char* weights = (const unsigned char*)wv.data();\n    std::vector<float> sv({} / 4 + 1, 0.0f);\n    unsigned char* workspace = (unsigned char*)sv.data();\n",
+        2 + plan.inputs.len() + plan.outputs.len(),
+        plan.weights.len(),
+        plan.workspace_bytes
+    ));
+    for (i, io) in plan.inputs.iter().enumerate() {
+        let bytes = 4 * io.shape.iter().product::<usize>();
+        s.push_str(&format!(
+            "    {{ std::vector<float> x = cc_read(argv[{}], {bytes}); memcpy(workspace + {}, x.data(), {bytes}); }}\n",
+            2 + i,
+            io.offset
+        ));
+    }
+    for k in &plan.kernels {
+        let args = k
+            .args
+            .iter()
+            .map(|a| {
+                let base = match a.space {
+                    cc_backends::cuda::plan::Space::Weights => "weights",
+                    cc_backends::cuda::plan::Space::Workspace => "workspace",
+                };
+                format!("({})({base} + {})", a.ty, a.offset)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.push_str(&format!(
+            "    cc_launch({}, {}, {}, {}, [&] {{ {}({args}); }});\n",
+            k.grid[0], k.grid[1], k.grid[2], k.block, k.name
+        ));
+    }
+    for (i, io) in plan.outputs.iter().enumerate() {
+        let bytes = 4 * io.shape.iter().product::<usize>();
+        s.push_str(&format!(
+            "    {{ FILE* f = fopen(argv[{}], \"wb\"); fwrite(workspace + {}, 1, {bytes}, f); fclose(f); }}\n",
+            2 + plan.inputs.len() + i,
+            io.offset
+        ));
+    }
+    s.push_str("    return 0;\n}\n");
+    s
+}
+
+/// Compiles the generated source with the host C++ compiler and runs it on `inputs`;
+/// `None` (after printing why) when there is no C++20 compiler.
+fn emulate(plan: &Plan, inputs: &[Tensor]) -> Option<Vec<Tensor>> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("emu.cpp");
+    let cu = source::render(plan, "model");
+    std::fs::write(&src, format!("{SHIM}\n{cu}\n{}", driver(plan))).unwrap();
+    let exe = dir.path().join("emu");
+    let out = Command::new(&cxx)
+        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function", "-Werror"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no C++ compiler {cxx:?}: {e}");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "the generated source does not compile as C++:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wfile = dir.path().join("w.bin");
+    std::fs::write(&wfile, &plan.weights).unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&wfile);
+    for (i, t) in inputs.iter().enumerate() {
+        let p = dir.path().join(format!("in{i}.bin"));
+        let bytes: Vec<u8> = t.to_f32().unwrap().iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(&p, bytes).unwrap();
+        cmd.arg(p);
+    }
+    let outs: Vec<PathBuf> = (0..plan.outputs.len())
+        .map(|i| dir.path().join(format!("out{i}.bin")))
+        .collect();
+    cmd.args(&outs);
+    let st = cmd.status().unwrap();
+    assert!(st.success(), "the emulated kernels failed: {st}");
+    Some(
+        plan.outputs
+            .iter()
+            .zip(&outs)
+            .map(|(io, p)| {
+                let b = std::fs::read(p).unwrap();
+                let v: Vec<f32> = b
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Tensor::from_f32(io.shape.clone(), v).unwrap()
+            })
+            .collect(),
+    )
+}
+
+fn emulated_case(shared: &Path, name: &str, spec: &str) -> Option<f64> {
+    let (g, inputs, dir) = compiled(shared, name, spec);
+    let p = plan(&g).unwrap();
+    let got = emulate(&p, &inputs)?;
+    let want = if spec.is_empty() {
+        reference_output(&dir).unwrap()
+    } else {
+        cpu(&g, &inputs).remove(0)
+    };
+    let err = max_rel_error(&got[0], &want).unwrap();
+    println!(
+        "emulated {name} {spec:?}: {} kernels, max relative error {err:.2e}",
+        p.kernels.len()
+    );
+    assert!(err <= 1e-3, "{name} {spec}: {err}");
+    Some(err)
+}
+
+#[test]
+fn generated_kernels_compute_digits_cnn_on_the_cpu() {
+    let Some(shared) = shared_dir() else { return };
+    for spec in [
+        "",
+        "quant{bits=8}",
+        "quant{bits=8,symmetric=false}",
+        "quant{bits=4,granularity=block,block=32}",
+    ] {
+        if emulated_case(&shared, "digits_cnn", spec).is_none() {
+            return;
+        }
+    }
+}
+
+/// resnet18 through the emulator: slow (every block's threads are OS threads), so
+/// only with `CC_CUDA_EMULATE_RESNET=1`.
+#[test]
+fn generated_kernels_compute_resnet18_on_the_cpu() {
+    if std::env::var("CC_CUDA_EMULATE_RESNET").as_deref() != Ok("1") {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: resnet18 emulation (set CC_CUDA_EMULATE_RESNET=1)"
+        );
+        return;
+    }
+    let Some(shared) = shared_dir() else { return };
+    emulated_case(&shared, "resnet18", "");
+}
