@@ -18,15 +18,15 @@ use cc_tests::{load_inferred, max_rel_error, reference_output, run_pipeline, sha
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The fixture `name` after canonicalization and `spec`, with the test inputs' shapes
-/// bound; plus those inputs.
-fn compiled(shared: &Path, name: &str, spec: &str) -> (Graph, Vec<Tensor>, PathBuf) {
+/// The fixture `name` after canonicalization and `spec`, with the shapes of its first
+/// `rows` test inputs (along axis 0) bound; plus those inputs.
+fn compiled(shared: &Path, name: &str, spec: &str, rows: usize) -> (Graph, Vec<Tensor>, PathBuf) {
     let dir = shared.join("models").join(name);
     let mut g = load_inferred(&dir);
     run_pipeline(&mut g, spec).unwrap();
     let inputs: Vec<Tensor> = test_inputs(&dir)
         .iter()
-        .map(|p| cc_ir::onnx::read_tensor_file(p).unwrap().1)
+        .map(|p| first_rows(&cc_ir::onnx::read_tensor_file(p).unwrap().1, rows))
         .collect();
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
     (bind_input_shapes(&g, &shapes).unwrap(), inputs, dir)
@@ -43,7 +43,7 @@ fn cpu(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
 fn cuda_source_snapshots_of_digits_cnn() {
     let Some(shared) = shared_dir() else { return };
     for (label, spec) in [("fp32", ""), ("int8", "quant{bits=8}")] {
-        let (g, _, _) = compiled(&shared, "digits_cnn", spec);
+        let (g, _, _) = compiled(&shared, "digits_cnn", spec, usize::MAX);
         let art = cc_backends::cuda::CudaBackend
             .lower(&g, &BackendOptions::default())
             .unwrap();
@@ -72,7 +72,7 @@ fn cuda_source_snapshots_of_digits_cnn() {
         assert_eq!(art.files[1].bytes, p.weights);
         if label == "int8" {
             assert!(cu.contains("int c = (int)(signed char)q[i];"));
-            let fp32 = plan(&compiled(&shared, "digits_cnn", "").0).unwrap();
+            let fp32 = plan(&compiled(&shared, "digits_cnn", "", usize::MAX).0).unwrap();
             assert!(
                 p.weights.len() * 3 < fp32.weights.len(),
                 "int8 blob {} vs fp32 {}",
@@ -102,7 +102,7 @@ fn symbolic_shapes_and_unsupported_ops_are_named() {
 /// Runs the fixture on the GPU; fp32 against the reference output, quantized against
 /// our CPU executor.
 fn gpu_case(shared: &Path, name: &str, spec: &str) {
-    let (g, inputs, dir) = compiled(shared, name, spec);
+    let (g, inputs, dir) = compiled(shared, name, spec, usize::MAX);
     let mut r = CudaRunner::new(&g).unwrap();
     let got = r.run(&inputs).unwrap();
     let again = r.run(&inputs).unwrap();
@@ -294,12 +294,26 @@ fn emulate(plan: &Plan, inputs: &[Tensor]) -> Option<Vec<Tensor>> {
     )
 }
 
-fn emulated_case(shared: &Path, name: &str, spec: &str) -> Option<f64> {
-    let (g, inputs, dir) = compiled(shared, name, spec);
+/// The first `n` items (along axis 0) of `t`.
+fn first_rows(t: &Tensor, n: usize) -> Tensor {
+    let mut shape = t.shape().to_vec();
+    let per: usize = shape.iter().skip(1).product();
+    shape[0] = shape[0].min(n);
+    let v = t.to_f32().unwrap();
+    Tensor::from_f32(shape.clone(), v[..shape[0] * per].to_vec()).unwrap()
+}
+
+/// Runs fixture `name` after `spec` through the emulated kernels on its first `rows`
+/// test inputs; fp32 is compared with the reference output, quantized graphs with our
+/// CPU executor. The generated source must contain `needle`.
+fn emulated_case(shared: &Path, name: &str, spec: &str, rows: usize, needle: &str) -> Option<f64> {
+    let (g, inputs, dir) = compiled(shared, name, spec, rows);
     let p = plan(&g).unwrap();
+    let cu = source::render(&p, "model");
+    assert!(cu.contains(needle), "{name} {spec}: no {needle:?} in the source");
     let got = emulate(&p, &inputs)?;
     let want = if spec.is_empty() {
-        reference_output(&dir).unwrap()
+        first_rows(&reference_output(&dir).unwrap(), rows)
     } else {
         cpu(&g, &inputs).remove(0)
     };
@@ -315,13 +329,13 @@ fn emulated_case(shared: &Path, name: &str, spec: &str) -> Option<f64> {
 #[test]
 fn generated_kernels_compute_digits_cnn_on_the_cpu() {
     let Some(shared) = shared_dir() else { return };
-    for spec in [
-        "",
-        "quant{bits=8}",
-        "quant{bits=8,symmetric=false}",
-        "quant{bits=4,granularity=block,block=32}",
+    for (spec, needle) in [
+        ("", "v = fmaxf(v, 0.0f);"),
+        ("quant{bits=8}", "int c = (int)(signed char)q[i];"),
+        ("quant{bits=8,symmetric=false}", "- z[si]"),
+        ("quant{bits=4,granularity=block,block=32}", "c = (c ^ 8) - 8;"),
     ] {
-        if emulated_case(&shared, "digits_cnn", spec).is_none() {
+        if emulated_case(&shared, "digits_cnn", spec, 16, needle).is_none() {
             return;
         }
     }
@@ -340,5 +354,5 @@ fn generated_kernels_compute_resnet18_on_the_cpu() {
         return;
     }
     let Some(shared) = shared_dir() else { return };
-    emulated_case(&shared, "resnet18", "");
+    emulated_case(&shared, "resnet18", "", 1, "_conv_add_relu(");
 }

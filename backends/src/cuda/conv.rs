@@ -62,8 +62,8 @@ pub fn sizes(v: Option<&[i64]>, n: usize, default: usize, what: &str) -> Result<
     }
 }
 
-/// Lowers a Conv node (and the elementwise chain after it).
-pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<(Draft, Vec<NodeId>)> {
+/// Lowers a Conv node and the elementwise `chain` fused after it.
+pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result<Draft> {
     let node = g.node(id);
     let label = g.node_label(id);
     let Op::Conv(attrs) = &node.op else {
@@ -131,7 +131,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<(Draft, Vec<NodeI
         dh = dil.0,
         dw = dil.1,
     );
-    let (chain, code, last) = epilogue(g, id, w, &mut params)?;
+    let (code, last) = epilogue(g, id, chain, w, &mut params)?;
     if let Some(p) = params.first_mut() {
         p.buf = Buf::Value(last);
     }
@@ -153,23 +153,20 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<(Draft, Vec<NodeI
     let mut nodes = vec![label];
     nodes.extend(chain.iter().map(|&c| g.node_label(c)));
     let mut base = String::from(if wt.is_quantized() { "conv_dq" } else { "conv" });
-    for &c in &chain {
+    for &c in chain {
         base.push('_');
         base.push_str(&g.node(c).op.onnx_type().1.to_ascii_lowercase());
     }
-    Ok((
-        Draft {
-            base,
-            nodes,
-            params,
-            helpers: wt.helper("$K_w"),
-            body,
-            grid,
-            block: THREADS,
-            output: last,
-        },
-        chain,
-    ))
+    Ok(Draft {
+        base,
+        nodes,
+        params,
+        helpers: wt.helper("$K_w"),
+        body,
+        grid,
+        block: THREADS,
+        output: last,
+    })
 }
 
 /// The sizes of a 2-D convolution.

@@ -76,11 +76,24 @@ pub fn fusable_consumer(g: &Graph, v: ValueId) -> Option<NodeId> {
     (a == b).then_some(node)
 }
 
-/// The chain starting at `head`: `head` and each fusable consumer after it.
-pub fn chain_from(g: &Graph, head: NodeId) -> Vec<NodeId> {
-    let mut chain = vec![head];
-    let mut cur = head;
-    while let Some(next) = g.node(cur).output(0).and_then(|v| fusable_consumer(g, v)) {
+/// The chain after node `from` (including `from` itself when `with_self`): each
+/// fusable consumer not yet `claimed` by another kernel. The nodes are claimed.
+pub fn chain_from(
+    g: &Graph,
+    from: NodeId,
+    with_self: bool,
+    claimed: &mut std::collections::BTreeSet<NodeId>,
+) -> Vec<NodeId> {
+    let mut chain = if with_self { vec![from] } else { Vec::new() };
+    claimed.insert(from);
+    let mut cur = from;
+    while let Some(next) = g
+        .node(cur)
+        .output(0)
+        .and_then(|v| fusable_consumer(g, v))
+        .filter(|n| !claimed.contains(n))
+    {
+        claimed.insert(next);
         chain.push(next);
         cur = next;
     }

@@ -7,7 +7,7 @@
 //! it loads), the store writes `v` for `(z, m, n)` after the bias and the fused
 //! elementwise epilogue. Conv reuses it as an implicit GEMM ([`super::conv`]).
 
-use super::elementwise::{chain_code, chain_from, fusable_consumer};
+use super::elementwise::chain_code;
 use super::shapes::{broadcast_index, dims, f32_literal, require_f32};
 use super::weights::{Buf, Param, Weights};
 use super::Draft;
@@ -93,30 +93,29 @@ pub fn indent(code: &str, n: usize) -> String {
         .collect::<String>()
 }
 
-/// The fused epilogue after an anchor node: the chain after its output (if any), its
-/// code at flat index `o` and the value finally written.
+/// The fused epilogue after an anchor node: the code of `chain` (the elementwise nodes
+/// after it, possibly none) at flat index `o`, and the value finally written.
 pub fn epilogue(
     g: &Graph,
     anchor: NodeId,
+    chain: &[NodeId],
     w: &mut Weights,
     params: &mut Vec<Param>,
-) -> Result<(Vec<NodeId>, String, cc_ir::ValueId)> {
+) -> Result<(String, cc_ir::ValueId)> {
     let label = g.node_label(anchor);
     let y = g
         .node(anchor)
         .output(0)
         .ok_or_else(|| Error::invalid(format!("node {label} has no output")))?;
     require_f32(g, y, &label)?;
-    let Some(head) = fusable_consumer(g, y) else {
-        return Ok((Vec::new(), String::new(), y));
-    };
-    let chain = chain_from(g, head);
-    let (code, last) = chain_code(g, &chain, Some(y), &dims(g, y)?, "o", w, params)?;
-    Ok((chain, code, last))
+    if chain.is_empty() {
+        return Ok((String::new(), y));
+    }
+    chain_code(g, chain, Some(y), &dims(g, y)?, "o", w, params)
 }
 
-/// Lowers a Gemm or MatMul node (and the elementwise chain after it).
-pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<(Draft, Vec<NodeId>)> {
+/// Lowers a Gemm or MatMul node and the elementwise `chain` fused after it.
+pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result<Draft> {
     let node = g.node(id);
     let label = g.node_label(id);
     let input = |slot: usize| {
@@ -201,7 +200,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<(Draft, Vec<NodeI
             )))
         }
     };
-    let (chain, code, last) = epilogue(g, id, w, &mut params)?;
+    let (code, last) = epilogue(g, id, chain, w, &mut params)?;
     if let Some(p) = params.first_mut() {
         p.buf = Buf::Value(last);
     }
@@ -215,23 +214,20 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<(Draft, Vec<NodeI
     if a.is_quantized() || b.is_quantized() {
         base.push_str("_dq");
     }
-    for &c in &chain {
+    for &c in chain {
         base.push('_');
         base.push_str(&g.node(c).op.onnx_type().1.to_ascii_lowercase());
     }
-    Ok((
-        Draft {
-            base,
-            nodes,
-            params,
-            helpers,
-            body,
-            grid,
-            block: THREADS,
-            output: last,
-        },
-        chain,
-    ))
+    Ok(Draft {
+        base,
+        nodes,
+        params,
+        helpers,
+        body,
+        grid,
+        block: THREADS,
+        output: last,
+    })
 }
 
 fn two(d: &[usize], label: &str) -> Result<[usize; 2]> {

@@ -130,13 +130,13 @@ pub fn plan(g: &Graph) -> Result<Plan> {
         } else {
             match &node.op {
                 Op::Conv(_) => {
-                    let (d, chain) = conv::lower(g, id, &mut w)?;
-                    drafts.push((0, d));
+                    let chain = elementwise::chain_from(g, id, false, &mut claimed);
+                    drafts.push((0, conv::lower(g, id, &chain, &mut w)?));
                     chain
                 }
                 Op::Gemm { .. } | Op::MatMul => {
-                    let (d, chain) = gemm::lower(g, id, &mut w)?;
-                    drafts.push((0, d));
+                    let chain = elementwise::chain_from(g, id, false, &mut claimed);
+                    drafts.push((0, gemm::lower(g, id, &chain, &mut w)?));
                     chain
                 }
                 Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalPool(_) => {
@@ -144,7 +144,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                     Vec::new()
                 }
                 op if elementwise::is_elementwise(op) => {
-                    let chain = elementwise::chain_from(g, id);
+                    let chain = elementwise::chain_from(g, id, true, &mut claimed);
                     drafts.push((0, elementwise::lower_chain(g, &chain, &mut w)?));
                     chain
                 }
@@ -161,7 +161,6 @@ pub fn plan(g: &Graph) -> Result<Plan> {
         if let Some(d) = drafts.last_mut() {
             d.0 = at;
         }
-        claimed.extend(covered);
     }
     drafts.sort_by_key(|(at, _)| *at);
     let drafts: Vec<Draft> = drafts.into_iter().map(|(_, d)| d).collect();
