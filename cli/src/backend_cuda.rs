@@ -64,7 +64,7 @@ mod tests {
         write_cuda(&relu_graph(), dir.path()).unwrap();
         let cu = std::fs::read_to_string(dir.path().join("model.cu")).unwrap();
         assert!(cu.contains("input 0 \"x\": f32[1, 3]"), "{cu}");
-        assert!(cu.contains("v = fmaxf(v, 0.0f);"));
+        assert!(cu.contains("v = fmaxf(e1[o], 0.0f);"), "{cu}");
         assert!(dir.path().join("model.weights.bin").is_file());
         let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
         assert!(readme.contains("model_launch"));

@@ -14,7 +14,9 @@
 use cc_backends::cuda::{bind_input_shapes, check, plan, source, CudaRunner, Plan};
 use cc_backends::{Backend, BackendOptions};
 use cc_ir::{Executor, Graph, Tensor};
-use cc_tests::{load_inferred, max_rel_error, reference_output, run_pipeline, shared_dir, test_inputs};
+use cc_tests::{
+    load_inferred, max_rel_error, reference_output, run_pipeline, shared_dir, test_inputs,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -96,7 +98,10 @@ fn symbolic_shapes_and_unsupported_ops_are_named() {
         .and_then(|g| plan(&g))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("cuda backend: node") || e.contains("float32"), "{e}");
+    assert!(
+        e.contains("cuda backend: node") || e.contains("float32"),
+        "{e}"
+    );
 }
 
 /// Runs the fixture on the GPU; fp32 against the reference output, quantized against
@@ -128,7 +133,11 @@ fn fixtures_run_on_the_gpu() {
     let Some(shared) = shared_dir() else { return };
     gpu_case(&shared, "digits_cnn", "");
     gpu_case(&shared, "digits_cnn", "quant{bits=8}");
-    gpu_case(&shared, "digits_cnn", "quant{bits=4,granularity=block,block=32}");
+    gpu_case(
+        &shared,
+        "digits_cnn",
+        "quant{bits=4,granularity=block,block=32}",
+    );
     gpu_case(&shared, "resnet18", "");
     gpu_case(&shared, "resnet18", "quant{bits=8}");
 }
@@ -244,7 +253,15 @@ fn emulate(plan: &Plan, inputs: &[Tensor]) -> Option<Vec<Tensor>> {
     std::fs::write(&src, format!("{SHIM}\n{cu}\n{}", driver(plan))).unwrap();
     let exe = dir.path().join("emu");
     let out = Command::new(&cxx)
-        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function", "-Werror"])
+        .args([
+            "-std=c++20",
+            "-O2",
+            "-pthread",
+            "-Wall",
+            "-Wno-unknown-pragmas",
+            "-Wno-unused-function",
+            "-Werror",
+        ])
         .arg(&src)
         .arg("-o")
         .arg(&exe)
@@ -268,7 +285,12 @@ fn emulate(plan: &Plan, inputs: &[Tensor]) -> Option<Vec<Tensor>> {
     cmd.arg(&wfile);
     for (i, t) in inputs.iter().enumerate() {
         let p = dir.path().join(format!("in{i}.bin"));
-        let bytes: Vec<u8> = t.to_f32().unwrap().iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes: Vec<u8> = t
+            .to_f32()
+            .unwrap()
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         std::fs::write(&p, bytes).unwrap();
         cmd.arg(p);
     }
@@ -310,7 +332,10 @@ fn emulated_case(shared: &Path, name: &str, spec: &str, rows: usize, needle: &st
     let (g, inputs, dir) = compiled(shared, name, spec, rows);
     let p = plan(&g).unwrap();
     let cu = source::render(&p, "model");
-    assert!(cu.contains(needle), "{name} {spec}: no {needle:?} in the source");
+    assert!(
+        cu.contains(needle),
+        "{name} {spec}: no {needle:?} in the source"
+    );
     let got = emulate(&p, &inputs)?;
     let want = if spec.is_empty() {
         first_rows(&reference_output(&dir).unwrap(), rows)
@@ -333,7 +358,10 @@ fn generated_kernels_compute_digits_cnn_on_the_cpu() {
         ("", "v = fmaxf(v, 0.0f);"),
         ("quant{bits=8}", "int c = (int)(signed char)q[i];"),
         ("quant{bits=8,symmetric=false}", "- z[si]"),
-        ("quant{bits=4,granularity=block,block=32}", "c = (c ^ 8) - 8;"),
+        (
+            "quant{bits=4,granularity=block,block=32}",
+            "c = (c ^ 8) - 8;",
+        ),
     ] {
         if emulated_case(&shared, "digits_cnn", spec, 16, needle).is_none() {
             return;

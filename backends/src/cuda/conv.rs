@@ -30,7 +30,8 @@ pub fn pads_for(
         }
         "VALID" => Ok((0, 0)),
         mode @ ("SAME_UPPER" | "SAME_LOWER") => {
-            let need = (out.saturating_sub(1) * s + (k.saturating_sub(1)) * d + 1).saturating_sub(input);
+            let need =
+                (out.saturating_sub(1) * s + (k.saturating_sub(1)) * d + 1).saturating_sub(input);
             let small = need / 2;
             Ok(if mode == "SAME_UPPER" {
                 (small, need - small)
@@ -208,8 +209,20 @@ impl Geometry {
         let stride = sizes(a.strides.as_deref(), 2, 1, "stride")?;
         let dil = sizes(a.dilations.as_deref(), 2, 1, "dilation")?;
         let auto = a.auto_pad.as_deref();
-        let ph = pads_for(auto, a.pads.as_deref(), 0, 2, (h, oh, kh, stride[0], dil[0]))?;
-        let pw = pads_for(auto, a.pads.as_deref(), 1, 2, (wi, ow, kw, stride[1], dil[1]))?;
+        let ph = pads_for(
+            auto,
+            a.pads.as_deref(),
+            0,
+            2,
+            (h, oh, kh, stride[0], dil[0]),
+        )?;
+        let pw = pads_for(
+            auto,
+            a.pads.as_deref(),
+            1,
+            2,
+            (wi, ow, kw, stride[1], dil[1]),
+        )?;
         Ok(Geometry {
             batch,
             c,

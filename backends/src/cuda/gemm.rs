@@ -46,11 +46,7 @@ pub struct GemmSpec {
 impl GemmSpec {
     /// The kernel body (after the signature) and its grid.
     pub fn body(&self) -> Result<(String, [u32; 3])> {
-        let grid = [
-            self.n.div_ceil(TILE),
-            self.m.div_ceil(TILE),
-            self.batch,
-        ];
+        let grid = [self.n.div_ceil(TILE), self.m.div_ceil(TILE), self.batch];
         if grid[1] > 65535 || grid[2] > 65535 || grid[0] > i32::MAX as usize {
             return Err(Error::unsupported(format!(
                 "cuda backend: GEMM {}x{}x{} (batch {}) exceeds the grid limits",
@@ -157,7 +153,8 @@ pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result
                     "node {label}: Gemm shapes {ad:?} x {bd:?} do not agree"
                 )));
             }
-            let mut store = String::from("    const int o = m * {N} + n;\n".replace("{N}", &n.to_string()));
+            let mut store =
+                String::from("    const int o = m * {N} + n;\n".replace("{N}", &n.to_string()));
             let alpha = alpha.unwrap_or(1.0);
             if alpha != 1.0 {
                 store.push_str(&format!("    v *= {};\n", f32_literal(alpha)));
@@ -181,12 +178,20 @@ pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result
                 batch: 1,
                 load_a: format!(
                     "    v = {};\n",
-                    if ta { la(&format!("k * {m} + m")) } else { la(&format!("m * {k} + k")) }
+                    if ta {
+                        la(&format!("k * {m} + m"))
+                    } else {
+                        la(&format!("m * {k} + k"))
+                    }
                 ),
                 a_k_contig: !ta,
                 load_b: format!(
                     "    v = {};\n",
-                    if tb { lb(&format!("n * {k} + k")) } else { lb(&format!("k * {n} + n")) }
+                    if tb {
+                        lb(&format!("n * {k} + k"))
+                    } else {
+                        lb(&format!("k * {n} + n"))
+                    }
                 ),
                 b_k_contig: tb,
                 store,
@@ -254,8 +259,16 @@ fn matmul_spec(
     if ad.is_empty() || bd.is_empty() {
         return Err(Error::invalid(format!("node {label}: MatMul of a scalar")));
     }
-    let a2: Vec<usize> = if ad.len() == 1 { vec![1, ad[0]] } else { ad.to_vec() };
-    let b2: Vec<usize> = if bd.len() == 1 { vec![bd[0], 1] } else { bd.to_vec() };
+    let a2: Vec<usize> = if ad.len() == 1 {
+        vec![1, ad[0]]
+    } else {
+        ad.to_vec()
+    };
+    let b2: Vec<usize> = if bd.len() == 1 {
+        vec![bd[0], 1]
+    } else {
+        bd.to_vec()
+    };
     let (ar, br) = (a2.len(), b2.len());
     let (m, k) = (a2[ar - 2], a2[ar - 1]);
     let (kb, n) = (b2[br - 2], b2[br - 1]);
@@ -294,9 +307,15 @@ fn matmul_spec(
         n,
         k,
         batch,
-        load_a: format!("    v = {};\n", la(&format!("({za}) * {} + m * {k} + k", m * k))),
+        load_a: format!(
+            "    v = {};\n",
+            la(&format!("({za}) * {} + m * {k} + k", m * k))
+        ),
         a_k_contig: true,
-        load_b: format!("    v = {};\n", lb(&format!("({zb}) * {} + k * {n} + n", k * n))),
+        load_b: format!(
+            "    v = {};\n",
+            lb(&format!("({zb}) * {} + k * {n} + n", k * n))
+        ),
         b_k_contig: false,
         store,
     })

@@ -110,9 +110,17 @@ pub fn plan(g: &Graph) -> Result<Plan> {
         let label = g.node_label(id);
         let covered: Vec<NodeId> = if is_alias(&node.op) {
             let (Some(x), Some(y)) = (node.input(0), node.output(0)) else {
-                return Err(Error::invalid(format!("node {label}: missing input or output")));
+                return Err(Error::invalid(format!(
+                    "node {label}: missing input or output"
+                )));
             };
-            if node.outputs().iter().skip(1).flatten().any(|&v| !g.value(v).uses().is_empty() || g.is_output(v)) {
+            if node
+                .outputs()
+                .iter()
+                .skip(1)
+                .flatten()
+                .any(|&v| !g.value(v).uses().is_empty() || g.is_output(v))
+            {
                 return Err(Error::unsupported(format!(
                     "cuda backend: node {label}: the second output is not supported"
                 )));

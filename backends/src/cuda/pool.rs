@@ -46,7 +46,10 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
         Op::GlobalPool(kind) => {
             let (&b, &c) = (xd.first().unwrap_or(&1), xd.get(1).unwrap_or(&1));
             if xd.len() < 3 {
-                return Err(Error::invalid(format!("node {label}: input rank {}", xd.len())));
+                return Err(Error::invalid(format!(
+                    "node {label}: input rank {}",
+                    xd.len()
+                )));
             }
             let hw: usize = xd[2..].iter().product();
             let (init, step, fin, base) = match kind {
@@ -112,7 +115,9 @@ fn window(
     }
     let k = sizes(a.kernel_shape.as_deref(), 2, 0, "kernel_shape")?;
     if k.contains(&0) {
-        return Err(Error::invalid(format!("node {label}: kernel_shape missing")));
+        return Err(Error::invalid(format!(
+            "node {label}: kernel_shape missing"
+        )));
     }
     let s = sizes(a.strides.as_deref(), 2, 1, "stride")?;
     let d = sizes(a.dilations.as_deref(), 2, 1, "dilation")?;
@@ -172,7 +177,10 @@ mod tests {
         };
         let (base, body, n) = window(&[1, 2, 8, 8], &[1, 2, 4, 4], &a, true, "mp").unwrap();
         assert_eq!((base.as_str(), n), ("maxpool", 32));
-        assert!(body.contains("const int iy = py * 2 - 1 + r * 1;"), "{body}");
+        assert!(
+            body.contains("const int iy = py * 2 - 1 + r * 1;"),
+            "{body}"
+        );
         assert!(body.contains("acc = fmaxf(acc, xp[iy * 8 + ix]);"));
         assert_eq!(body.matches('{').count(), body.matches('}').count());
         let (_, avg, _) = window(&[1, 2, 8, 8], &[1, 2, 4, 4], &a, false, "ap").unwrap();

@@ -41,7 +41,9 @@ mod imp {
             .map_err(|_| Error::unsupported("cuda: the driver library could not be used"))?
             .map_err(|e| Error::unsupported(format!("no CUDA device: {e:?}")))?;
         if count < 1 {
-            return Err(Error::unsupported("no CUDA device: the driver reports 0 devices"));
+            return Err(Error::unsupported(
+                "no CUDA device: the driver reports 0 devices",
+            ));
         }
         Ok(())
     }
@@ -67,7 +69,9 @@ mod imp {
                 .map_err(|e| dev("NVRTC compilation failed", e))?;
             let ctx = CudaContext::new(0).map_err(|e| dev("creating a context", e))?;
             let stream = ctx.default_stream();
-            let module = ctx.load_module(ptx).map_err(|e| dev("loading the module", e))?;
+            let module = ctx
+                .load_module(ptx)
+                .map_err(|e| dev("loading the module", e))?;
             let funcs = plan
                 .kernels
                 .iter()
@@ -78,7 +82,11 @@ mod imp {
                 })
                 .collect::<Result<Vec<_>>>()?;
             // The blob is never empty on the device (a graph without weights).
-            let blob = if plan.weights.is_empty() { vec![0u8; 4] } else { plan.weights.clone() };
+            let blob = if plan.weights.is_empty() {
+                vec![0u8; 4]
+            } else {
+                plan.weights.clone()
+            };
             let weights = stream
                 .clone_htod(&blob)
                 .map_err(|e| dev("uploading the weights", e))?;

@@ -105,7 +105,11 @@ pub fn input_shapes_with(g: &Graph, batch: usize) -> Result<Vec<Vec<usize>>> {
             })?;
             Ok(shape
                 .iter()
-                .map(|d| d.known().and_then(|k| usize::try_from(k).ok()).unwrap_or(batch))
+                .map(|d| {
+                    d.known()
+                        .and_then(|k| usize::try_from(k).ok())
+                        .unwrap_or(batch)
+                })
                 .collect())
         })
         .collect()

@@ -53,7 +53,11 @@ pub fn render(plan: &Plan, prefix: &str) -> String {
     s.push_str(" */\n");
     let upper = prefix.to_ascii_uppercase();
     let _ = writeln!(s, "#define {upper}_WEIGHT_BYTES {}", plan.weights.len());
-    let _ = writeln!(s, "#define {upper}_WORKSPACE_BYTES {}", plan.workspace_bytes);
+    let _ = writeln!(
+        s,
+        "#define {upper}_WORKSPACE_BYTES {}",
+        plan.workspace_bytes
+    );
     for (what, slots) in [("INPUT", &plan.inputs), ("OUTPUT", &plan.outputs)] {
         for (i, io) in slots.iter().enumerate() {
             let _ = writeln!(s, "#define {upper}_{what}{i}_OFFSET {}", io.offset);

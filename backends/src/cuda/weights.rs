@@ -346,14 +346,14 @@ mod tests {
             .add_const("b", Tensor::from_f32(vec![1], vec![4.0]).unwrap())
             .unwrap();
         let x = g
-            .add_value(
-                "x",
-                Some(ValueType::tensor(DType::F32, known_shape(&[2]))),
-            )
+            .add_value("x", Some(ValueType::tensor(DType::F32, known_shape(&[2]))))
             .unwrap();
         let mut w = Weights::new();
         assert_eq!(w.operand(&g, a, "n").unwrap(), Operand::F32(Buf::Weight(0)));
-        assert_eq!(w.operand(&g, b, "n").unwrap(), Operand::F32(Buf::Weight(256)));
+        assert_eq!(
+            w.operand(&g, b, "n").unwrap(),
+            Operand::F32(Buf::Weight(256))
+        );
         assert_eq!(w.operand(&g, a, "n").unwrap(), Operand::F32(Buf::Weight(0)));
         assert_eq!(w.operand(&g, x, "n").unwrap(), Operand::F32(Buf::Value(x)));
         let (blob, sections) = w.into_blob();
@@ -384,10 +384,16 @@ mod tests {
         assert!(h.contains("c = (c ^ 8) - 8;"), "{h}");
         // Scale index of element i: ((i / 8) * 2 + ((i / 2) % 4) / 2) * 2 + i % 2,
         // the layout ScaleLayout defines.
-        assert!(h.contains("int si = ((i / 8) * 2 + ((i / 2) % 4) / 2) * 2 + i % 2;"), "{h}");
+        assert!(
+            h.contains("int si = ((i / 8) * 2 + ((i / 2) % 4) / 2) * 2 + i % 2;"),
+            "{h}"
+        );
         let layout = ScaleLayout::new(&[4, 2], 0, Some(2)).unwrap();
         for i in 0..8 {
-            assert_eq!(((i / 8) * 2 + ((i / 2) % 4) / 2) * 2 + i % 2, layout.index(i));
+            assert_eq!(
+                ((i / 8) * 2 + ((i / 2) % 4) / 2) * 2 + i % 2,
+                layout.index(i)
+            );
         }
         assert_eq!(op.params("w").len(), 2);
         assert_eq!(op.load("w", "dq", "k"), "dq(w_q, w_s, k)");
