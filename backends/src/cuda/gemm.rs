@@ -153,8 +153,7 @@ pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result
                     "node {label}: Gemm shapes {ad:?} x {bd:?} do not agree"
                 )));
             }
-            let mut store =
-                String::from("    const int o = m * {N} + n;\n".replace("{N}", &n.to_string()));
+            let mut store = format!("    const int o = m * {n} + n;\n");
             let alpha = alpha.unwrap_or(1.0);
             if alpha != 1.0 {
                 store.push_str(&format!("    v *= {};\n", f32_literal(alpha)));

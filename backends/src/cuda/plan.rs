@@ -204,9 +204,8 @@ pub fn plan(g: &Graph) -> Result<Plan> {
     let mut kernels = Vec::with_capacity(drafts.len());
     for (i, d) in drafts.into_iter().enumerate() {
         let out = rootv(d.output);
-        if !offsets.contains_key(&out) {
-            let n = bytes_of(g, out)?;
-            offsets.insert(out, arena.alloc(n));
+        if let std::collections::btree_map::Entry::Vacant(e) = offsets.entry(out) {
+            e.insert(arena.alloc(bytes_of(g, out)?));
         }
         let mut args = Vec::with_capacity(d.params.len());
         for p in &d.params {
@@ -241,7 +240,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                 }
             }
         }
-        if last_use.get(&out).is_none() && !keep.contains(&out) {
+        if !last_use.contains_key(&out) && !keep.contains(&out) {
             if let Some(o) = offsets.get(&out) {
                 arena.free(*o, bytes_of(g, out)?);
             }

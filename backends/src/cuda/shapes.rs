@@ -217,15 +217,14 @@ mod tests {
         );
         assert_eq!(broadcast_index("o", &[2, 3], &[2, 1]).unwrap(), "o / 3");
         assert!(broadcast_index("o", &[2, 3], &[4]).is_err());
-        // Check the expression's meaning by evaluating it for every output index.
-        let out = [2usize, 3, 4];
-        let inp = [3usize, 1];
-        let e = broadcast_index("o", &out, &inp).unwrap();
-        assert_eq!(e, "(o / 4) % 3");
-        for o in 0..24 {
-            let want = (o / 4) % 3;
-            assert_eq!((o / 4) % 3, want);
-        }
+        assert_eq!(
+            broadcast_index("o", &[2, 3, 4], &[3, 1]).unwrap(),
+            "(o / 4) % 3"
+        );
+        assert_eq!(
+            broadcast_index("o", &[2, 3, 4], &[2, 1, 4]).unwrap(),
+            "(o / 12) * 4 + (o) % 4"
+        );
     }
 
     #[test]
@@ -237,7 +236,7 @@ mod tests {
     #[test]
     fn literals_are_exact() {
         assert_eq!(f32_literal(2.0), "2.0f");
-        assert_eq!(f32_literal(-0.5).len() > 10, true);
+        assert!(f32_literal(-0.5).starts_with("__int_as_float(0xbf000000)"));
         assert!(f32_literal(0.1).starts_with("__int_as_float(0x3dcccccd)"));
         assert_eq!(comment_safe("a*/b\nc"), "a* /b c");
     }
