@@ -104,6 +104,31 @@ fn symbolic_shapes_and_unsupported_ops_are_named() {
     );
 }
 
+#[test]
+fn every_fixture_plans_or_names_what_is_missing() {
+    let Some(shared) = shared_dir() else { return };
+    let mut planned = Vec::new();
+    for (name, dir) in cc_tests::fixture_models(&shared) {
+        let mut g = load_inferred(&dir);
+        run_pipeline(&mut g, "").unwrap();
+        let shapes = cc_backends::cuda::input_shapes_with(&g, 1).unwrap();
+        match bind_input_shapes(&g, &shapes).and_then(|g| plan(&g)) {
+            Ok(p) => {
+                println!("{name}: {} kernels", p.kernels.len());
+                planned.push(name);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                println!("{name}: {e}");
+                assert!(e.contains("cuda backend: "), "{name}: {e}");
+            }
+        }
+    }
+    for must in ["digits_cnn", "resnet18"] {
+        assert!(planned.iter().any(|n| n == must), "{must} did not plan");
+    }
+}
+
 /// Runs the fixture on the GPU; fp32 against the reference output, quantized against
 /// our CPU executor.
 fn gpu_case(shared: &Path, name: &str, spec: &str) {
@@ -369,18 +394,21 @@ fn generated_kernels_compute_digits_cnn_on_the_cpu() {
     }
 }
 
-/// resnet18 through the emulator: slow (every block's threads are OS threads), so
-/// only with `CC_CUDA_EMULATE_RESNET=1`.
+/// resnet18 (fp32, int8), squeezenet1_1 and mobilenet_v2 through the emulator: slow
+/// (every block's threads are OS threads), so only with `CC_CUDA_EMULATE_LARGE=1`.
 #[test]
-fn generated_kernels_compute_resnet18_on_the_cpu() {
-    if std::env::var("CC_CUDA_EMULATE_RESNET").as_deref() != Ok("1") {
+fn generated_kernels_compute_larger_models_on_the_cpu() {
+    if std::env::var("CC_CUDA_EMULATE_LARGE").as_deref() != Ok("1") {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: resnet18 emulation (set CC_CUDA_EMULATE_RESNET=1)"
+            "SKIPPED: emulating resnet18, squeezenet1_1, mobilenet_v2 (set CC_CUDA_EMULATE_LARGE=1)"
         );
         return;
     }
     let Some(shared) = shared_dir() else { return };
     emulated_case(&shared, "resnet18", "", 1, "_conv_add_relu(");
+    emulated_case(&shared, "resnet18", "quant{bits=8}", 1, "_conv_dq_add_relu(");
+    emulated_case(&shared, "squeezenet1_1", "", 1, "_concat(");
+    emulated_case(&shared, "mobilenet_v2", "", 1, "_conv_clip(");
 }

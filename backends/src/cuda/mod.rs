@@ -2,7 +2,7 @@
 //! chain, compiled at run time with NVRTC and run by [`CudaRunner`].
 //!
 //! [`plan::plan`] turns a graph with static shapes into kernels ([`conv`], [`gemm`],
-//! [`pool`], [`elementwise`]), one weight blob ([`weights`]; quantized weights keep
+//! [`pool`], [`movement`], [`elementwise`]), one weight blob ([`weights`]; quantized weights keep
 //! their codes and are dequantized inside the GEMM/convolution loads) and a workspace
 //! layout. [`source::render`] writes the `.cu` text. The runner (cargo feature `cuda`,
 //! on by default) loads the driver and NVRTC dynamically through cudarc, so building
@@ -11,6 +11,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod movement;
 pub mod plan;
 pub mod pool;
 pub mod runner;

@@ -8,7 +8,7 @@
 //! (first fit, 256-byte aligned, deterministic).
 
 use super::weights::{Buf, Weights, ALIGN};
-use super::{conv, elementwise, gemm, pool, shapes, Draft};
+use super::{conv, elementwise, gemm, movement, pool, shapes, Draft};
 use cc_ir::{Error, Graph, NodeId, Op, Result, ValueId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -146,6 +146,10 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                     let chain = elementwise::chain_from(g, id, false, &mut claimed);
                     drafts.push((0, gemm::lower(g, id, &chain, &mut w)?));
                     chain
+                }
+                Op::Concat { .. } | Op::Transpose { .. } => {
+                    drafts.push((0, movement::lower(g, id, &mut w)?));
+                    Vec::new()
                 }
                 Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalPool(_) => {
                     drafts.push((0, pool::lower(g, id, &mut w)?));
