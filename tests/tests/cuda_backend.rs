@@ -408,7 +408,199 @@ fn generated_kernels_compute_larger_models_on_the_cpu() {
     }
     let Some(shared) = shared_dir() else { return };
     emulated_case(&shared, "resnet18", "", 1, "_conv_add_relu(");
-    emulated_case(&shared, "resnet18", "quant{bits=8}", 1, "_conv_dq_add_relu(");
+    emulated_case(
+        &shared,
+        "resnet18",
+        "quant{bits=8}",
+        1,
+        "_conv_dq_add_relu(",
+    );
     emulated_case(&shared, "squeezenet1_1", "", 1, "_concat(");
     emulated_case(&shared, "mobilenet_v2", "", 1, "_conv_clip(");
+}
+
+// ---- hand-made graphs covering the other kernels, emulated against our CPU executor ---
+
+/// A builder for small f32 graphs with deterministic pseudo-random constants.
+struct Small {
+    g: Graph,
+    seed: u32,
+}
+
+impl Small {
+    fn new() -> Small {
+        Small {
+            g: Graph::new("small"),
+            seed: 1,
+        }
+    }
+
+    fn data(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.seed = self.seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                ((self.seed >> 16) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn input(&mut self, name: &str, shape: &[usize]) -> cc_ir::ValueId {
+        let ty = cc_ir::ValueType::tensor(cc_ir::DType::F32, cc_ir::types::known_shape(shape));
+        let v = self.g.add_value(name, Some(ty)).unwrap();
+        let mut ins = self.g.inputs().to_vec();
+        ins.push(v);
+        self.g.set_inputs(ins);
+        v
+    }
+
+    fn weight(&mut self, name: &str, shape: &[usize]) -> cc_ir::ValueId {
+        let n = shape.iter().product();
+        let d = self.data(n);
+        self.g
+            .add_const(name, Tensor::from_f32(shape.to_vec(), d).unwrap())
+            .unwrap()
+    }
+
+    fn node(
+        &mut self,
+        name: &str,
+        op: cc_ir::Op,
+        ins: &[Option<cc_ir::ValueId>],
+    ) -> cc_ir::ValueId {
+        let y = self.g.add_value(&format!("{name}_out"), None).unwrap();
+        self.g
+            .add_node(name, op, ins.to_vec(), vec![Some(y)])
+            .unwrap();
+        y
+    }
+
+    /// Infers shapes, emulates the kernels and compares every output with the CPU
+    /// executor on pseudo-random inputs.
+    fn check(mut self, outputs: Vec<cc_ir::ValueId>, needles: &[&str]) -> Option<()> {
+        self.g.set_outputs(outputs);
+        cc_ir::infer::infer_shapes(&mut self.g).unwrap();
+        let inputs: Vec<Tensor> = self
+            .g
+            .inputs()
+            .to_vec()
+            .iter()
+            .map(|&v| {
+                let shape = cc_backends::cuda::shapes::dims(&self.g, v).unwrap();
+                let n = shape.iter().product();
+                let d = self.data(n);
+                Tensor::from_f32(shape, d).unwrap()
+            })
+            .collect();
+        let p = plan(&self.g).unwrap();
+        let cu = source::render(&p, "model");
+        for n in needles {
+            assert!(cu.contains(n), "no {n:?} in\n{cu}");
+        }
+        let got = emulate(&p, &inputs)?;
+        let want = cpu(&self.g, &inputs);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let err = max_rel_error(a, b).unwrap();
+            assert!(err <= 1e-5, "output {i}: {err}");
+        }
+        Some(())
+    }
+}
+
+#[test]
+fn generated_kernels_compute_grouped_and_depthwise_convs_and_pools() {
+    use cc_ir::op::{ConvAttrs, GlobalPoolOp, PoolAttrs};
+    use cc_ir::Op;
+    let mut s = Small::new();
+    let x = s.input("x", &[2, 4, 9, 7]);
+    let (w, b) = (s.weight("w", &[6, 2, 3, 3]), s.weight("b", &[6]));
+    let grouped = Op::Conv(ConvAttrs {
+        group: Some(2),
+        strides: Some(vec![2, 1]),
+        pads: Some(vec![1, 0, 1, 2]),
+        ..Default::default()
+    });
+    let c = s.node("gconv", grouped, &[Some(x), Some(w), Some(b)]);
+    let (lo, hi) = (s.weight("lo", &[1]), s.weight("hi", &[1]));
+    let dw_w = s.weight("dw", &[6, 1, 3, 3]);
+    let dw = Op::Conv(ConvAttrs {
+        group: Some(6),
+        dilations: Some(vec![2, 1]),
+        auto_pad: Some("SAME_UPPER".into()),
+        ..Default::default()
+    });
+    let d = s.node("dwconv", dw, &[Some(c), Some(dw_w)]);
+    let d = s.node("clip", Op::Clip, &[Some(d), Some(lo), Some(hi)]);
+    let avg = |inc: i64| {
+        Op::AveragePool(PoolAttrs {
+            kernel_shape: Some(vec![3, 2]),
+            strides: Some(vec![2, 2]),
+            pads: Some(vec![1, 1, 1, 0]),
+            count_include_pad: Some(inc),
+            ceil_mode: Some(1),
+            ..Default::default()
+        })
+    };
+    let a0 = s.node("avg0", avg(0), &[Some(d)]);
+    let a1 = s.node("avg1", avg(1), &[Some(d)]);
+    let gm = s.node("gmax", Op::GlobalPool(GlobalPoolOp::Max), &[Some(c)]);
+    s.check(
+        vec![a0, a1, gm],
+        &[
+            "_conv(",
+            "_dwconv_clip(",
+            "_averagepool(",
+            "_globalmaxpool(",
+        ],
+    );
+}
+
+#[test]
+fn generated_kernels_compute_matmuls_gemms_and_movement() {
+    use cc_ir::op::{BinaryOp, UnaryOp, VariadicOp};
+    use cc_ir::Op;
+    let mut s = Small::new();
+    let a = s.input("a", &[2, 3, 5, 70]);
+    let b = s.input("b", &[3, 70, 9]);
+    let mm = s.node("mm", Op::MatMul, &[Some(a), Some(b)]);
+    let slope = s.weight("slope", &[9]);
+    let pr = s.node(
+        "prelu",
+        Op::Binary(BinaryOp::PRelu),
+        &[Some(mm), Some(slope)],
+    );
+    let t = s.node(
+        "tr",
+        Op::Transpose {
+            perm: Some(vec![1, 0, 3, 2]),
+        },
+        &[Some(pr)],
+    );
+    let other = s.input("o", &[3, 2, 9, 5]);
+    let cat = s.node("cat", Op::Concat { axis: -1 }, &[Some(t), Some(other)]);
+    let ga = s.input("ga", &[33, 17]);
+    let gb = s.weight("gb", &[33, 20]);
+    let gc = s.weight("gc", &[20]);
+    let gemm = Op::Gemm {
+        alpha: Some(0.5),
+        beta: Some(2.0),
+        trans_a: Some(1),
+        trans_b: None,
+    };
+    let g1 = s.node("gemm", gemm, &[Some(ga), Some(gb), Some(gc)]);
+    let r = s.weight("r", &[17, 1]);
+    let sub = s.node("sub", Op::Binary(BinaryOp::Sub), &[Some(r), Some(g1)]);
+    let div = s.node("div", Op::Binary(BinaryOp::Div), &[Some(sub), Some(r)]);
+    let lr = s.node("leaky", Op::LeakyRelu { alpha: Some(0.2) }, &[Some(div)]);
+    let mx = s.node("max", Op::Variadic(VariadicOp::Max), &[Some(lr), Some(g1)]);
+    let th = s.node("tanh", Op::Unary(UnaryOp::Tanh), &[Some(mx)]);
+    s.check(
+        vec![cat, th],
+        &[
+            "_matmul_prelu(",
+            "_transpose(",
+            "_concat(",
+            "_gemm(",
+            "_sub_div_leakyrelu_max_tanh(",
+        ],
+    );
 }

@@ -11,6 +11,9 @@ use super::Draft;
 use cc_ir::op::ConvAttrs;
 use cc_ir::{Error, Graph, NodeId, Op, Result};
 
+/// Threads per block of the direct depthwise kernel.
+const DW_BLOCK: u32 = 128;
+
 /// Begin/end padding of spatial axis `i` for input size `input`, output size `out`,
 /// kernel `k`, stride `s`, dilation `d`, as `auto_pad` and `pads` define.
 pub fn pads_for(
@@ -136,24 +139,55 @@ pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result
     if let Some(p) = params.first_mut() {
         p.buf = Buf::Value(last);
     }
-    let store = format!(
-        "    const int bn = n / {ohw}, p = n - bn * {ohw};\n    const int o = (bn * {m} + z * {mg} + m) * {ohw} + p;\n{bias}{code}    y[o] = v;\n"
-    );
-    let spec = GemmSpec {
-        m: mg,
-        n: batch * ohw,
-        k: kk,
-        batch: groups,
-        load_a,
-        a_k_contig: true,
-        load_b,
-        b_k_contig: false,
-        store,
+    let (body, grid, block) = if cg == 1 && mg == 1 {
+        // Depthwise: one thread per output element, the window summed directly (a
+        // GEMM tile would use one row of 64).
+        let total = batch * m * ohw;
+        let bias = bias.replace("z * 1 + m", "ch");
+        let body = format!(
+            "    const int o = blockIdx.x * {DW_BLOCK} + threadIdx.x;\n    if (o >= {total}) return;\n    const int px = o % {ow}, py = (o / {ow}) % {oh}, ch = (o / {ohw}) % {m}, bn = o / {};\n    const float* xp = x + (bn * {c} + ch) * {};\n    float v = 0.0f;\n    for (int r = 0; r < {kh}; ++r) {{\n        const int iy = py * {sh} - {ph} + r * {dh};\n        if (iy < 0 || iy >= {h}) continue;\n        for (int s = 0; s < {kw}; ++s) {{\n            const int ix = px * {sw} - {pw} + s * {dw};\n            if (ix < 0 || ix >= {wi}) continue;\n            v = fmaf(xp[iy * {wi} + ix], {}, v);\n        }}\n    }}\n{bias}{code}    y[o] = v;\n",
+            m * ohw,
+            h * wi,
+            wt.load("w", "$K_w", &format!("(ch * {kh} + r) * {kw} + s")),
+            sh = stride.0,
+            sw = stride.1,
+            ph = pad.0,
+            pw = pad.1,
+            dh = dil.0,
+            dw = dil.1,
+        );
+        let blocks = u32::try_from(total.div_ceil(DW_BLOCK as usize)).map_err(|_| {
+            Error::unsupported(format!("cuda backend: node {label}: grid too large"))
+        })?;
+        (body, [blocks, 1, 1], DW_BLOCK)
+    } else {
+        let store = format!(
+            "    const int bn = n / {ohw}, p = n - bn * {ohw};\n    const int o = (bn * {m} + z * {mg} + m) * {ohw} + p;\n{bias}{code}    y[o] = v;\n"
+        );
+        let spec = GemmSpec {
+            m: mg,
+            n: batch * ohw,
+            k: kk,
+            batch: groups,
+            load_a,
+            a_k_contig: true,
+            load_b,
+            b_k_contig: false,
+            store,
+        };
+        let (body, grid) = spec.body()?;
+        (body, grid, THREADS)
     };
-    let (body, grid) = spec.body()?;
     let mut nodes = vec![label];
     nodes.extend(chain.iter().map(|&c| g.node_label(c)));
-    let mut base = String::from(if wt.is_quantized() { "conv_dq" } else { "conv" });
+    let mut base = String::from(if block == DW_BLOCK && cg == 1 && mg == 1 {
+        "dwconv"
+    } else {
+        "conv"
+    });
+    if wt.is_quantized() {
+        base.push_str("_dq");
+    }
     for &c in chain {
         base.push('_');
         base.push_str(&g.node(c).op.onnx_type().1.to_ascii_lowercase());
@@ -165,7 +199,7 @@ pub fn lower(g: &Graph, id: NodeId, chain: &[NodeId], w: &mut Weights) -> Result
         helpers: wt.helper("$K_w"),
         body,
         grid,
-        block: THREADS,
+        block,
         output: last,
     })
 }

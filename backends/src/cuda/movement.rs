@@ -31,9 +31,8 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
         ty: "float*",
         buf: Buf::Value(y_v),
     }];
-    let head = format!(
-        "    int o = blockIdx.x * {BLOCK} + threadIdx.x;\n    if (o >= {n}) return;\n"
-    );
+    let head =
+        format!("    int o = blockIdx.x * {BLOCK} + threadIdx.x;\n    if (o >= {n}) return;\n");
     let (base, body) = match &node.op {
         Op::Concat { axis } => {
             let a = axis_of(*axis, yd.len(), &label)?;
@@ -83,7 +82,9 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
                 None => (0..rank).rev().collect(),
             };
             if perm.len() != rank {
-                return Err(Error::invalid(format!("node {label}: perm of wrong length")));
+                return Err(Error::invalid(format!(
+                    "node {label}: perm of wrong length"
+                )));
             }
             params.push(Param::input("x", w.plain_f32(g, x_v, &label)?));
             let (ys, xs) = (strides(&yd), strides(&xd));
@@ -147,19 +148,31 @@ mod tests {
     fn concat_picks_the_input_by_the_axis_coordinate() {
         let (g, id) = graph(Op::Concat { axis: 1 }, &[&[2, 3, 4], &[2, 1, 4]]);
         let d = lower(&g, id, &mut Weights::new()).unwrap();
-        assert!(d.body.contains("const int q = (o / 4) % 4, outer = o / 16, r = o % 4;"));
-        assert!(d.body.contains("    if (q < 3) y[o] = x0[(outer * 3 + (q - 0)) * 4 + r];"));
-        assert!(d.body.contains("    else if (q < 4) y[o] = x1[(outer * 1 + (q - 3)) * 4 + r];"));
+        assert!(d
+            .body
+            .contains("const int q = (o / 4) % 4, outer = o / 16, r = o % 4;"));
+        assert!(d
+            .body
+            .contains("    if (q < 3) y[o] = x0[(outer * 3 + (q - 0)) * 4 + r];"));
+        assert!(d
+            .body
+            .contains("    else if (q < 4) y[o] = x1[(outer * 1 + (q - 3)) * 4 + r];"));
         assert_eq!(d.params.len(), 3);
     }
 
     #[test]
     fn transpose_maps_output_to_input_strides() {
-        let (g, id) = graph(Op::Transpose { perm: Some(vec![0, 2, 1]) }, &[&[2, 3, 4]]);
+        let (g, id) = graph(
+            Op::Transpose {
+                perm: Some(vec![0, 2, 1]),
+            },
+            &[&[2, 3, 4]],
+        );
         let d = lower(&g, id, &mut Weights::new()).unwrap();
         // y[a][b][c] = x[a][c][b]: y strides (12, 3, 1), x strides (12, 4, 1).
         assert!(
-            d.body.contains("y[o] = x[((o / 12) % 2) * 12 + ((o / 3) % 4) * 1 + ((o / 1) % 3) * 4];"),
+            d.body
+                .contains("y[o] = x[((o / 12) % 2) * 12 + ((o / 3) % 4) * 1 + ((o / 1) % 3) * 4];"),
             "{}",
             d.body
         );
