@@ -182,7 +182,7 @@ struct cc_dim3 { unsigned x, y, z; };
 static thread_local cc_dim3 threadIdx, blockIdx;
 static std::barrier<>* cc_bar;
 static void __syncthreads() { cc_bar->arrive_and_wait(); }
-static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
+static inline float __int_as_float(int b) { float f; std::memcpy(&f, &b, 4); return f; }
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -416,7 +416,7 @@ fn generated_kernels_compute_larger_models_on_the_cpu() {
         "_conv_dq_add_relu(",
     );
     emulated_case(&shared, "squeezenet1_1", "", 1, "_concat(");
-    emulated_case(&shared, "mobilenet_v2", "", 1, "_conv_clip(");
+    emulated_case(&shared, "mobilenet_v2", "", 1, "_dwconv_clip(");
 }
 
 // ---- hand-made graphs covering the other kernels, emulated against our CPU executor ---

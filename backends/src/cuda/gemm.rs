@@ -69,7 +69,7 @@ impl GemmSpec {
             )
         };
         let body = format!(
-            "    __shared__ float As[{TILE_K}][{TILE} + 4];\n    __shared__ float Bs[{TILE_K}][{TILE} + 4];\n    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;\n    const int m0 = blockIdx.y * {TILE}, n0 = blockIdx.x * {TILE};\n    const int z = blockIdx.z;\n    (void)z;\n    float acc[4][4];\n    #pragma unroll\n    for (int i = 0; i < 4; ++i)\n        #pragma unroll\n        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;\n    for (int k0 = 0; k0 < {K}; k0 += {TILE_K}) {{\n{la}{lb}        __syncthreads();\n        #pragma unroll\n        for (int kk = 0; kk < {TILE_K}; ++kk) {{\n            float ra[4], rb[4];\n            #pragma unroll\n            for (int i = 0; i < 4; ++i) {{ ra[i] = As[kk][ty + 16 * i]; rb[i] = Bs[kk][tx + 16 * i]; }}\n            #pragma unroll\n            for (int i = 0; i < 4; ++i)\n                #pragma unroll\n                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(ra[i], rb[j], acc[i][j]);\n        }}\n        __syncthreads();\n    }}\n    #pragma unroll\n    for (int i = 0; i < 4; ++i) {{\n        #pragma unroll\n        for (int j = 0; j < 4; ++j) {{\n            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;\n            if (m >= {M} || n >= {N}) continue;\n            float v = acc[i][j];\n{store}        }}\n    }}\n",
+            "    __shared__ float As[{TILE_K}][{TILE} + 4];\n    __shared__ float Bs[{TILE_K}][{TILE} + 4];\n    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;\n    const int m0 = blockIdx.y * {TILE}, n0 = blockIdx.x * {TILE};\n    const int z = blockIdx.z;\n    (void)z;\n    float acc[4][4];\n    #pragma unroll\n    for (int i = 0; i < 4; ++i) {{\n        #pragma unroll\n        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;\n    }}\n    for (int k0 = 0; k0 < {K}; k0 += {TILE_K}) {{\n{la}{lb}        __syncthreads();\n        #pragma unroll\n        for (int kk = 0; kk < {TILE_K}; ++kk) {{\n            float ra[4], rb[4];\n            #pragma unroll\n            for (int i = 0; i < 4; ++i) {{ ra[i] = As[kk][ty + 16 * i]; rb[i] = Bs[kk][tx + 16 * i]; }}\n            #pragma unroll\n            for (int i = 0; i < 4; ++i) {{\n                #pragma unroll\n                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(ra[i], rb[j], acc[i][j]);\n            }}\n        }}\n        __syncthreads();\n    }}\n    #pragma unroll\n    for (int i = 0; i < 4; ++i) {{\n        #pragma unroll\n        for (int j = 0; j < 4; ++j) {{\n            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;\n            if (m >= {M} || n >= {N}) continue;\n            float v = acc[i][j];\n{store}        }}\n    }}\n",
             K = self.k,
             M = self.m,
             N = self.n,
@@ -291,13 +291,17 @@ fn matmul_spec(
             store: format!("    const int o = m * {n} + n;\n"),
         });
     }
-    let batch_dims: Vec<usize> = if yd.len() >= 2 && ad.len() > 1 && bd.len() > 1 {
-        yd[..yd.len() - 2].to_vec()
-    } else if ad.len() == 1 {
-        yd[..yd.len() - 1].to_vec()
-    } else {
-        yd[..yd.len().saturating_sub(1)].to_vec()
-    };
+    let batch_dims = broadcast_dims(&a2[..ar - 2], &b2[..br - 2]).ok_or_else(|| {
+        Error::invalid(format!(
+            "node {label}: MatMul batch dimensions of {ad:?} and {bd:?} do not broadcast"
+        ))
+    })?;
+    let want: usize = batch_dims.iter().product::<usize>() * m * n;
+    if yd.iter().product::<usize>() != want {
+        return Err(Error::invalid(format!(
+            "node {label}: MatMul output {yd:?} does not fit {ad:?} x {bd:?}"
+        )));
+    }
     let batch: usize = batch_dims.iter().product();
     let za = broadcast_index("z", &batch_dims, &a2[..ar - 2])?;
     let zb = broadcast_index("z", &batch_dims, &b2[..br - 2])?;
@@ -318,6 +322,31 @@ fn matmul_spec(
         b_k_contig: false,
         store,
     })
+}
+
+/// Multidirectional broadcast of two shapes, `None` when they do not broadcast.
+fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let x = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
+            match (x, y) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -367,5 +396,9 @@ mod tests {
         let s = matmul_spec(&[5], &[5, 6], &[6], "mm", &id, &id).unwrap();
         assert_eq!((s.m, s.n, s.k), (1, 6, 5));
         assert!(matmul_spec(&[2, 4], &[5, 6], &[2, 6], "mm", &id, &id).is_err());
+        assert!(matmul_spec(&[2, 4, 5], &[3, 5, 6], &[2, 4, 6], "mm", &id, &id).is_err());
+        assert_eq!(broadcast_dims(&[2, 1], &[3]), Some(vec![2, 3]));
+        assert_eq!(broadcast_dims(&[], &[4]), Some(vec![4]));
+        assert_eq!(broadcast_dims(&[2], &[3]), None);
     }
 }

@@ -81,7 +81,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
                     .collect::<Result<_>>()?,
                 None => (0..rank).rev().collect(),
             };
-            if perm.len() != rank {
+            if perm.len() != rank || yd.len() != rank {
                 return Err(Error::invalid(format!(
                     "node {label}: perm of wrong length"
                 )));

@@ -175,13 +175,13 @@ pub fn broadcast_index(idx: &str, out: &[usize], input: &[usize]) -> Result<Stri
     })
 }
 
-/// An f32 literal that reproduces `x` exactly (`__int_as_float(bits)` with the value in
+/// An f32 literal that reproduces `x` exactly (`__int_as_float((int)bits)` with the value in
 /// a comment), or a plain literal for simple values.
 pub fn f32_literal(x: f32) -> String {
     if x.is_finite() && x == x.trunc() && x.abs() < 1e7 {
         format!("{x:.1}f")
     } else {
-        format!("__int_as_float(0x{:08x}) /* {x:e} */", x.to_bits())
+        format!("__int_as_float((int)0x{:08x}u) /* {x:e} */", x.to_bits())
     }
 }
 
@@ -236,8 +236,8 @@ mod tests {
     #[test]
     fn literals_are_exact() {
         assert_eq!(f32_literal(2.0), "2.0f");
-        assert!(f32_literal(-0.5).starts_with("__int_as_float(0xbf000000)"));
-        assert!(f32_literal(0.1).starts_with("__int_as_float(0x3dcccccd)"));
+        assert!(f32_literal(-0.5).starts_with("__int_as_float((int)0xbf000000u)"));
+        assert!(f32_literal(0.1).starts_with("__int_as_float((int)0x3dcccccdu)"));
         assert_eq!(comment_safe("a*/b\nc"), "a* /b c");
     }
 

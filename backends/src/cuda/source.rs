@@ -63,7 +63,7 @@ pub fn render(plan: &Plan, prefix: &str) -> String {
             let _ = writeln!(s, "#define {upper}_{what}{i}_OFFSET {}", io.offset);
         }
     }
-    s.push_str("#define CC_NEG_INF __int_as_float(0xff800000)\n\n");
+    s.push_str("#define CC_NEG_INF __int_as_float((int)0xff800000u)\n\n");
     for k in &plan.kernels {
         s.push_str(&k.source);
         s.push('\n');
