@@ -167,6 +167,51 @@ fn fixtures_run_on_the_gpu() {
     gpu_case(&shared, "resnet18", "quant{bits=8}");
 }
 
+/// The generated source of fixtures and quantized forms compiles with NVRTC (only the
+/// library is needed, no GPU); skipped with the reason when libnvrtc is not found.
+#[test]
+fn generated_source_compiles_with_nvrtc() {
+    let Some(shared) = shared_dir() else { return };
+    let cases = [
+        ("digits_cnn", ""),
+        ("digits_cnn", "quant{bits=8}"),
+        ("digits_cnn", "quant{bits=8,symmetric=false}"),
+        ("digits_cnn", "quant{bits=4,granularity=block,block=32}"),
+        ("resnet18", ""),
+        (
+            "resnet18",
+            "quant{bits=4,granularity=block,block=32,symmetric=false}",
+        ),
+        ("mobilenet_v2", ""),
+        ("squeezenet1_1", ""),
+    ];
+    for (name, spec) in cases {
+        let (g, _, _) = compiled(&shared, name, spec, 1);
+        let p = plan(&g).unwrap();
+        let ptx = match cc_backends::cuda::compile_ptx(&p) {
+            Ok(ptx) => ptx,
+            Err(e) if e.to_string().contains("not found") || e.to_string().contains("feature") => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "SKIPPED: nvrtc: {e}");
+                return;
+            }
+            Err(e) => panic!("{name} {spec}: {e}"),
+        };
+        for k in &p.kernels {
+            assert!(
+                ptx.contains(&format!(".entry {}(", k.name)),
+                "{name} {spec}: no entry for {}",
+                k.name
+            );
+        }
+        println!(
+            "nvrtc {name} {spec:?}: {} kernels, {} bytes of PTX",
+            p.kernels.len(),
+            ptx.len()
+        );
+    }
+}
+
 // ---- the generated kernels compiled as C++ and run on the CPU -------------------------
 
 const SHIM: &str = r#"

@@ -20,7 +20,7 @@ pub mod source;
 pub mod weights;
 
 pub use plan::{plan, Plan};
-pub use runner::{check, CudaRunner};
+pub use runner::{check, compile_ptx, CudaRunner};
 pub use shapes::{bind_input_shapes, input_shapes_with};
 
 use crate::backend::{Artifact, ArtifactFile, Backend, BackendOptions};

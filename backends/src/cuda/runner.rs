@@ -31,12 +31,7 @@ mod imp {
                 "no CUDA driver: libcuda.so not found (is an NVIDIA driver installed?)",
             ));
         }
-        // SAFETY: as above.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(Error::unsupported(
-                "no NVRTC: libnvrtc.so not found (install the CUDA runtime compiler or set LD_LIBRARY_PATH)",
-            ));
-        }
+        check_nvrtc()?;
         let count = std::panic::catch_unwind(CudaContext::device_count)
             .map_err(|_| Error::unsupported("cuda: the driver library could not be used"))?
             .map_err(|e| Error::unsupported(format!("no CUDA device: {e:?}")))?;
@@ -46,6 +41,29 @@ mod imp {
             ));
         }
         Ok(())
+    }
+
+    pub fn check_nvrtc() -> Result<()> {
+        // SAFETY: only probes whether the shared library can be opened.
+        if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            Ok(())
+        } else {
+            Err(Error::unsupported(
+                "no NVRTC: libnvrtc.so not found (install the CUDA runtime compiler or set LD_LIBRARY_PATH)",
+            ))
+        }
+    }
+
+    pub fn compile(plan: &Plan) -> Result<cudarc::nvrtc::Ptx> {
+        check_nvrtc()?;
+        let src = source::render(plan, "model");
+        let opts = cudarc::nvrtc::CompileOptions {
+            name: Some("model.cu".into()),
+            ..Default::default()
+        };
+        std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&src, opts))
+            .map_err(|_| Error::unsupported("cuda: NVRTC could not be used"))?
+            .map_err(|e| dev("NVRTC compilation failed", e))
     }
 
     pub struct Device {
@@ -59,14 +77,7 @@ mod imp {
     impl Device {
         pub fn new(plan: &Plan) -> Result<Device> {
             check()?;
-            let src = source::render(plan, "model");
-            let opts = cudarc::nvrtc::CompileOptions {
-                name: Some("model.cu".into()),
-                ..Default::default()
-            };
-            let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&src, opts))
-                .map_err(|_| Error::unsupported("cuda: NVRTC could not be used"))?
-                .map_err(|e| dev("NVRTC compilation failed", e))?;
+            let ptx = compile(plan)?;
             let ctx = CudaContext::new(0).map_err(|e| dev("creating a context", e))?;
             let stream = ctx.default_stream();
             let module = ctx
@@ -167,6 +178,22 @@ pub fn check() -> Result<()> {
         Err(Error::unsupported(
             "cc-backends was built without the `cuda` feature",
         ))
+    }
+}
+
+/// Compiles the plan's generated source with NVRTC and returns the PTX. Needs only
+/// the NVRTC library (no driver, no device); the error says why it cannot run.
+pub fn compile_ptx(plan: &Plan) -> Result<String> {
+    #[cfg(feature = "cuda")]
+    {
+        let ptx = imp::compile(plan)?;
+        std::panic::catch_unwind(|| ptx.to_src())
+            .map_err(|_| Error::invalid("cuda: NVRTC returned PTX that is not text"))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = plan;
+        check().map(|_| String::new())
     }
 }
 
