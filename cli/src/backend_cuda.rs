@@ -2,13 +2,32 @@
 //! (`model.cu`, `model.weights.bin`, `README.md`).
 //!
 //! The backend needs static shapes: symbolic input dimensions (the batch) are bound to
-//! 1 here, or to the sizes given with [`write_cuda_with_shapes`].
+//! 1 here, or to the sizes given with [`write_cuda_with_shapes`]; with the shapes
+//! known, canonicalization then folds the shape arithmetic away ([`specialize`]).
 
 use anyhow::Context;
 use cc_backends::cuda::{bind_input_shapes, input_shapes_with, CudaBackend};
 use cc_backends::{Backend, BackendOptions};
 use cc_ir::Graph;
 use std::path::Path;
+
+/// `graph` with its inputs bound to `shapes`, then canonicalized and shape-inferred
+/// until nothing changes (static shapes turn `Shape`-based arithmetic into constants).
+pub fn specialize(graph: &Graph, shapes: &[Vec<usize>]) -> anyhow::Result<Graph> {
+    let mut g = bind_input_shapes(graph, shapes).context("binding the input shapes")?;
+    let pipeline = cc_passes::Pipeline::parse("")?;
+    for _ in 0..100 {
+        let before = g.node_count();
+        cc_passes::PassManager::new(&pipeline, cc_passes::ManagerOptions::default())?
+            .run(&mut g)
+            .context("canonicalizing with static shapes")?;
+        cc_ir::infer::infer_shapes(&mut g).context("inferring static shapes")?;
+        if g.node_count() == before {
+            break;
+        }
+    }
+    Ok(g)
+}
 
 /// Writes the CUDA source, weight blob and README of `graph` into `dir` (created if
 /// missing), with every symbolic input dimension set to 1.
@@ -23,7 +42,7 @@ pub fn write_cuda_with_shapes(
     shapes: &[Vec<usize>],
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let g = bind_input_shapes(graph, shapes).context("binding the input shapes")?;
+    let g = specialize(graph, shapes)?;
     let art = CudaBackend
         .lower(&g, &BackendOptions::default())
         .context("lowering to CUDA")?;

@@ -37,7 +37,8 @@ fn compiled(shared: &Path, name: &str, spec: &str, rows: usize) -> (Graph, Vec<T
         .map(|p| first_rows(&cc_ir::onnx::read_tensor_file(p).unwrap().1, rows))
         .collect();
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-    (bind_input_shapes(&g, &shapes).unwrap(), inputs, dir)
+    let g = cc_cli::backend_cuda::specialize(&g, &shapes).unwrap();
+    (g, inputs, dir)
 }
 
 fn cpu(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -118,7 +119,9 @@ fn every_fixture_plans_or_names_what_is_missing() {
         let mut g = load_inferred(&dir);
         run_pipeline(&mut g, "").unwrap();
         let shapes = cc_backends::cuda::input_shapes_with(&g, 1).unwrap();
-        match bind_input_shapes(&g, &shapes).and_then(|g| plan(&g)) {
+        // With static shapes, canonicalization folds the shape arithmetic away.
+        let g = cc_cli::backend_cuda::specialize(&g, &shapes).unwrap();
+        match plan(&g) {
             Ok(p) => {
                 println!("{name}: {} kernels", p.kernels.len());
                 planned.push(name);
@@ -192,6 +195,7 @@ fn generated_source_compiles_with_nvrtc() {
         ),
         ("mobilenet_v2", ""),
         ("squeezenet1_1", ""),
+        ("shufflenet_v2_x1_0", ""),
     ];
     for (name, spec) in cases {
         let (g, _, _) = compiled(&shared, name, spec, 1);
@@ -454,7 +458,8 @@ fn generated_kernels_compute_digits_cnn_on_the_cpu() {
     }
 }
 
-/// resnet18 (fp32, int8), squeezenet1_1 and mobilenet_v2 through the emulator: slow
+/// resnet18 (fp32, int8), squeezenet1_1, mobilenet_v2 and shufflenet_v2 through the
+/// emulator: slow
 /// (every block's threads are OS threads), so only with `CC_CUDA_EMULATE_LARGE=1`.
 #[test]
 fn generated_kernels_compute_larger_models_on_the_cpu() {
@@ -462,7 +467,7 @@ fn generated_kernels_compute_larger_models_on_the_cpu() {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: emulating resnet18, squeezenet1_1, mobilenet_v2 (set CC_CUDA_EMULATE_LARGE=1)"
+            "SKIPPED: emulating resnet18, squeezenet1_1, mobilenet_v2, shufflenet_v2 (set CC_CUDA_EMULATE_LARGE=1)"
         );
         return;
     }
@@ -477,6 +482,7 @@ fn generated_kernels_compute_larger_models_on_the_cpu() {
     );
     emulated_case(&shared, "squeezenet1_1", "", 1, "_concat(");
     emulated_case(&shared, "mobilenet_v2", "", 1, "_dwconv_clip(");
+    emulated_case(&shared, "shufflenet_v2_x1_0", "", 1, "_slice(");
 }
 
 // ---- hand-made graphs covering the other kernels, emulated against our CPU executor ---

@@ -1,4 +1,4 @@
-//! Data movement: Concat and Transpose, one thread per output element.
+//! Data movement: Concat, Transpose and Slice, one thread per output element.
 
 use super::shapes::{dims, require_f32, strides};
 use super::weights::{Buf, Param, Weights};
@@ -16,7 +16,7 @@ fn axis_of(a: i64, rank: usize, label: &str) -> Result<usize> {
         .ok_or_else(|| Error::invalid(format!("node {label}: axis {a} out of range")))
 }
 
-/// Lowers a Concat or Transpose node.
+/// Lowers a Concat, Transpose or Slice node.
 pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
     let node = g.node(id);
     let label = g.node_label(id);
@@ -101,6 +101,32 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
             };
             ("transpose", format!("{head}    y[o] = x[{idx}];\n"))
         }
+        Op::Slice => {
+            let x_v = node
+                .input(0)
+                .ok_or_else(|| Error::invalid(format!("node {label}: input 0 missing")))?;
+            let xd = dims(g, x_v)?;
+            if xd.len() != yd.len() {
+                return Err(Error::invalid(format!("node {label}: rank changed")));
+            }
+            let (start, step) = slice_params(g, id, &xd, &label)?;
+            params.push(Param::input("x", w.plain_f32(g, x_v, &label)?));
+            let (ys, xs) = (strides(&yd), strides(&xd));
+            let mut terms = Vec::new();
+            for i in 0..xd.len() {
+                let coord = format!("((o / {}) % {})", ys[i], yd[i]);
+                let pos = match (start[i], step[i]) {
+                    (0, 1) => coord,
+                    (s0, 1) => format!("({s0} + {coord})"),
+                    (s0, st) => format!("({s0} + {coord} * {st})"),
+                };
+                terms.push(format!("{pos} * {}", xs[i]));
+            }
+            (
+                "slice",
+                format!("{head}    y[o] = x[{}];\n", terms.join(" + ")),
+            )
+        }
         other => {
             return Err(Error::unsupported(format!(
                 "cuda backend: node {label}: {} is not a movement op",
@@ -118,6 +144,57 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
         block: BLOCK,
         output: y_v,
     })
+}
+
+/// Per axis of the input: the first index read and the step, from the constant
+/// `starts`, `ends`, `axes`, `steps` inputs of a Slice (clamped as ONNX defines).
+fn slice_params(g: &Graph, id: NodeId, xd: &[usize], label: &str) -> Result<(Vec<i64>, Vec<i64>)> {
+    let node = g.node(id);
+    let ints = |slot: usize| -> Result<Option<Vec<i64>>> {
+        match node.input(slot) {
+            None => Ok(None),
+            Some(v) => g
+                .const_data(v)
+                .ok_or_else(|| {
+                    Error::unsupported(format!(
+                        "cuda backend: node {label}: Slice input {slot} is not a constant"
+                    ))
+                })?
+                .to_i64_lossless()
+                .map(Some),
+        }
+    };
+    let starts = ints(1)?.ok_or_else(|| Error::invalid(format!("node {label}: no starts")))?;
+    let rank = xd.len();
+    let axes = match ints(3)? {
+        Some(a) => a
+            .iter()
+            .map(|&a| axis_of(a, rank, label))
+            .collect::<Result<Vec<_>>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+    if axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(Error::invalid(format!(
+            "node {label}: starts, axes and steps differ in length"
+        )));
+    }
+    let mut start = vec![0i64; rank];
+    let mut step = vec![1i64; rank];
+    for ((&a, &s0), &st) in axes.iter().zip(&starts).zip(&steps) {
+        if st == 0 {
+            return Err(Error::invalid(format!("node {label}: step 0")));
+        }
+        let dim = xd.get(a).copied().unwrap_or(0) as i64;
+        let s0 = if s0 < 0 { s0.saturating_add(dim) } else { s0 };
+        start[a] = if st > 0 {
+            s0.clamp(0, dim)
+        } else {
+            s0.clamp(0, (dim - 1).max(0))
+        };
+        step[a] = st;
+    }
+    Ok((start, step))
 }
 
 #[cfg(test)]
@@ -158,6 +235,38 @@ mod tests {
             .body
             .contains("    else if (q < 4) y[o] = x1[(outer * 1 + (q - 3)) * 4 + r];"));
         assert_eq!(d.params.len(), 3);
+    }
+
+    #[test]
+    fn slice_starts_and_steps_are_clamped() {
+        let mut g = Graph::new("t");
+        let ty = ValueType::tensor(DType::F32, known_shape(&[4, 10]));
+        let x = g.add_value("x", Some(ty)).unwrap();
+        let c = |g: &mut Graph, n: &str, v: Vec<i64>| {
+            let len = v.len();
+            Some(
+                g.add_const(n, cc_ir::Tensor::from_i64(vec![len], v).unwrap())
+                    .unwrap(),
+            )
+        };
+        let (s, e) = (c(&mut g, "s", vec![-1, 1]), c(&mut g, "e", vec![-100, 100]));
+        let (a, st) = (c(&mut g, "a", vec![1, 0]), c(&mut g, "st", vec![-3, 2]));
+        let y = g.add_value("y", None).unwrap();
+        let id = g
+            .add_node("sl", Op::Slice, vec![Some(x), s, e, a, st], vec![Some(y)])
+            .unwrap();
+        g.set_inputs(vec![x]);
+        g.set_outputs(vec![y]);
+        cc_ir::infer::infer_shapes(&mut g).unwrap();
+        assert_eq!(dims(&g, y).unwrap(), vec![2, 4]);
+        // Rows 1, 3; columns 9, 6, 3, 0.
+        let d = lower(&g, id, &mut Weights::new()).unwrap();
+        assert!(
+            d.body
+                .contains("y[o] = x[(1 + ((o / 4) % 2) * 2) * 10 + (9 + ((o / 1) % 4) * -3) * 1];"),
+            "{}",
+            d.body
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! (first fit, 256-byte aligned, deterministic).
 
 use super::weights::{Buf, Weights, ALIGN};
-use super::{conv, elementwise, gemm, movement, pool, shapes, Draft};
+use super::{conv, elementwise, gemm, movement, pool, reduce, shapes, Draft};
 use cc_ir::{Error, Graph, NodeId, Op, Result, ValueId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -147,8 +147,12 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                     drafts.push((0, gemm::lower(g, id, &chain, &mut w)?));
                     chain
                 }
-                Op::Concat { .. } | Op::Transpose { .. } => {
+                Op::Concat { .. } | Op::Transpose { .. } | Op::Slice => {
                     drafts.push((0, movement::lower(g, id, &mut w)?));
+                    Vec::new()
+                }
+                Op::Reduce { .. } => {
+                    drafts.push((0, reduce::lower(g, id, &mut w)?));
                     Vec::new()
                 }
                 Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalPool(_) => {
