@@ -451,6 +451,8 @@ fn generated_kernels_compute_digits_cnn_on_the_cpu() {
             "quant{bits=4,granularity=block,block=32}",
             "c = (c ^ 8) - 8;",
         ),
+        ("codebook{per=channel}", "f32 decoded codebook"),
+        ("share{ratio=0.5}", "v = fmaxf(v, 0.0f);"),
     ] {
         if emulated_case(&shared, "digits_cnn", spec, 16, needle).is_none() {
             return;

@@ -93,8 +93,11 @@ fn is_alias(op: &Op) -> bool {
     )
 }
 
-/// Plans `g` (static shapes, f32 activations) for the device.
+/// Plans `g` (static shapes, f32 activations) for the device. Shared (hashed) weights
+/// are decoded to f32 constants first, as the CPU executor does.
 pub fn plan(g: &Graph) -> Result<Plan> {
+    let decoded = cc_ir::compressed::shared::materialize(g)?;
+    let g = decoded.as_ref().unwrap_or(g);
     let order = g.topo_order()?;
     let mut w = Weights::new();
     let mut alias: BTreeMap<ValueId, ValueId> = BTreeMap::new();

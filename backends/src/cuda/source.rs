@@ -50,6 +50,9 @@ pub fn render(plan: &Plan, prefix: &str) -> String {
             );
         }
     }
+    for (off, len, what) in &plan.weight_sections {
+        let _ = writeln!(s, " * weights byte {off} (+{len}): {what}");
+    }
     s.push_str(" */\n");
     let upper = prefix.to_ascii_uppercase();
     let _ = writeln!(s, "#define {upper}_WEIGHT_BYTES {}", plan.weights.len());

@@ -4,7 +4,8 @@
 //! sections, in the order kernels first read them), uploaded to the device once.
 //! Quantized weights keep their integer codes (8-bit as bytes, 4-bit packed two per
 //! byte, low nibble first) with f32 scales and, if any, f32 zero points; the kernels
-//! dequantize while loading ([`Operand::helper`]).
+//! dequantize while loading ([`Operand::helper`]). Codebook weights are decoded to f32
+//! on the host (no fused lookup on the device).
 
 use super::shapes::{comment_safe, dims, require_f32};
 use cc_ir::compressed::{codes_i32, Compressed, QuantizedWeight, ScaleLayout};
@@ -197,9 +198,20 @@ impl Weights {
         if let Some(c) = &val.compressed {
             return match c {
                 Compressed::Quantized(qw) => self.quantized(g, v, qw).map(Operand::Quant),
-                _ => Err(Error::unsupported(format!(
-                    "cuda backend: node {node}: weight {:?} is a codebook or shared weight \
-                     (only quantized weights are supported)",
+                Compressed::Codebook(cw) => {
+                    // Decoded on the host: the device reads plain f32.
+                    if let Some(&off) = self.plain.get(&v) {
+                        return Ok(Operand::F32(Buf::Weight(off)));
+                    }
+                    let data = cc_ir::compressed::codebook::decode(cw)?;
+                    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let off = self.push(&bytes, format!("{} f32 decoded codebook", val.name()));
+                    self.plain.insert(v, off);
+                    Ok(Operand::F32(Buf::Weight(off)))
+                }
+                Compressed::Shared(_) => Err(Error::unsupported(format!(
+                    "cuda backend: node {node}: shared weight {:?} (decode shared weights \
+                     first: cc_ir::compressed::shared::materialize)",
                     val.name()
                 ))),
             };
