@@ -661,14 +661,24 @@ fn generated_kernels_compute_matmuls_gemms_and_movement() {
     let lr = s.node("leaky", Op::LeakyRelu { alpha: Some(0.2) }, &[Some(div)]);
     let mx = s.node("max", Op::Variadic(VariadicOp::Max), &[Some(lr), Some(g1)]);
     let th = s.node("tanh", Op::Unary(UnaryOp::Tanh), &[Some(mx)]);
+    let sm = s.node("softmax", Op::Softmax { axis: Some(0) }, &[Some(th)]);
+    let (lsc, lbi) = (s.weight("lsc", &[17, 20]), s.weight("lbi", &[17, 20]));
+    let ln = Op::LayerNormalization {
+        axis: Some(-2),
+        epsilon: Some(1e-3),
+        stash_type: None,
+    };
+    let ln = s.node("ln", ln, &[Some(sm), Some(lsc), Some(lbi)]);
     s.check(
-        vec![cat, th],
+        vec![cat, th, ln],
         &[
             "_matmul_prelu(",
             "_transpose(",
             "_concat(",
             "_gemm(",
             "_sub_div_leakyrelu_max_tanh(",
+            "_softmax(",
+            "_layernormalization(",
         ],
     );
 }

@@ -2,7 +2,7 @@
 //! chain, compiled at run time with NVRTC and run by [`CudaRunner`].
 //!
 //! [`plan::plan`] turns a graph with static shapes into kernels ([`conv`], [`gemm`],
-//! [`pool`], [`reduce`], [`movement`], [`elementwise`]), one weight blob ([`weights`]; quantized weights keep
+//! [`pool`], [`reduce`], [`norm`], [`movement`], [`elementwise`]), one weight blob ([`weights`]; quantized weights keep
 //! their codes and are dequantized inside the GEMM/convolution loads) and a workspace
 //! layout. [`source::render`] writes the `.cu` text. The runner (cargo feature `cuda`,
 //! on by default) loads the driver and NVRTC dynamically through cudarc, so building
@@ -12,6 +12,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod movement;
+pub mod norm;
 pub mod plan;
 pub mod pool;
 pub mod reduce;

@@ -8,7 +8,7 @@
 //! (first fit, 256-byte aligned, deterministic).
 
 use super::weights::{Buf, Weights, ALIGN};
-use super::{conv, elementwise, gemm, movement, pool, reduce, shapes, Draft};
+use super::{conv, elementwise, gemm, movement, norm, pool, reduce, shapes, Draft};
 use cc_ir::{Error, Graph, NodeId, Op, Result, ValueId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -152,6 +152,10 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                 }
                 Op::Concat { .. } | Op::Transpose { .. } | Op::Slice => {
                     drafts.push((0, movement::lower(g, id, &mut w)?));
+                    Vec::new()
+                }
+                Op::Softmax { .. } | Op::LayerNormalization { .. } => {
+                    drafts.push((0, norm::lower(g, id, &mut w)?));
                     Vec::new()
                 }
                 Op::Reduce { .. } => {
