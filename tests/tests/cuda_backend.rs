@@ -196,6 +196,7 @@ fn generated_source_compiles_with_nvrtc() {
         ("mobilenet_v2", ""),
         ("squeezenet1_1", ""),
         ("shufflenet_v2_x1_0", ""),
+        ("vit_tiny", ""),
     ];
     for (name, spec) in cases {
         let (g, _, _) = compiled(&shared, name, spec, 1);
@@ -460,8 +461,8 @@ fn generated_kernels_compute_digits_cnn_on_the_cpu() {
     }
 }
 
-/// resnet18 (fp32, int8), squeezenet1_1, mobilenet_v2 and shufflenet_v2 through the
-/// emulator: slow
+/// resnet18 (fp32, int8), squeezenet1_1, mobilenet_v2, shufflenet_v2 and vit_tiny
+/// through the emulator: slow
 /// (every block's threads are OS threads), so only with `CC_CUDA_EMULATE_LARGE=1`.
 #[test]
 fn generated_kernels_compute_larger_models_on_the_cpu() {
@@ -469,7 +470,7 @@ fn generated_kernels_compute_larger_models_on_the_cpu() {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: emulating resnet18, squeezenet1_1, mobilenet_v2, shufflenet_v2 (set CC_CUDA_EMULATE_LARGE=1)"
+            "SKIPPED: emulating resnet18, squeezenet1_1, mobilenet_v2, shufflenet_v2, vit_tiny (set CC_CUDA_EMULATE_LARGE=1)"
         );
         return;
     }
@@ -485,6 +486,7 @@ fn generated_kernels_compute_larger_models_on_the_cpu() {
     emulated_case(&shared, "squeezenet1_1", "", 1, "_concat(");
     emulated_case(&shared, "mobilenet_v2", "", 1, "_dwconv_clip(");
     emulated_case(&shared, "shufflenet_v2_x1_0", "", 1, "_slice(");
+    emulated_case(&shared, "vit_tiny", "", 1, "_layernormalization(");
 }
 
 // ---- hand-made graphs covering the other kernels, emulated against our CPU executor ---
@@ -611,13 +613,39 @@ fn generated_kernels_compute_grouped_and_depthwise_convs_and_pools() {
     let a0 = s.node("avg0", avg(0), &[Some(d)]);
     let a1 = s.node("avg1", avg(1), &[Some(d)]);
     let gm = s.node("gmax", Op::GlobalPool(GlobalPoolOp::Max), &[Some(c)]);
+    let rm = Op::Reduce {
+        op: cc_ir::op::ReduceOp::Mean,
+        axes: Some(vec![1, 3]),
+        keepdims: Some(0),
+        noop_with_empty_axes: None,
+    };
+    let red = s.node("rmean", rm, &[Some(c)]);
+    let ints = |s: &mut Small, n: &str, v: Vec<i64>| {
+        let t = Tensor::from_i64(vec![v.len()], v).unwrap();
+        Some(s.g.add_const(n, t).unwrap())
+    };
+    let (st, en) = (
+        ints(&mut s, "st", vec![1, -1]),
+        ints(&mut s, "en", vec![100, -6]),
+    );
+    let (ax, sp) = (
+        ints(&mut s, "ax", vec![1, 3]),
+        ints(&mut s, "sp", vec![2, -2]),
+    );
+    let sl = s.node("slice", Op::Slice, &[Some(c), st, en, ax, sp]);
+    let gi = Tensor::from_i64(vec![2, 2], vec![2, -1, 0, 2]).unwrap();
+    let gi = Some(s.g.add_const("gi", gi).unwrap());
+    let ga = s.node("gather", Op::Gather { axis: Some(1) }, &[Some(sl), gi]);
     s.check(
-        vec![a0, a1, gm],
+        vec![a0, a1, gm, red, ga],
         &[
             "_conv(",
             "_dwconv_clip(",
             "_averagepool(",
             "_globalmaxpool(",
+            "_reducemean(",
+            "_slice(",
+            "_gather(",
         ],
     );
 }

@@ -1,4 +1,5 @@
-//! Data movement: Concat, Transpose and Slice, one thread per output element.
+//! Data movement: Concat, Transpose, Slice and Gather (constant indices, inlined),
+//! one thread per output element.
 
 use super::shapes::{dims, require_f32, strides};
 use super::weights::{Buf, Param, Weights};
@@ -16,7 +17,7 @@ fn axis_of(a: i64, rank: usize, label: &str) -> Result<usize> {
         .ok_or_else(|| Error::invalid(format!("node {label}: axis {a} out of range")))
 }
 
-/// Lowers a Concat, Transpose or Slice node.
+/// Lowers a Concat, Transpose, Slice or Gather node.
 pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
     let node = g.node(id);
     let label = g.node_label(id);
@@ -100,6 +101,51 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
                 terms.join(" + ")
             };
             ("transpose", format!("{head}    y[o] = x[{idx}];\n"))
+        }
+        Op::Gather { axis } => {
+            let (x_v, i_v) = match (node.input(0), node.input(1)) {
+                (Some(x), Some(i)) => (x, i),
+                _ => return Err(Error::invalid(format!("node {label}: missing input"))),
+            };
+            let xd = dims(g, x_v)?;
+            let a = axis_of(axis.unwrap_or(0), xd.len(), &label)?;
+            let idx = g
+                .const_data(i_v)
+                .ok_or_else(|| {
+                    Error::unsupported(format!(
+                        "cuda backend: node {label}: Gather indices are not a constant"
+                    ))
+                })?
+                .to_i64_lossless()?;
+            if idx.is_empty() || idx.len() > 4096 {
+                return Err(Error::unsupported(format!(
+                    "cuda backend: node {label}: Gather of {} indices (1 to 4096 are inlined)",
+                    idx.len()
+                )));
+            }
+            let dim = xd[a] as i64;
+            let idx = idx
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + dim } else { i };
+                    if (0..dim).contains(&j) {
+                        Ok(j.to_string())
+                    } else {
+                        Err(Error::invalid(format!(
+                            "node {label}: Gather index {i} out of range for {dim}"
+                        )))
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            params.push(Param::input("x", w.plain_f32(g, x_v, &label)?));
+            let inner: usize = xd[a + 1..].iter().product();
+            let count = idx.len();
+            let body = format!(
+                "{head}    const int idx[{count}] = {{{}}};\n    const int r = o % {inner}, q = (o / {inner}) % {count}, outer = o / {};\n    y[o] = x[(outer * {dim} + idx[q]) * {inner} + r];\n",
+                idx.join(", "),
+                inner * count
+            );
+            ("gather", body)
         }
         Op::Slice => {
             let x_v = node

@@ -150,7 +150,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                     drafts.push((0, gemm::lower(g, id, &chain, &mut w)?));
                     chain
                 }
-                Op::Concat { .. } | Op::Transpose { .. } | Op::Slice => {
+                Op::Concat { .. } | Op::Transpose { .. } | Op::Slice | Op::Gather { .. } => {
                     drafts.push((0, movement::lower(g, id, &mut w)?));
                     Vec::new()
                 }
