@@ -1,7 +1,8 @@
 //! cc-backends: executors and code generators for the cc-compile IR.
 //!
 //! [`cpu::CpuExecutor`] runs graphs (implementing [`cc_ir::Executor`]); the constant
-//! evaluator [`cpu::eval`] also serves constant folding.
+//! evaluator [`cpu::eval`] also serves constant folding. [`cuda`] lowers a graph to
+//! CUDA C ([`cuda::CudaBackend`]) and runs it through NVRTC ([`cuda::CudaRunner`]).
 
 pub mod backend;
 pub mod cpu;
