@@ -70,10 +70,11 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Backend: `onnx` writes a model (or `--emit ir`), `c` writes C sources, a header
-    /// and a weights blob into the folder `-o DIR` (default MODEL.cc.c/ beside the input).
+    /// and a weights blob into the folder `-o DIR` (default MODEL.cc.c/ beside the input),
+    /// `cuda` writes model.cu, a weights blob and a README (default MODEL.cc.cuda/).
     #[arg(long, value_enum, default_value_t = BackendKind::Onnx)]
     backend: BackendKind,
-    /// Shape of a runtime input for `--backend c` (`1x3x224x224`), one per input in
+    /// Shape of a runtime input for `--backend c|cuda` (`1x3x224x224`), one per input in
     /// order; needed when the model's inputs have symbolic dimensions.
     #[arg(long = "input-shape", value_name = "AxBx..")]
     input_shapes: Vec<String>,
@@ -100,6 +101,8 @@ enum BackendKind {
     Onnx,
     /// C99 sources, header, weights blob, driver, Makefile and README in a folder.
     C,
+    /// CUDA C source (`model.cu`), weights blob and README in a folder.
+    Cuda,
 }
 
 /// Subcommands besides compiling.
@@ -203,11 +206,11 @@ fn run(cli: Cli) -> Result<()> {
         bail!("no input model given (usage: cc-compile [--passes P] MODEL.onnx -o OUT.onnx)");
     };
     let pipeline = Pipeline::parse(&cli.passes)?;
-    if cli.backend == BackendKind::C && cli.emit == Emit::Ir {
-        bail!("--emit ir writes a model; it cannot be combined with --backend c");
+    if cli.backend != BackendKind::Onnx && cli.emit == Emit::Ir {
+        bail!("--emit ir writes a model; it cannot be combined with --backend c or cuda");
     }
-    if cli.backend != BackendKind::C && !cli.input_shapes.is_empty() {
-        bail!("--input-shape is for --backend c");
+    if cli.backend == BackendKind::Onnx && !cli.input_shapes.is_empty() {
+        bail!("--input-shape is for --backend c or cuda");
     }
     let input_shapes = cli
         .input_shapes
@@ -225,6 +228,7 @@ fn run(cli: Cli) -> Result<()> {
         let onnx = default_output(model);
         match (cli.backend, cli.emit) {
             (BackendKind::C, _) => onnx.with_extension("c"),
+            (BackendKind::Cuda, _) => onnx.with_extension("cuda"),
             (BackendKind::Onnx, Emit::Onnx) => onnx,
             (BackendKind::Onnx, Emit::Ir) => onnx.with_extension("ccir"),
         }
@@ -263,6 +267,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     match (cli.backend, cli.emit) {
         (BackendKind::C, _) => write_c(&graph, input_shapes, &output)
+            .with_context(|| format!("{}", model.display()))?,
+        (BackendKind::Cuda, _) => write_cuda(&graph, &input_shapes, &output)
             .with_context(|| format!("{}", model.display()))?,
         (BackendKind::Onnx, Emit::Onnx) => cc_ir::onnx::save_model(&graph, &output)?,
         (BackendKind::Onnx, Emit::Ir) => {
@@ -355,6 +361,29 @@ fn parse_shape(s: &str) -> Result<Vec<usize>> {
 /// Lowers `g` with the C backend and writes the files into the folder `out`.
 fn write_c(g: &cc_ir::Graph, input_shapes: Vec<Vec<usize>>, out: &Path) -> Result<()> {
     use cc_backends::Backend;
+    check_static_inputs(g, &input_shapes)?;
+    let opts = cc_backends::BackendOptions {
+        input_shapes,
+        ..Default::default()
+    };
+    let art = cc_backends::CBackend.lower(g, &opts)?;
+    art.write_to(out)?;
+    Ok(())
+}
+
+/// Lowers `g` with the CUDA backend (source, weights, README) into the folder `out`.
+fn write_cuda(g: &cc_ir::Graph, input_shapes: &[Vec<usize>], out: &Path) -> Result<()> {
+    check_static_inputs(g, input_shapes)?;
+    if input_shapes.is_empty() {
+        cc_cli::backend_cuda::write_cuda(g, out)
+    } else {
+        cc_cli::backend_cuda::write_cuda_with_shapes(g, input_shapes, out)
+    }
+}
+
+/// Code generation needs static shapes: without `--input-shape`, every runtime input
+/// must have them (no guessed batch size); the error suggests the model's own dims.
+fn check_static_inputs(g: &cc_ir::Graph, input_shapes: &[Vec<usize>]) -> Result<()> {
     if input_shapes.is_empty() {
         for v in cc_backends::c::prepare::runtime_inputs(g) {
             let val = g.value(v);
@@ -374,12 +403,6 @@ fn write_c(g: &cc_ir::Graph, input_shapes: Vec<Vec<usize>>, out: &Path) -> Resul
             }
         }
     }
-    let opts = cc_backends::BackendOptions {
-        input_shapes,
-        ..Default::default()
-    };
-    let art = cc_backends::CBackend.lower(g, &opts)?;
-    art.write_to(out)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! `cc-compile --backend c`: writes the C files into a folder, byte-identical across
-//! runs; bad input gives one line, exit code 2 and nothing written.
+//! `cc-compile --backend c|cuda`: writes the generated files into a folder,
+//! byte-identical across runs; bad input gives one line, exit code 2 and nothing
+//! written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -8,29 +9,25 @@ fn demo_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/digits_cnn/model.onnx")
 }
 
-fn compile_c(out: &Path, args: &[&str]) -> Output {
+fn compile_with(backend: &str, out: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cc-compile"))
         .arg(demo_model())
-        .args(["--backend", "c", "-o"])
+        .args(["--backend", backend, "-o"])
         .arg(out)
         .args(args)
         .output()
         .unwrap()
 }
 
+fn compile_c(out: &Path, args: &[&str]) -> Output {
+    compile_with("c", out, args)
+}
+
+#[path = "../../tests/src/cli_rejection.rs"]
+mod cli_rejection;
+
 fn assert_rejected(o: &Output, out: &Path, needle: &str) {
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains(needle),
-        "{stderr}"
-    );
-    assert!(!out.exists(), "the output folder was created");
+    cli_rejection::assert_rejected(o, out, &[needle]);
 }
 
 #[test]
@@ -102,6 +99,34 @@ fn bad_shapes_and_flags_are_rejected() {
     assert_rejected(
         &compile_c(&out, &["--input-shape", "1x1x8x8", "--emit", "ir"]),
         &out,
-        "--backend c",
+        "--backend c or cuda",
+    );
+}
+
+#[test]
+fn writes_the_cuda_files_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for dir in [&a, &b] {
+        let o = compile_with(
+            "cuda",
+            dir,
+            &["--passes", "quant{bits=8}", "--input-shape", "2x1x8x8"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for f in ["model.cu", "model.weights.bin", "README.md"] {
+        let x = std::fs::read(a.join(f)).unwrap();
+        assert!(!x.is_empty(), "{f} is empty");
+        assert_eq!(x, std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let cu = std::fs::read_to_string(a.join("model.cu")).unwrap();
+    assert!(cu.contains("__global__"), "no kernels");
+    let out = tmp.path().join("cuda");
+    assert_rejected(&compile_with("cuda", &out, &[]), &out, "--input-shape");
+    assert_rejected(
+        &compile_with("cuda", &out, &["--input-shape", "1x1x8x8", "--emit", "ir"]),
+        &out,
+        "--backend c or cuda",
     );
 }
