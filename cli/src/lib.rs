@@ -3,7 +3,6 @@
 //! [`eval`] compares an original and a compressed model on a data folder, [`metrics`]
 //! holds the figures (errors, cosine, top-1, accuracy, perplexity).
 
-pub mod backend_cuda;
 pub mod eval;
 pub mod groups;
 pub mod metrics;

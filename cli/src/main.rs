@@ -268,7 +268,7 @@ fn run(cli: Cli) -> Result<()> {
     match (cli.backend, cli.emit) {
         (BackendKind::C, _) => write_c(&graph, input_shapes, &output)
             .with_context(|| format!("{}", model.display()))?,
-        (BackendKind::Cuda, _) => write_cuda(&graph, &input_shapes, &output)
+        (BackendKind::Cuda, _) => write_cuda(&graph, input_shapes, &output)
             .with_context(|| format!("{}", model.display()))?,
         (BackendKind::Onnx, Emit::Onnx) => cc_ir::onnx::save_model(&graph, &output)?,
         (BackendKind::Onnx, Emit::Ir) => {
@@ -372,13 +372,16 @@ fn write_c(g: &cc_ir::Graph, input_shapes: Vec<Vec<usize>>, out: &Path) -> Resul
 }
 
 /// Lowers `g` with the CUDA backend (source, weights, README) into the folder `out`.
-fn write_cuda(g: &cc_ir::Graph, input_shapes: &[Vec<usize>], out: &Path) -> Result<()> {
-    check_static_inputs(g, input_shapes)?;
-    if input_shapes.is_empty() {
-        cc_cli::backend_cuda::write_cuda(g, out)
-    } else {
-        cc_cli::backend_cuda::write_cuda_with_shapes(g, input_shapes, out)
-    }
+fn write_cuda(g: &cc_ir::Graph, input_shapes: Vec<Vec<usize>>, out: &Path) -> Result<()> {
+    use cc_backends::Backend;
+    check_static_inputs(g, &input_shapes)?;
+    let opts = cc_backends::BackendOptions {
+        input_shapes,
+        ..Default::default()
+    };
+    let art = cc_backends::cuda::CudaBackend.lower(g, &opts)?;
+    art.write_to(out)?;
+    Ok(())
 }
 
 /// Code generation needs static shapes: without `--input-shape`, every runtime input

@@ -37,8 +37,17 @@ fn compiled(shared: &Path, name: &str, spec: &str, rows: usize) -> (Graph, Vec<T
         .map(|p| first_rows(&cc_ir::onnx::read_tensor_file(p).unwrap().1, rows))
         .collect();
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-    let g = cc_cli::backend_cuda::specialize(&g, &shapes).unwrap();
+    let g = specialize(&g, shapes);
     (g, inputs, dir)
+}
+
+/// `g` specialised to static input shapes as the backends prepare it.
+fn specialize(g: &Graph, input_shapes: Vec<Vec<usize>>) -> Graph {
+    let opts = cc_backends::BackendOptions {
+        input_shapes,
+        ..Default::default()
+    };
+    cc_backends::c::prepare::prepare(g, &opts).unwrap()
 }
 
 fn cpu(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -120,7 +129,7 @@ fn every_fixture_plans_or_names_what_is_missing() {
         run_pipeline(&mut g, "").unwrap();
         let shapes = cc_backends::cuda::input_shapes_with(&g, 1).unwrap();
         // With static shapes, canonicalization folds the shape arithmetic away.
-        let g = cc_cli::backend_cuda::specialize(&g, &shapes).unwrap();
+        let g = specialize(&g, shapes);
         match plan(&g) {
             Ok(p) => {
                 println!("{name}: {} kernels", p.kernels.len());

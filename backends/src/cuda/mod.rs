@@ -98,7 +98,10 @@ impl Backend for CudaBackend {
                 "symbol prefix {prefix:?} is not a C identifier"
             )));
         }
-        Ok(artifact(&plan(g)?, prefix))
+        // The same preparation as the C backend: shared weights materialised, inputs
+        // bound to `opts.input_shapes`, every shape computation folded.
+        let g = crate::c::prepare::prepare(g, opts)?;
+        Ok(artifact(&plan(&g)?, prefix))
     }
 }
 
@@ -326,6 +329,7 @@ mod tests {
         assert!(e.contains("\"cast\"") && e.contains("Cast"), "{e}");
         let opts = BackendOptions {
             symbol_prefix: "9bad".into(),
+            ..Default::default()
         };
         assert!(CudaBackend.lower(&resnetish(), &opts).is_err());
         let art = CudaBackend
