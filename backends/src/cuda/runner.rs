@@ -223,7 +223,9 @@ impl CudaRunner {
         #[cfg(not(feature = "cuda"))]
         {
             let _ = plan;
-            check().map(|_| unreachable!("check fails without the cuda feature"))
+            Err(check()
+                .err()
+                .unwrap_or_else(|| Error::unsupported("cuda: built without the `cuda` feature")))
         }
     }
 
