@@ -11,8 +11,8 @@
 //!   `__syncthreads` a barrier, `__shared__` a function-local static since blocks run
 //!   one after another) and its outputs are checked like the GPU's: digits_cnn in fp32,
 //!   int8 (symmetric and with zero points) and int4 blocks, hand-made graphs for the
-//!   other kernels, and — with `CC_CUDA_EMULATE_LARGE=1` — resnet18, squeezenet1_1 and
-//!   mobilenet_v2.
+//!   other kernels, resnet18 (fp32, int8), squeezenet1_1, mobilenet_v2, shufflenet_v2
+//!   and vit_tiny.
 //! - Where libnvrtc can be loaded (no driver or device needed), the generated source of
 //!   the fixtures compiles with NVRTC to PTX with an entry per kernel.
 //! - Every fixture either plans or fails with an error naming the node and op.
@@ -482,18 +482,9 @@ fn generated_kernels_compute_digits_cnn_on_the_cpu() {
 }
 
 /// resnet18 (fp32, int8), squeezenet1_1, mobilenet_v2, shufflenet_v2 and vit_tiny
-/// through the emulator: slow
-/// (every block's threads are OS threads), so only with `CC_CUDA_EMULATE_LARGE=1`.
+/// through the emulator (about a minute: every block's threads are OS threads).
 #[test]
 fn generated_kernels_compute_larger_models_on_the_cpu() {
-    if std::env::var("CC_CUDA_EMULATE_LARGE").as_deref() != Ok("1") {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: emulating resnet18, squeezenet1_1, mobilenet_v2, shufflenet_v2, vit_tiny (set CC_CUDA_EMULATE_LARGE=1)"
-        );
-        return;
-    }
     let Some(shared) = shared_dir() else { return };
     emulated_case(&shared, "resnet18", "", 1, "_conv_add_relu(");
     emulated_case(
