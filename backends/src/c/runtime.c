@@ -117,103 +117,143 @@ static inline void cc_w_decode(const cc_w *w, long i0, long n, float *out)
 #define CC_KC 256
 #define CC_NC 1024
 
-/* Packs rows [0, m) x columns [k0, k0 + kc) of A as MR-row panels: dst[p][k][MR]. */
-static inline void cc_pack_a(const cc_mat *A, long m, long k0, long kc, float *dst)
+/* Packs the MR-row panel of A starting at row i0, columns [k0, k0 + kc), into its
+   place in dst (dst[p][k][MR]); rows past m are zeros. */
+static inline void cc_pack_a_panel(const cc_mat *A, long m, long k0, long kc, long i0, float *dst)
 {
-    long i0, i, k;
-    for (i0 = 0; i0 < m; i0 += CC_MR) {
-        float *d = dst + (i0 / CC_MR) * kc * CC_MR;
-        long mr = m - i0 < CC_MR ? m - i0 : CC_MR;
-        if (A->w->kind == CC_F32 && A->cs == 1 && mr == CC_MR) {
-            const float *s0 = A->w->f + A->off + i0 * A->rs + k0;
-            const float *s1 = s0 + A->rs, *s2 = s1 + A->rs, *s3 = s2 + A->rs;
-            const float *s4 = s3 + A->rs, *s5 = s4 + A->rs;
-            for (k = 0; k < kc; k++) {
-                float *dk = d + k * CC_MR;
-                dk[0] = s0[k];
-                dk[1] = s1[k];
-                dk[2] = s2[k];
-                dk[3] = s3[k];
-                dk[4] = s4[k];
-                dk[5] = s5[k];
-            }
-            continue;
+    long i, k;
+    float *d = dst + (i0 / CC_MR) * kc * CC_MR;
+    long mr = m - i0 < CC_MR ? m - i0 : CC_MR;
+    if (A->w->kind == CC_F32 && A->cs == 1 && mr == CC_MR) {
+        const float *s0 = A->w->f + A->off + i0 * A->rs + k0;
+        const float *s1 = s0 + A->rs, *s2 = s1 + A->rs, *s3 = s2 + A->rs;
+        const float *s4 = s3 + A->rs, *s5 = s4 + A->rs;
+        for (k = 0; k < kc; k++) {
+            float *dk = d + k * CC_MR;
+            dk[0] = s0[k];
+            dk[1] = s1[k];
+            dk[2] = s2[k];
+            dk[3] = s3[k];
+            dk[4] = s4[k];
+            dk[5] = s5[k];
         }
-        for (i = 0; i < CC_MR; i++) {
-            long row = i0 + i;
-            if (row >= m) {
-                for (k = 0; k < kc; k++)
-                    d[k * CC_MR + i] = 0.0f;
-            } else if (A->w->kind == CC_F32) {
-                const float *s = A->w->f + A->off + row * A->rs + k0 * A->cs;
-                for (k = 0; k < kc; k++)
-                    d[k * CC_MR + i] = s[k * A->cs];
-            } else if (A->cs == 1) {
-                float tmp[CC_KC];
-                cc_w_decode(A->w, A->off + row * A->rs + k0, kc, tmp);
-                for (k = 0; k < kc; k++)
-                    d[k * CC_MR + i] = tmp[k];
-            } else {
-                long base = A->off + row * A->rs + k0 * A->cs;
-                for (k = 0; k < kc; k++)
-                    d[k * CC_MR + i] = cc_w_get(A->w, base + k * A->cs);
-            }
+        return;
+    }
+    for (i = 0; i < CC_MR; i++) {
+        long row = i0 + i;
+        if (row >= m) {
+            for (k = 0; k < kc; k++)
+                d[k * CC_MR + i] = 0.0f;
+        } else if (A->w->kind == CC_F32) {
+            const float *s = A->w->f + A->off + row * A->rs + k0 * A->cs;
+            for (k = 0; k < kc; k++)
+                d[k * CC_MR + i] = s[k * A->cs];
+        } else if (A->cs == 1) {
+            float tmp[CC_KC];
+            cc_w_decode(A->w, A->off + row * A->rs + k0, kc, tmp);
+            for (k = 0; k < kc; k++)
+                d[k * CC_MR + i] = tmp[k];
+        } else {
+            long base = A->off + row * A->rs + k0 * A->cs;
+            for (k = 0; k < kc; k++)
+                d[k * CC_MR + i] = cc_w_get(A->w, base + k * A->cs);
         }
     }
 }
 
+/* Packs rows [0, m) x columns [k0, k0 + kc) of A as MR-row panels: dst[p][k][MR].
+   Panels are independent: with OpenMP, threads pack (and decode) different panels. */
+static inline void cc_pack_a(const cc_mat *A, long m, long k0, long kc, float *dst)
+{
+    long p, mp = (m + CC_MR - 1) / CC_MR;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (m * kc > 16384)
+#endif
+    for (p = 0; p < mp; p++)
+        cc_pack_a_panel(A, m, k0, kc, p * CC_MR, dst);
+}
+
+/* Cuts one gathered row of nc values (row k of the block) into the NR-column panels. */
+static inline void cc_panel_row(const float *row, long k, long kc, long nc, float *dst)
+{
+    long jp, j;
+    for (jp = 0; jp < nc; jp += CC_NR) {
+        float *dk = dst + (jp / CC_NR) * kc * CC_NR + k * CC_NR;
+        long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
+        for (j = 0; j < nr; j++)
+            dk[j] = row[jp + j];
+        for (j = nr; j < CC_NR; j++)
+            dk[j] = 0.0f;
+    }
+}
+
+/* Implicit im2col of row k of the block: kernel tap (ci, ky, kx) of block row k0 + k
+   over the output positions j0 .. j0+nc, gathered a run of one output row at a time
+   (zeros where the tap falls in the padding), then cut into panels. */
+static inline void cc_pack_conv_row(const cc_mat *B, long k0, long k, long kc, long j0, long nc,
+                                    float *dst)
+{
+    const cc_conv *p = B->conv;
+    float row[CC_NC];
+    long r = k0 + k, kx = r % p->kw, ky = (r / p->kw) % p->kh, ci = r / (p->kw * p->kh);
+    const float *s = B->img + ci * p->h * p->w;
+    long pos = j0, end = j0 + nc;
+    while (pos < end) {
+        long oy = pos / p->ow, ox0 = pos % p->ow;
+        long ox1 = p->ow < ox0 + (end - pos) ? p->ow : ox0 + (end - pos);
+        long iy = oy * p->sh - p->ph + ky * p->dh, ox;
+        float *d = row + (pos - j0);
+        if (iy < 0 || iy >= p->h) {
+            for (ox = ox0; ox < ox1; ox++)
+                d[ox - ox0] = 0.0f;
+        } else {
+            long off = kx * p->dw - p->pw, lo_x, hi_x;
+            const float *sr = s + iy * p->w + off;
+            lo_x = off >= 0 ? 0 : (-off + p->sw - 1) / p->sw;
+            hi_x = p->w - 1 - off < 0 ? 0 : (p->w - 1 - off) / p->sw + 1;
+            lo_x = lo_x < ox0 ? ox0 : lo_x > ox1 ? ox1 : lo_x;
+            hi_x = hi_x > ox1 ? ox1 : hi_x < lo_x ? lo_x : hi_x;
+            for (ox = ox0; ox < lo_x; ox++)
+                d[ox - ox0] = 0.0f;
+            if (p->sw == 1)
+                for (ox = lo_x; ox < hi_x; ox++)
+                    d[ox - ox0] = sr[ox];
+            else
+                for (ox = lo_x; ox < hi_x; ox++)
+                    d[ox - ox0] = sr[ox * p->sw];
+            for (ox = hi_x; ox < ox1; ox++)
+                d[ox - ox0] = 0.0f;
+        }
+        pos += ox1 - ox0;
+    }
+    cc_panel_row(row, k, kc, nc, dst);
+}
+
+/* Row k of the block from a row-major B (contiguous reads, decoded first for
+   compressed weights), cut into panels. */
+static inline void cc_pack_dense_row(const cc_mat *B, long k0, long k, long kc, long j0, long nc,
+                                     float *dst)
+{
+    float row[CC_NC];
+    const float *s = row;
+    if (B->w->kind == CC_F32)
+        s = B->w->f + B->off + (k0 + k) * B->rs + j0;
+    else
+        cc_w_decode(B->w, B->off + (k0 + k) * B->rs + j0, nc, row);
+    cc_panel_row(s, k, kc, nc, dst);
+}
+
 /* Packs rows [k0, k0 + kc) x columns [j0, j0 + nc) of B as NR-column panels:
-   dst[p][k][NR]. */
+   dst[p][k][NR]. Rows are independent: with OpenMP, threads pack different rows. */
 static inline void cc_pack_b(const cc_mat *B, long k0, long kc, long j0, long nc, float *dst)
 {
     long jp, k, j;
     if (B->conv) {
-        /* Implicit im2col: row r of the block is kernel tap (ci, ky, kx) over the output
-           positions j0 .. j0+nc, gathered a run of one output row at a time into `row`
-           (zeros where the tap falls in the padding), then cut into panels. */
-        const cc_conv *p = B->conv;
-        float row[CC_NC];
-        for (k = 0; k < kc; k++) {
-            long r = k0 + k, kx = r % p->kw, ky = (r / p->kw) % p->kh, ci = r / (p->kw * p->kh);
-            const float *s = B->img + ci * p->h * p->w;
-            long pos = j0, end = j0 + nc;
-            while (pos < end) {
-                long oy = pos / p->ow, ox0 = pos % p->ow;
-                long ox1 = p->ow < ox0 + (end - pos) ? p->ow : ox0 + (end - pos);
-                long iy = oy * p->sh - p->ph + ky * p->dh, ox;
-                float *d = row + (pos - j0);
-                if (iy < 0 || iy >= p->h) {
-                    for (ox = ox0; ox < ox1; ox++)
-                        d[ox - ox0] = 0.0f;
-                } else {
-                    long off = kx * p->dw - p->pw, lo_x, hi_x;
-                    const float *sr = s + iy * p->w + off;
-                    lo_x = off >= 0 ? 0 : (-off + p->sw - 1) / p->sw;
-                    hi_x = p->w - 1 - off < 0 ? 0 : (p->w - 1 - off) / p->sw + 1;
-                    lo_x = lo_x < ox0 ? ox0 : lo_x > ox1 ? ox1 : lo_x;
-                    hi_x = hi_x > ox1 ? ox1 : hi_x < lo_x ? lo_x : hi_x;
-                    for (ox = ox0; ox < lo_x; ox++)
-                        d[ox - ox0] = 0.0f;
-                    if (p->sw == 1)
-                        for (ox = lo_x; ox < hi_x; ox++)
-                            d[ox - ox0] = sr[ox];
-                    else
-                        for (ox = lo_x; ox < hi_x; ox++)
-                            d[ox - ox0] = sr[ox * p->sw];
-                    for (ox = hi_x; ox < ox1; ox++)
-                        d[ox - ox0] = 0.0f;
-                }
-                pos += ox1 - ox0;
-            }
-            for (jp = 0; jp < nc; jp += CC_NR) {
-                float *dk = dst + (jp / CC_NR) * kc * CC_NR + k * CC_NR;
-                long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
-                for (j = 0; j < nr; j++)
-                    dk[j] = row[jp + j];
-                for (j = nr; j < CC_NR; j++)
-                    dk[j] = 0.0f;
-            }
-        }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (kc * nc > 16384)
+#endif
+        for (k = 0; k < kc; k++)
+            cc_pack_conv_row(B, k0, k, kc, j0, nc, dst);
         return;
     }
     if (B->rs == 1 && B->cs != 1) {
@@ -230,24 +270,11 @@ static inline void cc_pack_b(const cc_mat *B, long k0, long kc, long j0, long nc
         return;
     }
     if (B->cs == 1) {
-        /* Row by row: contiguous reads (decoded first for compressed weights), one
-           64-byte line written per panel. */
-        float row[CC_NC];
-        for (k = 0; k < kc; k++) {
-            const float *s = row;
-            if (B->w->kind == CC_F32)
-                s = B->w->f + B->off + (k0 + k) * B->rs + j0;
-            else
-                cc_w_decode(B->w, B->off + (k0 + k) * B->rs + j0, nc, row);
-            for (jp = 0; jp < nc; jp += CC_NR) {
-                float *dk = dst + (jp / CC_NR) * kc * CC_NR + k * CC_NR;
-                long nr = nc - jp < CC_NR ? nc - jp : CC_NR;
-                for (j = 0; j < nr; j++)
-                    dk[j] = s[jp + j];
-                for (j = nr; j < CC_NR; j++)
-                    dk[j] = 0.0f;
-            }
-        }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (kc * nc > 16384)
+#endif
+        for (k = 0; k < kc; k++)
+            cc_pack_dense_row(B, k0, k, kc, j0, nc, dst);
         return;
     }
     for (jp = 0; jp < nc; jp += CC_NR) {
