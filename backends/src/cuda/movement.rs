@@ -1,21 +1,12 @@
 //! Data movement: Concat, Transpose, Slice and Gather (constant indices, inlined),
 //! one thread per output element.
 
-use super::shapes::{dims, require_f32, strides};
+use super::shapes::{axis_of, dims, require_f32, strides};
 use super::weights::{Buf, Param, Weights};
 use super::Draft;
 use cc_ir::{Error, Graph, NodeId, Op, Result};
 
 const BLOCK: u32 = 256;
-
-fn axis_of(a: i64, rank: usize, label: &str) -> Result<usize> {
-    let r = rank as i64;
-    let a = if a < 0 { a + r } else { a };
-    usize::try_from(a)
-        .ok()
-        .filter(|&a| a < rank)
-        .ok_or_else(|| Error::invalid(format!("node {label}: axis {a} out of range")))
-}
 
 /// Lowers a Concat, Transpose, Slice or Gather node.
 pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {

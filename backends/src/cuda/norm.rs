@@ -1,21 +1,12 @@
 //! Row-wise ops: Softmax along one axis and LayerNormalization over the trailing axes,
 //! one thread per row (rows are short in the models at hand).
 
-use super::shapes::{broadcast_index, dims, f32_literal, require_f32};
+use super::shapes::{axis_of, broadcast_index, dims, f32_literal, later_outputs_used, require_f32};
 use super::weights::{Buf, Param, Weights};
 use super::Draft;
 use cc_ir::{Error, Graph, NodeId, Op, Result};
 
 const BLOCK: u32 = 128;
-
-fn axis_of(a: i64, rank: usize, label: &str) -> Result<usize> {
-    let r = rank as i64;
-    let a = if a < 0 { a + r } else { a };
-    usize::try_from(a)
-        .ok()
-        .filter(|&a| a < rank)
-        .ok_or_else(|| Error::invalid(format!("node {label}: axis {a} out of range")))
-}
 
 /// Lowers a Softmax or LayerNormalization node.
 pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
@@ -29,13 +20,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
             )))
         }
     };
-    if node
-        .outputs()
-        .iter()
-        .skip(1)
-        .flatten()
-        .any(|&v| !g.value(v).uses().is_empty() || g.is_output(v))
-    {
+    if later_outputs_used(g, node) {
         return Err(Error::unsupported(format!(
             "cuda backend: node {label}: only the first output is supported"
         )));

@@ -117,13 +117,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                     "node {label}: missing input or output"
                 )));
             };
-            if node
-                .outputs()
-                .iter()
-                .skip(1)
-                .flatten()
-                .any(|&v| !g.value(v).uses().is_empty() || g.is_output(v))
-            {
+            if shapes::later_outputs_used(g, node) {
                 return Err(Error::unsupported(format!(
                     "cuda backend: node {label}: the second output is not supported"
                 )));

@@ -2,7 +2,7 @@
 //! and GlobalAveragePool / GlobalMaxPool (one thread per (batch, channel)).
 
 use super::conv::{pads_for, sizes};
-use super::shapes::dims;
+use super::shapes::{dims, later_outputs_used};
 use super::weights::{Buf, Param, Weights};
 use super::Draft;
 use cc_ir::op::{GlobalPoolOp, PoolAttrs};
@@ -20,13 +20,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
     let y_v = node
         .output(0)
         .ok_or_else(|| Error::invalid(format!("node {label} has no output")))?;
-    if node
-        .outputs()
-        .iter()
-        .skip(1)
-        .flatten()
-        .any(|&v| !g.value(v).uses().is_empty() || g.is_output(v))
-    {
+    if later_outputs_used(g, node) {
         return Err(Error::unsupported(format!(
             "cuda backend: node {label}: the Indices output of MaxPool is not supported"
         )));

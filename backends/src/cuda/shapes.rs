@@ -115,6 +115,27 @@ pub fn input_shapes_with(g: &Graph, batch: usize) -> Result<Vec<Vec<usize>>> {
         .collect()
 }
 
+/// Axis `a` of a rank-`rank` tensor (negative counts from the end), or an error naming
+/// the node.
+pub fn axis_of(a: i64, rank: usize, label: &str) -> Result<usize> {
+    let r = rank as i64;
+    let a = if a < 0 { a + r } else { a };
+    usize::try_from(a)
+        .ok()
+        .filter(|&a| a < rank)
+        .ok_or_else(|| Error::invalid(format!("node {label}: axis {a} out of range")))
+}
+
+/// True when an output of `node` other than the first is read or is a graph output
+/// (the kernels compute only the first).
+pub fn later_outputs_used(g: &Graph, node: &cc_ir::Node) -> bool {
+    node.outputs()
+        .iter()
+        .skip(1)
+        .flatten()
+        .any(|&v| !g.value(v).uses().is_empty() || g.is_output(v))
+}
+
 /// Row-major strides of `dims`.
 pub fn strides(dims: &[usize]) -> Vec<usize> {
     let mut s = vec![1; dims.len()];
