@@ -51,6 +51,31 @@ pub struct Draft {
     pub output: ValueId,
 }
 
+impl Draft {
+    /// A kernel for one node with one thread per item (`items` threads in blocks of
+    /// `block`) and no helper functions.
+    pub fn one_node(
+        base: &str,
+        label: String,
+        params: Vec<Param>,
+        body: String,
+        items: usize,
+        block: u32,
+        output: ValueId,
+    ) -> Draft {
+        Draft {
+            base: base.to_string(),
+            nodes: vec![label],
+            params,
+            helpers: String::new(),
+            body,
+            grid: [items.div_ceil(block as usize) as u32, 1, 1],
+            block,
+            output,
+        }
+    }
+}
+
 /// The CUDA backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CudaBackend;

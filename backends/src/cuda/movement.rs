@@ -171,16 +171,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
             )))
         }
     };
-    Ok(Draft {
-        base: base.to_string(),
-        nodes: vec![label],
-        params,
-        helpers: String::new(),
-        body,
-        grid: [n.div_ceil(BLOCK as usize) as u32, 1, 1],
-        block: BLOCK,
-        output: y_v,
-    })
+    Ok(Draft::one_node(base, label, params, body, n, BLOCK, y_v))
 }
 
 /// Per axis of the input: the first index read and the step, from the constant

@@ -79,16 +79,7 @@ pub fn lower(g: &Graph, id: NodeId, w: &mut Weights) -> Result<Draft> {
             )))
         }
     };
-    Ok(Draft {
-        base: base.to_string(),
-        nodes: vec![label],
-        params,
-        helpers: String::new(),
-        body,
-        grid: [rows.div_ceil(BLOCK as usize) as u32, 1, 1],
-        block: BLOCK,
-        output: y_v,
-    })
+    Ok(Draft::one_node(base, label, params, body, rows, BLOCK, y_v))
 }
 
 #[cfg(test)]
