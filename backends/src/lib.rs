@@ -5,6 +5,7 @@
 //! [`cuda`] lowers a graph to CUDA C ([`cuda::CudaBackend`]) and runs it through NVRTC
 //! ([`cuda::CudaRunner`]).
 
+pub mod arena;
 pub mod backend;
 pub mod c;
 pub mod cpu;

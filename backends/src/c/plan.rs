@@ -3,6 +3,7 @@
 //! reused once their last reader has run (reshapes alias their input's buffer).
 
 use super::prepare::{elem_type, static_shape};
+use crate::arena::Arena;
 use cc_ir::{Error, Graph, NodeId, Op, Result, ValueId};
 use std::collections::BTreeMap;
 
@@ -53,58 +54,6 @@ pub fn value_bytes(g: &Graph, v: ValueId) -> Result<usize> {
     Ok(n * size)
 }
 
-/// A free-list allocator over one arena (best fit, coalescing, 64-byte granules).
-#[derive(Default)]
-struct Arena {
-    free: Vec<(usize, usize)>,
-    end: usize,
-}
-
-impl Arena {
-    fn alloc(&mut self, bytes: usize) -> usize {
-        let need = bytes.max(1).div_ceil(64) * 64;
-        let best = self
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, &(_, s))| s >= need)
-            .min_by_key(|(_, &(o, s))| (s, o))
-            .map(|(i, _)| i);
-        if let Some(i) = best {
-            let (o, s) = self.free[i];
-            if s == need {
-                self.free.remove(i);
-            } else {
-                self.free[i] = (o + need, s - need);
-            }
-            return o;
-        }
-        // Grow the last free block if it ends at the arena's end.
-        if let Some(i) = self.free.iter().position(|&(o, s)| o + s == self.end) {
-            let (o, _) = self.free.remove(i);
-            self.end = o + need;
-            return o;
-        }
-        let o = self.end;
-        self.end += need;
-        o
-    }
-
-    fn release(&mut self, off: usize, bytes: usize) {
-        let size = bytes.max(1).div_ceil(64) * 64;
-        self.free.push((off, size));
-        self.free.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.free.len());
-        for &(o, s) in &self.free {
-            match merged.last_mut() {
-                Some((lo, ls)) if *lo + *ls == o => *ls += s,
-                _ => merged.push((o, s)),
-            }
-        }
-        self.free = merged;
-    }
-}
-
 /// Plans storage for `order` (the prepared graph's nodes in topological order);
 /// `fixed` holds the places of runtime inputs, constants and compressed weights;
 /// `absorbed` nodes (activations fused into their producer) alias their input.
@@ -140,7 +89,7 @@ pub fn plan(
         let r = root.get(&o).copied().unwrap_or(o);
         last.insert(r, usize::MAX);
     }
-    let mut arena = Arena::default();
+    let mut arena = Arena::new(64);
     for (step, &id) in order.iter().enumerate() {
         let node = g.node(id);
         for &o in node.outputs().iter().flatten() {
@@ -174,30 +123,6 @@ pub fn plan(
             }
         }
     }
-    p.arena_bytes = arena.end;
+    p.arena_bytes = arena.size();
     Ok(p)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arena_reuses_and_coalesces() {
-        let mut a = Arena::default();
-        let x = a.alloc(100);
-        let y = a.alloc(64);
-        assert_eq!((x, y), (0, 128));
-        a.release(x, 100);
-        assert_eq!(a.alloc(10), 0);
-        a.release(0, 10);
-        a.release(y, 64);
-        // all free and coalesced: a larger request reuses from 0
-        assert_eq!(a.alloc(192), 0);
-        assert_eq!(a.end, 192);
-        // growing the trailing block
-        a.release(0, 192);
-        assert_eq!(a.alloc(256), 0);
-        assert_eq!(a.end, 256);
-    }
 }

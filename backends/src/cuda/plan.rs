@@ -9,6 +9,7 @@
 
 use super::weights::{Buf, Weights, ALIGN};
 use super::{conv, elementwise, gemm, movement, norm, pool, reduce, shapes, Draft};
+use crate::arena::Arena;
 use cc_ir::{Error, Graph, NodeId, Op, Result, ValueId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -203,7 +204,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
             )));
         }
     }
-    let mut arena = Arena::default();
+    let mut arena = Arena::new(ALIGN);
     let mut offsets: BTreeMap<ValueId, usize> = BTreeMap::new();
     for &v in g.inputs() {
         shapes::require_f32(g, v, "graph input")?;
@@ -238,20 +239,25 @@ pub fn plan(g: &Graph) -> Result<Plan> {
                 offset,
             });
         }
-        // Free what this kernel read last (never its own output or graph outputs).
-        for p in &d.params {
-            if let Buf::Value(v) = p.buf {
-                let r = rootv(v);
-                if r != out && !keep.contains(&r) && last_use.get(&r) == Some(&i) {
-                    if let Some(o) = offsets.get(&r) {
-                        arena.free(*o, bytes_of(g, r)?);
-                    }
-                }
+        // Free what this kernel read last (never its own output or graph outputs), each
+        // value once even when the kernel reads it through several parameters.
+        let read_last: BTreeSet<ValueId> = d
+            .params
+            .iter()
+            .filter_map(|p| match p.buf {
+                Buf::Value(v) => Some(rootv(v)),
+                Buf::Weight(_) => None,
+            })
+            .filter(|r| *r != out && !keep.contains(r) && last_use.get(r) == Some(&i))
+            .collect();
+        for r in read_last {
+            if let Some(o) = offsets.get(&r) {
+                arena.release(*o, bytes_of(g, r)?);
             }
         }
         if !last_use.contains_key(&out) && !keep.contains(&out) {
             if let Some(o) = offsets.get(&out) {
-                arena.free(*o, bytes_of(g, out)?);
+                arena.release(*o, bytes_of(g, out)?);
             }
         }
         let name = format!("k{i:02}_{}", d.base);
@@ -286,7 +292,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
         kernels,
         weights,
         weight_sections,
-        workspace_bytes: arena.size.max(ALIGN),
+        workspace_bytes: arena.size().max(ALIGN),
         inputs,
         outputs,
     })
@@ -294,71 +300,4 @@ pub fn plan(g: &Graph) -> Result<Plan> {
 
 fn bytes_of(g: &Graph, v: ValueId) -> Result<usize> {
     Ok(shapes::dims(g, v)?.iter().product::<usize>() * 4)
-}
-
-/// First-fit allocator over byte offsets.
-#[derive(Debug, Default)]
-struct Arena {
-    /// Free ranges (offset -> length), merged when adjacent.
-    free: BTreeMap<usize, usize>,
-    size: usize,
-}
-
-impl Arena {
-    fn alloc(&mut self, bytes: usize) -> usize {
-        let need = bytes.max(1).div_ceil(ALIGN) * ALIGN;
-        let hit = self
-            .free
-            .iter()
-            .find(|(_, &len)| len >= need)
-            .map(|(&o, &len)| (o, len));
-        if let Some((o, len)) = hit {
-            self.free.remove(&o);
-            if len > need {
-                self.free.insert(o + need, len - need);
-            }
-            return o;
-        }
-        let o = self.size;
-        self.size += need;
-        o
-    }
-
-    fn free(&mut self, offset: usize, bytes: usize) {
-        let mut off = offset;
-        let mut len = bytes.max(1).div_ceil(ALIGN) * ALIGN;
-        if let Some((&po, &pl)) = self.free.range(..off).next_back() {
-            if po + pl == off {
-                self.free.remove(&po);
-                off = po;
-                len += pl;
-            }
-        }
-        if let Some(&nl) = self.free.get(&(off + len)) {
-            self.free.remove(&(off + len));
-            len += nl;
-        }
-        self.free.insert(off, len);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arena_reuses_and_merges_free_ranges() {
-        let mut a = Arena::default();
-        let x = a.alloc(100);
-        let y = a.alloc(600);
-        let z = a.alloc(10);
-        assert_eq!((x, y, z), (0, 256, 1024));
-        a.free(x, 100);
-        a.free(y, 600);
-        // Merged into one free range of 1024 bytes at 0.
-        assert_eq!(a.free.get(&0), Some(&1024));
-        assert_eq!(a.alloc(900), 0);
-        assert_eq!(a.alloc(10), 1280);
-        assert_eq!(a.size, 1536);
-    }
 }
